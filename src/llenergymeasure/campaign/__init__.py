@@ -1,0 +1,1 @@
+"""Campaign expansion and bookkeeping: plan (ids, hashes, order) and the per-host manifest."""

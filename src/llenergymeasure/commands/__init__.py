@@ -1,0 +1,1 @@
+"""Commands of the `lem` CLI, grouped by area; each module has `register(app)`."""

@@ -1,0 +1,33 @@
+"""Helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from llenergymeasure.errors import LemError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print `message` as an error on stderr and return the Exit to raise."""
+    print(f"error: {message}", file=sys.stderr)
+    return typer.Exit(code)
+
+
+def reports_errors(func: F) -> F:
+    """Turn a LemError into its message on stderr and exit status 2 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LemError as exc:
+            raise fail(str(exc)) from None
+
+    return wrapper  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""Campaign and experiment configuration: models, loading, introspection, grids."""

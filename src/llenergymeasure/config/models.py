@@ -1,0 +1,206 @@
+"""Pydantic v2 models of experiment and campaign files.
+
+These models are the single source of truth for what a config may contain: the
+valid parameters of each backend are read from them (see ``introspection``),
+never from a hand-kept list.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+BACKENDS: tuple[str, ...] = ("pytorch", "vllm", "tensorrt")
+Backend = Literal["pytorch", "vllm", "tensorrt"]
+Precision = Literal["float32", "float16", "bfloat16"]
+Order = Literal["interleaved", "shuffled", "grouped"]
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+def _check_safe_name(value: str) -> str:
+    """Names become file and directory names: allow [A-Za-z0-9._-] only, never '..'."""
+    if not _SAFE_NAME.fullmatch(value):
+        raise ValueError(f"{value!r} may contain only letters, digits, '.', '_' and '-'")
+    if ".." in value:
+        raise ValueError(f"{value!r} must not contain '..'")
+    return value
+
+
+SafeName = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_check_safe_name)]
+
+
+class StrictModel(BaseModel):
+    """Base of every config model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ModelSpec(StrictModel):
+    path: str = Field(min_length=1, description="Local path (under a mounted models dir) or hub id")
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class DecoderConfig(StrictModel):
+    max_new_tokens: int = Field(32, ge=1, le=32768)
+    min_new_tokens: int | None = Field(None, ge=0)
+    temperature: float = Field(0.0, ge=0.0, le=10.0, description="0 means greedy decoding")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="0 disables top-k")
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+class DatasetConfig(StrictModel):
+    name: str = Field(
+        "builtin:short-prompts",
+        min_length=1,
+        description="builtin:NAME, or a path to a JSONL file (field 'prompt') or a text file",
+    )
+    num_prompts: int = Field(20, ge=1, le=100000)
+
+
+class MeasurementConfig(StrictModel):
+    warmup_prompts: int = Field(5, ge=0)
+    min_window_seconds: float = Field(
+        5.0, ge=0.0, description="The prompt set repeats until the window lasts this long"
+    )
+    max_window_repeats: int = Field(1000, ge=1)
+    baseline_seconds: float = Field(30.0, ge=0.0, description="Idle baseline length per GPU")
+    sample_interval_ms: int = Field(100, ge=10, le=10000)
+
+
+class PyTorchConfig(StrictModel):
+    batch_size: int = Field(1, ge=1, le=4096)
+    attn_implementation: Literal["eager", "sdpa"] | None = None
+    use_cache: bool = True
+    torch_compile: bool = False
+
+
+class VLLMConfig(StrictModel):
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    max_num_seqs: int | None = Field(None, ge=1)
+    max_num_batched_tokens: int | None = Field(None, ge=1)
+    max_model_len: int | None = Field(None, ge=1)
+    enforce_eager: bool = False
+    enable_prefix_caching: bool | None = None
+    enable_chunked_prefill: bool | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    block_size: int | None = Field(None, ge=1)
+    swap_space: float | None = Field(None, ge=0)
+
+
+class TensorRTConfig(StrictModel):
+    tensor_parallel_size: int = Field(1, ge=1)
+    pipeline_parallel_size: int = Field(1, ge=1)
+    max_batch_size: int | None = Field(None, ge=1)
+    max_num_tokens: int | None = Field(None, ge=1)
+    max_seq_len: int | None = Field(None, ge=1)
+    max_input_len: int | None = Field(None, ge=1)
+    max_beam_width: int = Field(1, ge=1)
+    kv_cache_free_gpu_memory_fraction: float | None = Field(None, gt=0.0, le=1.0)
+    enable_block_reuse: bool | None = None
+    quantization: Literal["FP8", "INT8", "W4A16_AWQ", "W8A16", "W4A16", "NVFP4"] | None = None
+    engine_dir: str | None = Field(None, description="Prebuilt engine; built from the model if unset")
+
+
+BACKEND_SECTIONS: dict[str, type[StrictModel]] = {
+    "pytorch": PyTorchConfig,
+    "vllm": VLLMConfig,
+    "tensorrt": TensorRTConfig,
+}
+
+
+class ExperimentConfig(StrictModel):
+    """One experiment configuration: what a single `lem experiment` runs."""
+
+    config_name: SafeName
+    backend: Backend
+    model: ModelSpec
+    precision: Precision = "float32"
+    decoder: DecoderConfig = DecoderConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    measurement: MeasurementConfig = MeasurementConfig()
+    pytorch: PyTorchConfig | None = None
+    vllm: VLLMConfig | None = None
+    tensorrt: TensorRTConfig | None = None
+
+    @field_validator("pytorch", "vllm", "tensorrt", mode="after")
+    @classmethod
+    def _section_matches_backend(cls, value: Any, info: ValidationInfo) -> Any:
+        backend = info.data.get("backend")
+        if value is not None and backend is not None and info.field_name != backend:
+            raise ValueError(
+                f"section '{info.field_name}' given, but backend is {backend!r}: "
+                f"only the '{backend}' section is allowed"
+            )
+        if value is None and info.field_name == backend:
+            return BACKEND_SECTIONS[backend]()
+        return value
+
+    def backend_section(self) -> StrictModel:
+        return getattr(self, self.backend)
+
+
+class GridSpec(StrictModel):
+    base: dict[str, Any]
+    vary: dict[str, list[Any]] = Field(min_length=1)
+
+
+class ExecutionConfig(StrictModel):
+    cycles: int = Field(3, ge=1, le=1000)
+    order: Order = "interleaved"
+    seed: int = 42
+    warmup_prompts: int | None = Field(None, ge=0, description="Overrides every config's warmup")
+    config_gap_seconds: float = Field(0.0, ge=0.0)
+    cycle_gap_seconds: float = Field(0.0, ge=0.0)
+    gap_mode: Literal["fixed", "thermal"] = "fixed"
+    thermal_temp_tolerance_c: float = Field(2.0, gt=0.0)
+    thermal_power_tolerance_pct: float = Field(10.0, gt=0.0)
+
+
+class HealthCheckConfig(StrictModel):
+    enabled: bool = True
+    gpu_memory_threshold_pct: float = Field(90.0, gt=0.0, le=100.0)
+    max_restarts: int = Field(3, ge=0)
+
+
+class ColdStartConfig(StrictModel):
+    force_cold_start: bool = False
+
+
+class FailuresConfig(StrictModel):
+    retry_failed_on_resume: bool = True
+
+
+class CampaignConfig(StrictModel):
+    """A campaign file. `configs` entries are inline configs or paths to config files.
+
+    Entries are validated one by one as `ExperimentConfig` by the loader, so that an
+    error names `configs[i]` and the file it came from rather than a union mismatch.
+    """
+
+    campaign_name: SafeName
+    configs: list[dict[str, Any] | str] | None = None
+    grid: GridSpec | None = None
+    max_configs: int = Field(1000, ge=1)
+    execution: ExecutionConfig = ExecutionConfig()
+    health_check: HealthCheckConfig = HealthCheckConfig()
+    cold_start: ColdStartConfig = ColdStartConfig()
+    failures: FailuresConfig = FailuresConfig()
+
+    @field_validator("grid", mode="after")
+    @classmethod
+    def _configs_or_grid(cls, value: GridSpec | None, info: ValidationInfo) -> GridSpec | None:
+        has_configs = bool(info.data.get("configs"))
+        if has_configs == (value is not None):
+            raise ValueError("give exactly one of 'configs' (a non-empty list) or 'grid'")
+        return value

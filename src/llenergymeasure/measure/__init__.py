@@ -1,0 +1,1 @@
+"""Energy, power, temperature and environment measurement (NVML, RAPL)."""

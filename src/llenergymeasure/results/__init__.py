@@ -1,0 +1,1 @@
+"""The result schema and the aggregation of results into confidence intervals."""

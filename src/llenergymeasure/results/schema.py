@@ -1,0 +1,166 @@
+"""The versioned schema of `result.json`, written by `lem experiment`.
+
+Aggregation, the Ansible module and the callback read exactly this model.
+A quantity that could not be measured on the host is ``None``, never estimated.
+See docs/results.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = "1.0"
+
+EnergySource = Literal["nvml", "rapl", "none"]
+
+
+class ResultModel(BaseModel):
+    # Results are read back by newer code: tolerate fields added by later minor versions.
+    model_config = ConfigDict(extra="ignore")
+
+
+class Identity(ResultModel):
+    exp_id: str | None = None
+    campaign_name: str | None = None
+    config_name: str
+    config_hash: str | None = None
+    cycle: int | None = None
+    backend: str
+    host: str | None = None
+
+
+class Timing(ResultModel):
+    started_at: str = Field(description="ISO 8601 UTC start of the experiment")
+    finished_at: str
+    load_seconds: float = Field(description="Model load time (0 when reused)")
+    model_reused: bool = False
+    cold_start_method: Literal["fresh_process", "unload", "restart"] | None = None
+    warmup_seconds: float
+    window_seconds: float = Field(description="Length of the measurement window")
+    window_repeats: int = Field(1, description="Times the prompt set ran in the window")
+    total_seconds: float
+    gap_waited_seconds: float | None = None
+
+
+class Tokens(ResultModel):
+    requests: int
+    input_tokens: int
+    output_tokens: int
+
+
+class Throughput(ResultModel):
+    output_tokens_per_s: float
+    requests_per_s: float
+
+
+class Distribution(ResultModel):
+    """Seconds. ``None`` when the backend could not measure it."""
+
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p99: float | None = None
+    n: int = 0
+
+
+class Energy(ResultModel):
+    source: EnergySource
+    gpu_energy_j: float | None = None
+    gpu_energy_j_per_gpu: list[float] | None = None
+    cpu_energy_j: float | None = None
+    total_energy_j: float | None = Field(None, description="GPU energy if nvml, else CPU (rapl)")
+    idle_baseline_power_w: float | None = None
+    idle_baseline_power_w_per_gpu: list[float] | None = None
+    idle_adjusted_energy_j: float | None = None
+    j_per_output_token: float | None = None
+    j_per_request: float | None = None
+    adjusted_j_per_output_token: float | None = None
+
+
+class Power(ResultModel):
+    sample_interval_ms: int
+    mean_w: float | None = None
+    peak_w: float | None = None
+    samples_t: list[float] = Field(default_factory=list, description="Seconds since window start")
+    samples_w: list[float] = Field(default_factory=list, description="Summed over the GPUs")
+
+
+class Thermal(ResultModel):
+    temperature_start_c: float | None = None
+    temperature_max_c: float | None = None
+    temperature_mean_c: float | None = None
+    throttle_reasons: list[str] = Field(default_factory=list)
+    throttled: bool | None = None
+
+
+class Environment(ResultModel):
+    hostname: str
+    cpu_model: str | None = None
+    gpu_name: str | None = None
+    gpu_count: int = 0
+    gpu_uuids: list[str] = Field(default_factory=list)
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    power_limit_w: list[float] = Field(default_factory=list)
+    sm_clock_mhz: list[int] = Field(default_factory=list)
+    mem_clock_mhz: list[int] = Field(default_factory=list)
+    python_version: str
+    lem_version: str
+    versions: dict[str, str] = Field(
+        default_factory=dict, description="torch, transformers, vllm, tensorrt_llm, ... as found"
+    )
+    device: str = Field(description="'cuda' or 'cpu'")
+
+    @property
+    def hardware(self) -> str:
+        """Hardware key for aggregation: results on different hardware are never pooled."""
+        if self.gpu_name:
+            return f"{self.gpu_count}x {self.gpu_name}"
+        return self.cpu_model or "unknown-cpu"
+
+
+class ExperimentResult(ResultModel):
+    schema_version: str = SCHEMA_VERSION
+    identity: Identity
+    config: dict[str, Any]
+    timing: Timing
+    tokens: Tokens
+    throughput: Throughput
+    latency: Distribution
+    ttft: Distribution
+    itl: Distribution
+    energy: Energy
+    power: Power
+    thermal: Thermal
+    environment: Environment
+    foreign_gpu_processes: list[dict[str, Any]] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+
+    def headline_metrics(self) -> dict[str, float | None]:
+        """The numbers aggregated over cycles and returned by the Ansible module."""
+        return {
+            "energy_j": self.energy.total_energy_j,
+            "idle_adjusted_energy_j": self.energy.idle_adjusted_energy_j,
+            "j_per_output_token": self.energy.j_per_output_token,
+            "output_tokens_per_s": self.throughput.output_tokens_per_s,
+            "requests_per_s": self.throughput.requests_per_s,
+            "ttft_mean_s": self.ttft.mean,
+            "latency_p50_s": self.latency.p50,
+            "latency_p99_s": self.latency.p99,
+            "load_seconds": self.timing.load_seconds,
+        }
+
+
+HEADLINE_METRICS: tuple[str, ...] = (
+    "energy_j",
+    "idle_adjusted_energy_j",
+    "j_per_output_token",
+    "output_tokens_per_s",
+    "requests_per_s",
+    "ttft_mean_s",
+    "latency_p50_s",
+    "latency_p99_s",
+    "load_seconds",
+)

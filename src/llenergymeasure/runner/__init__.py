@@ -1,0 +1,1 @@
+"""What runs inside a backend container: the experiment, its backends, prompts, tiny models."""

@@ -1,0 +1,1 @@
+"""Inference backends. Each module imports its engine lazily, inside functions."""
