@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
+from rich.console import Console
 
 from llenergymeasure.errors import LemError
 
@@ -31,3 +32,12 @@ def reports_errors(func: F) -> F:
             raise fail(str(exc)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def wide_console(log_width: int = 200) -> Console:
+    """A console as wide as the terminal, or `log_width` when output goes to a file or pipe.
+
+    Rich would otherwise wrap tables at 80 columns in logs, cutting paths and names.
+    """
+    console = Console()
+    return console if console.is_terminal else Console(width=log_width)

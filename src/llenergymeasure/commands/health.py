@@ -1,9 +1,91 @@
-"""Commands: (being written)."""
+"""Commands: `lem health` (GPU snapshot) and `lem baseline` (idle power per GPU)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from llenergymeasure.commands.common import fail
+from llenergymeasure.measure import nvml
+from llenergymeasure.measure.baseline import idle_baseline, load_baseline
+from llenergymeasure.measure.gpus import visible_gpu_indices
+from llenergymeasure.measure.health import health_report
+
+
+def _cell(value: Any) -> str:
+    return "n/a" if value is None else str(value)
+
+
+def _health_table(report: dict[str, Any]) -> Table:
+    table = Table(title=f"GPUs on {report['hostname']} (driver {report.get('driver_version')})")
+    for column in ("gpu", "name", "memory MiB", "util %", "temp °C", "power W", "other procs"):
+        table.add_column(column)
+    for gpu in report["gpus"]:
+        others = [p for p in gpu["processes"] if p["owner"] != "self"]
+        table.add_row(
+            str(gpu["index"]),
+            _cell(gpu["name"]),
+            f"{_cell(gpu['memory_used_mib'])} / {_cell(gpu['memory_total_mib'])}",
+            _cell(gpu["utilization_pct"]),
+            _cell(gpu["temperature_c"]),
+            _cell(gpu["power_w"]),
+            ", ".join(f"{p['pid']} ({p['owner']})" for p in others) or "-",
+        )
+    return table
+
+
+def health(
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Show each visible GPU's memory, utilisation, temperature and compute processes.
+
+    Exits 0 also on a host without an NVIDIA driver (the report then says nvml: false).
+
+    Example: lem health --json
+    """
+    report = health_report()
+    if as_json:
+        typer.echo(json.dumps(report))
+    elif not report["nvml"]:
+        typer.echo(f"no NVML on {report['hostname']}: {report['reason']}")
+    else:
+        Console().print(_health_table(report))
+
+
+def baseline(
+    seconds: float = typer.Option(
+        30.0, "--seconds", min=0.5, help="How long to sample idle power."
+    ),
+    out: Path = typer.Option(..., "--out", help="Baseline JSON file (also the cache)."),
+    force: bool = typer.Option(False, "--force", help="Measure again even when the file is fresh."),
+) -> None:
+    """Measure idle power per visible GPU and write it to FILE.
+
+    A fresh FILE is reused (re-checked for more than 10 % drift once it is older than
+    10 minutes); --force measures again. Without NVML nothing is written and the exit
+    status is 0.
+
+    Example: lem baseline --seconds 30 --out /lem/state/demo/baseline.json
+    """
+    gpus = visible_gpu_indices()
+    if not gpus:
+        typer.echo(f"no idle baseline: no GPU visible through NVML ({nvml.unavailable_reason()})")
+        return
+    if force:
+        out.unlink(missing_ok=True)
+    if idle_baseline(gpus, seconds, out) is None:
+        raise fail(f"{out}: no idle baseline: the GPUs {gpus} gave no power readings", code=1)
+    measured = load_baseline(out)
+    assert measured is not None  # idle_baseline has just written or re-checked it
+    typer.echo(json.dumps(measured.describe()))
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
+    app.command("health")(health)
+    app.command("baseline")(baseline)

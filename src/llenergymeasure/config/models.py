@@ -76,10 +76,15 @@ class MeasurementConfig(StrictModel):
     sample_interval_ms: int = Field(100, ge=10, le=10000)
 
 
+# Marks a backend parameter used only at generation time: a loaded model serves any value,
+# so it is left out of the model load key (runner/loadkey.py). Unmarked ones are load-time.
+RUNTIME_PARAMETER: dict[str, Any] = {"runtime": True}
+
+
 class PyTorchConfig(StrictModel):
-    batch_size: int = Field(1, ge=1, le=4096)
+    batch_size: int = Field(1, ge=1, le=4096, json_schema_extra=RUNTIME_PARAMETER)
     attn_implementation: Literal["eager", "sdpa"] | None = None
-    use_cache: bool = True
+    use_cache: bool = Field(True, json_schema_extra=RUNTIME_PARAMETER)
     torch_compile: bool = False
 
 
@@ -109,7 +114,9 @@ class TensorRTConfig(StrictModel):
     kv_cache_free_gpu_memory_fraction: float | None = Field(None, gt=0.0, le=1.0)
     enable_block_reuse: bool | None = None
     quantization: Literal["FP8", "INT8", "W4A16_AWQ", "W8A16", "W4A16", "NVFP4"] | None = None
-    engine_dir: str | None = Field(None, description="Prebuilt engine; built from the model if unset")
+    engine_dir: str | None = Field(
+        None, description="Prebuilt engine; built from the model if unset"
+    )
 
 
 BACKEND_SECTIONS: dict[str, type[StrictModel]] = {

@@ -1,1 +1,54 @@
-"""Inference backends. Each module imports its engine lazily, inside functions."""
+"""Inference backends, imported only when a config uses them.
+
+`load_backend(config)` imports only the configured backend's module, so an image
+holding one engine never needs the others. Every backend module exposes
+`load(config) -> LoadedBackend` (see base.py). The vLLM and TensorRT-LLM modules
+import their engine inside functions, so that their argument translation is
+testable without the engine; the PyTorch module imports torch at its top.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from llenergymeasure.config.models import ExperimentConfig
+from llenergymeasure.errors import ExperimentError
+from llenergymeasure.runner.backends.base import LoadedBackend
+
+BACKEND_MODULES: dict[str, str] = {
+    "pytorch": "llenergymeasure.runner.backends.pytorch",
+    "vllm": "llenergymeasure.runner.backends.vllm",
+    "tensorrt": "llenergymeasure.runner.backends.tensorrt",
+}
+
+# The package extra that installs each backend's engine.
+BACKEND_EXTRAS: dict[str, str] = {
+    "pytorch": "llenergymeasure[pytorch]",
+    "vllm": "llenergymeasure[vllm]",
+    "tensorrt": "llenergymeasure[tensorrt]",
+}
+
+
+def import_backend(backend: str) -> ModuleType:
+    """The backend's module, engine imported; a missing engine is an ExperimentError."""
+    try:
+        return importlib.import_module(BACKEND_MODULES[backend])
+    except ModuleNotFoundError as exc:
+        raise ExperimentError(not_installed_message(backend, exc.name)) from exc
+
+
+def load_backend(config: ExperimentConfig, module: ModuleType | None = None) -> LoadedBackend:
+    """Load the config's model with its backend (`module`: from `import_backend`)."""
+    module = module or import_backend(config.backend)
+    try:
+        return module.load(config)
+    except ModuleNotFoundError as exc:  # engines may import parts of themselves lazily
+        raise ExperimentError(not_installed_message(config.backend, exc.name)) from exc
+
+
+def not_installed_message(backend: str, package: str | None) -> str:
+    return (
+        f"backend {backend!r} is not installed in this image: "
+        f"Python package {package or 'unknown'!r} is missing (install {BACKEND_EXTRAS[backend]})"
+    )

@@ -1,0 +1,112 @@
+"""Jinja2 filters over a campaign plan (plan.json) for the campaign playbook and roles.
+
+Thin on purpose: they slice and annotate plan entries (dicts as in plan.json) and
+never decide anything the package decides (resume rules live in the manifest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+PlanEntry = Mapping[str, Any]
+
+
+def _require(entry: Any, key: str, filter_name: str, index: int) -> Any:
+    """`entry[key]`, or an error naming the filter, the entry and the key."""
+    if not isinstance(entry, Mapping):
+        raise AnsibleFilterError(
+            f"{filter_name}: entry [{index}] must be a mapping, got {type(entry).__name__}: "
+            f"{entry!r}"
+        )
+    if key not in entry:
+        raise AnsibleFilterError(
+            f"{filter_name}: entry [{index}] ({entry.get('exp_id', '?')}) has no key {key!r}"
+        )
+    return entry[key]
+
+
+def _entries(value: Any, filter_name: str) -> list[PlanEntry]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise AnsibleFilterError(
+            f"{filter_name}: expected a list of plan entries, got {type(value).__name__}"
+        )
+    return list(value)
+
+
+def lem_host_share(plan: Mapping[str, Any], host: str) -> list[dict[str, Any]]:
+    """The experiments of `plan` assigned to `host`, in plan order (by `position`)."""
+    if not isinstance(plan, Mapping) or "experiments" not in plan:
+        raise AnsibleFilterError("lem_host_share: the plan has no 'experiments' key")
+    entries = _entries(plan["experiments"], "lem_host_share")
+    share = [
+        (int(_require(entry, "position", "lem_host_share", i)), dict(entry))
+        for i, entry in enumerate(entries)
+        if _require(entry, "host", "lem_host_share", i) == host
+    ]
+    return [entry for _, entry in sorted(share, key=lambda pair: pair[0])]
+
+
+def lem_with_gaps(
+    pending: Iterable[PlanEntry], config_gap: float, cycle_gap: float
+) -> list[dict[str, Any]]:
+    """Copies of `pending` with `gap_seconds`: the pause to take before each one runs.
+
+    The first run needs no gap (nothing ran just before it in this play); a change of
+    cycle gets the cycle gap, any other step the config gap.
+    """
+    gaps = {"config_gap": float(config_gap), "cycle_gap": float(cycle_gap)}
+    for name, seconds in gaps.items():
+        if seconds < 0:
+            raise AnsibleFilterError(f"lem_with_gaps: {name} must be >= 0, got {seconds}")
+    annotated: list[dict[str, Any]] = []
+    previous_cycle: int | None = None
+    for i, entry in enumerate(_entries(pending, "lem_with_gaps")):
+        cycle = int(_require(entry, "cycle", "lem_with_gaps", i))
+        if previous_cycle is None:
+            gap = 0.0
+        elif cycle != previous_cycle:
+            gap = gaps["cycle_gap"]
+        else:
+            gap = gaps["config_gap"]
+        annotated.append({**entry, "gap_seconds": gap})
+        previous_cycle = cycle
+    return annotated
+
+
+def lem_backends(experiments: Iterable[PlanEntry]) -> list[str]:
+    """The backends these experiments need, sorted, each once."""
+    entries = _entries(experiments, "lem_backends")
+    return sorted(
+        {str(_require(entry, "backend", "lem_backends", i)) for i, entry in enumerate(entries)}
+    )
+
+
+def lem_cycle_segments(pending: Iterable[PlanEntry]) -> list[dict[str, Any]]:
+    """Split `pending` into runs of consecutive entries with the same cycle.
+
+    Each segment is ``{"cycle": N, "experiments": [...]}``, in plan order; the roles run
+    a health check between segments. A cycle can appear in several segments when the
+    plan interleaves hosts' shares or the order is grouped.
+    """
+    segments: list[dict[str, Any]] = []
+    for i, entry in enumerate(_entries(pending, "lem_cycle_segments")):
+        cycle = int(_require(entry, "cycle", "lem_cycle_segments", i))
+        if not segments or segments[-1]["cycle"] != cycle:
+            segments.append({"cycle": cycle, "experiments": []})
+        segments[-1]["experiments"].append(dict(entry))
+    return segments
+
+
+class FilterModule:
+    """Ansible entry point: the filter names the playbooks use."""
+
+    def filters(self) -> dict[str, Callable[..., Any]]:
+        return {
+            "lem_host_share": lem_host_share,
+            "lem_with_gaps": lem_with_gaps,
+            "lem_backends": lem_backends,
+            "lem_cycle_segments": lem_cycle_segments,
+        }

@@ -1,0 +1,552 @@
+#!/usr/bin/python
+"""Ansible module: run one experiment of a campaign in a running compose service."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: lem_experiment
+short_description: Run one LLenergyMeasure experiment in a running compose service
+description:
+  - Runs C(lem experiment) inside the backend's running Docker Compose service through
+    C(docker compose exec) (python-on-whales, argv list, no TTY), reads the C(result.json)
+    it writes on the shared state volume, and records the experiment in the host's
+    manifest (C(STATE_DIR/manifest.json)) through the C(llenergymeasure) package.
+  - Idempotent. An experiment already C(completed) with the same config hash is not run
+    again; its stored result is returned with C(changed=false).
+  - An experiment found C(running) was interrupted; its partial output is moved aside
+    and it runs again. A C(failed) one runs again when O(retry_failed) is true.
+  - Requires the C(llenergymeasure) package and C(python-on-whales) on the host's Python
+    interpreter, and the Docker CLI with the Compose v2 plugin.
+version_added: "0.1.0"
+author: LLenergyMeasure maintainers
+extends_documentation_fragment:
+  - action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports whether the experiment would run and why; executes and writes nothing.
+  diff_mode:
+    support: full
+    details: The manifest entry before and after.
+  platform:
+    support: full
+    platforms: posix
+options:
+  exp_id:
+    description: Experiment id from the plan (C(CAMPAIGN__CONFIG__cNN)).
+    type: str
+    required: true
+  campaign_name:
+    description: Name of the campaign.
+    type: str
+    required: true
+  host:
+    description: Inventory name of the host or lane running the experiment.
+    type: str
+    required: true
+  config_name:
+    description: Name of the experiment's configuration.
+    type: str
+    required: true
+  cycle:
+    description: Cycle number of this run of the configuration (from 1).
+    type: int
+    required: true
+  backend:
+    description: Backend of the configuration (C(pytorch), C(vllm), C(tensorrt)).
+    type: str
+    required: true
+  config:
+    description: The fully resolved experiment configuration, as in the plan.
+    type: dict
+    required: true
+  config_hash:
+    description: Hash of O(config) from the plan; must match the configuration given.
+    type: str
+    required: true
+  state_dir:
+    description:
+      - The campaign's state directory on the host, mounted in the service at
+        O(container_state_dir). Holds C(manifest.json), C(configs/) and C(results/).
+    type: path
+    required: true
+  container_state_dir:
+    description: Where O(state_dir) is mounted inside the service's container.
+    type: str
+    default: /lem/state
+  project_name:
+    description: Docker Compose project name of the host's services.
+    type: str
+    required: true
+  compose_files:
+    description: Compose files of the project.
+    type: list
+    elements: path
+    required: true
+  service:
+    description: Compose service to run the experiment in; must exist in O(compose_files).
+    type: str
+    required: true
+  retry_failed:
+    description: Run an experiment recorded as C(failed) again.
+    type: bool
+    default: true
+  gap_seconds:
+    description:
+      - Seconds to wait before the experiment, so the GPU cools down between runs.
+      - Only waited when the experiment will actually run, and never in check mode.
+    type: float
+    default: 0
+  timeout:
+    description:
+      - Seconds the experiment may take; it is stopped inside the container after that
+        (C(timeout) from coreutils) and recorded as failed.
+    type: int
+  environment:
+    description:
+      - Extra environment variables for the experiment process (for example C(HF_TOKEN)).
+      - Values never appear in any command line, the manifest, the result or the output;
+        only the variable names are passed to C(docker compose exec).
+    type: dict
+    default: {}
+notes:
+  - The experiment's command line is an argument list, never a shell string, so values
+    of the configuration are carried as data.
+seealso:
+  - module: lem_manifest
+  - module: lem_plan
+requirements:
+  - llenergymeasure
+  - python-on-whales
+  - Docker CLI with the Compose v2 plugin
+"""
+
+EXAMPLES = r"""
+- name: Run each pending experiment
+  lem_experiment:
+    exp_id: "{{ item.exp_id }}"
+    campaign_name: "{{ lem_plan.campaign_name }}"
+    host: "{{ inventory_hostname }}"
+    config_name: "{{ item.config_name }}"
+    cycle: "{{ item.cycle }}"
+    backend: "{{ item.backend }}"
+    config: "{{ item.config }}"
+    config_hash: "{{ item.config_hash }}"
+    state_dir: "{{ lem_state_dir }}"
+    project_name: "{{ lem_compose_project }}"
+    compose_files: ["{{ lem_state_dir }}/compose.yml"]
+    service: "{{ item.backend }}"
+    gap_seconds: "{{ item.gap_seconds }}"
+    environment:
+      HF_TOKEN: "{{ lem_hf_token | default(omit) }}"
+  loop: "{{ lem_pending | lem_with_gaps(60, 300) }}"
+  loop_control:
+    label: "{{ item.exp_id }}"
+  register: lem_runs
+  failed_when: false
+"""
+
+RETURN = r"""
+exp_id:
+  description: The experiment id.
+  returned: always
+  type: str
+  sample: demo__tiny-bs1__c02
+status:
+  description:
+    - Manifest status after the task, C(completed) or C(failed).
+    - C(pending) in check mode when the experiment would run.
+  returned: always
+  type: str
+  sample: completed
+detail:
+  description: The resume decision as a sentence.
+  returned: always
+  type: str
+  sample: not run yet
+reason:
+  description:
+    - Why it ran or not, from the manifest's resume rule
+      (C(new), C(completed), C(interrupted), C(failed-retry), C(failed-kept), C(config-changed)),
+      or C(result-missing) for a completed experiment whose result file is gone (it runs again).
+  returned: always
+  type: str
+  sample: new
+attempts:
+  description: Number of attempts recorded in the manifest.
+  returned: always
+  type: int
+  sample: 1
+result_path:
+  description: Path of C(result.json) relative to O(state_dir).
+  returned: when status is completed
+  type: str
+  sample: results/demo__tiny-bs1__c02/result.json
+metrics:
+  description:
+    - Headline numbers of the result (energy, J per token, throughput, latency, load time).
+    - Null where the host could not measure them.
+  returned: when status is completed
+  type: dict
+  sample: {"energy_j": 41.2, "output_tokens_per_s": 1520.3, "j_per_output_token": 0.027}
+result:
+  description: The content of C(result.json).
+  returned: when status is completed
+  type: dict
+error:
+  description: The recorded error of a failed experiment.
+  returned: when status is failed
+  type: str
+rc:
+  description: Exit status of C(lem experiment) (124 when stopped by O(timeout)).
+  returned: when the experiment ran and failed
+  type: int
+  sample: 1
+stderr_tail:
+  description: Last lines of the experiment's stderr.
+  returned: when the experiment ran and failed
+  type: str
+"""
+
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+try:
+    from pydantic import ValidationError
+
+    from llenergymeasure.campaign.manifest import (
+        ManifestEntry,
+        decide,
+        load_manifest,
+        move_aside,
+        update_entry,
+    )
+    from llenergymeasure.campaign.plan import config_hash, exp_id
+    from llenergymeasure.config.loader import parse_experiment
+    from llenergymeasure.config.models import ExperimentConfig
+    from llenergymeasure.errors import LemError
+    from llenergymeasure.files import atomic_write_text
+    from llenergymeasure.results.schema import ExperimentResult
+except ImportError:
+    LEM_IMPORT_ERROR: str | None = traceback.format_exc()
+else:
+    LEM_IMPORT_ERROR = None
+
+try:
+    from python_on_whales import DockerClient
+    from python_on_whales.exceptions import DockerException
+    from python_on_whales.utils import run as run_docker_cli
+except ImportError:
+    WHALES_IMPORT_ERROR: str | None = traceback.format_exc()
+else:
+    WHALES_IMPORT_ERROR = None
+
+STDERR_TAIL_LINES = 20
+TIMEOUT_EXIT_CODE = 124  # coreutils `timeout` exit status when the limit was hit
+TIMEOUT_KILL_AFTER_SECONDS = 30  # after TERM, time to exit cleanly before KILL
+
+ARGUMENT_SPEC: dict[str, Any] = {
+    "exp_id": {"type": "str", "required": True},
+    "campaign_name": {"type": "str", "required": True},
+    "host": {"type": "str", "required": True},
+    "config_name": {"type": "str", "required": True},
+    "cycle": {"type": "int", "required": True},
+    "backend": {"type": "str", "required": True},
+    "config": {"type": "dict", "required": True},
+    "config_hash": {"type": "str", "required": True},
+    "state_dir": {"type": "path", "required": True},
+    "container_state_dir": {"type": "str", "default": "/lem/state"},
+    "project_name": {"type": "str", "required": True},
+    "compose_files": {"type": "list", "elements": "path", "required": True},
+    "service": {"type": "str", "required": True},
+    "retry_failed": {"type": "bool", "default": True},
+    "gap_seconds": {"type": "float", "default": 0.0},
+    "timeout": {"type": "int"},
+    "environment": {"type": "dict", "default": {}, "no_log": True},
+}
+
+
+class ExperimentFailed(Exception):
+    """The exec or its result failed: what the manifest records and the task returns."""
+
+    def __init__(self, cause: str, rc: int | None = None, stderr: str = "") -> None:
+        super().__init__(cause)
+        self.cause = cause
+        self.rc = rc
+        self.stderr_tail = "\n".join(stderr.splitlines()[-STDERR_TAIL_LINES:])
+
+
+class Task:
+    """One experiment: the module's parameters and the paths derived from them."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+        self.exp_id: str = params["exp_id"]
+        self.state_dir = Path(params["state_dir"])
+        self.manifest_path = self.state_dir / "manifest.json"
+        self.result_path = f"results/{self.exp_id}/result.json"  # relative to state_dir
+        self.config = self._checked_config()
+
+    def _checked_config(self) -> ExperimentConfig:
+        """The config, validated; the plan's fields must agree with it, or results would mix."""
+        p = self.params
+        config = parse_experiment(p["config"], f"{self.exp_id}: config", ("config",))
+        expected = {
+            "config_name": config.config_name,
+            "backend": config.backend,
+            "exp_id": exp_id(p["campaign_name"], config.config_name, p["cycle"]),
+            "config_hash": config_hash(config),
+        }
+        for key, value in expected.items():
+            if p[key] != value:
+                raise LemError(f"{key}: {p[key]!r} does not match the config (expected {value!r})")
+        return config
+
+    def update(self, entry: ManifestEntry) -> None:
+        update_entry(self.manifest_path, self.params["campaign_name"], self.params["host"], entry)
+
+    def read_result(self) -> ExperimentResult:
+        """This experiment's validated result; ExperimentFailed when missing or foreign."""
+        path = self.state_dir / self.result_path
+        try:
+            result = ExperimentResult.model_validate_json(path.read_bytes())
+        except OSError as exc:
+            raise ExperimentFailed(f"no result at {path}: {exc.strerror}") from None
+        except ValidationError as exc:
+            raise ExperimentFailed(
+                f"{path}: not a valid result: {exc.errors()[0]['msg']}"
+            ) from None
+        found = (result.identity.exp_id, result.identity.config_hash)
+        if found != (self.exp_id, self.params["config_hash"]):
+            raise ExperimentFailed(
+                f"{path}: result is for {found[0]!r} with hash {found[1]!r}, not "
+                f"{self.exp_id!r} with hash {self.params['config_hash']!r}"
+            )
+        return result
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def last_line(text: str | None) -> str:
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def compose_client(params: dict[str, Any]) -> DockerClient:
+    return DockerClient(
+        compose_files=params["compose_files"], compose_project_name=params["project_name"]
+    )
+
+
+def check_service(docker: DockerClient, params: dict[str, Any]) -> None:
+    """Fail before anything is written when the service is not in the compose project."""
+    try:
+        services = docker.compose.config(return_json=True).get("services") or {}
+    except DockerException as exc:
+        raise LemError(
+            f"compose_files: cannot read {params['compose_files']}: {last_line(exc.stderr)}"
+        ) from None
+    if params["service"] not in services:
+        raise LemError(
+            f"service: {params['service']!r} is not a service of {params['compose_files']} "
+            f"(services: {', '.join(sorted(services)) or 'none'})"
+        )
+
+
+def experiment_argv(params: dict[str, Any]) -> list[str]:
+    """The in-container command line of docs/architecture.md, as an argument list."""
+    root = params["container_state_dir"].rstrip("/")
+    name = params["exp_id"]
+    argv = [
+        "lem",
+        "experiment",
+        f"{root}/configs/{name}.json",
+        "--out",
+        f"{root}/results/{name}",
+        "--exp-id",
+        name,
+        "--config-hash",
+        params["config_hash"],
+        "--cycle",
+        str(params["cycle"]),
+        "--campaign",
+        params["campaign_name"],
+        "--host",
+        params["host"],
+    ]
+    if params["timeout"]:
+        limit = ["timeout", f"--kill-after={TIMEOUT_KILL_AFTER_SECONDS}", str(params["timeout"])]
+        return limit + argv
+    return argv
+
+
+def execute(docker: DockerClient, params: dict[str, Any]) -> None:
+    """`docker compose exec --no-TTY SERVICE lem experiment ...`; ExperimentFailed on error.
+
+    Built from python-on-whales' compose command rather than `compose.execute(envs=...)`,
+    which puts each variable's value on the docker CLI's command line (visible in `ps`):
+    here only the names are there, and the values reach the CLI through its environment.
+    """
+    environment = {str(name): str(value) for name, value in params["environment"].items()}
+    command = [*docker.compose.docker_compose_cmd, "exec", "--no-TTY"]
+    for name in sorted(environment):
+        command += ["--env", name]
+    command += [params["service"], *experiment_argv(params)]
+    try:
+        run_docker_cli(command, env=environment)
+    except DockerException as exc:
+        stderr = exc.stderr or ""
+        if exc.return_code == TIMEOUT_EXIT_CODE and params["timeout"]:
+            cause = f"timed out after {params['timeout']} s"
+        else:
+            cause = last_line(stderr) or f"lem experiment exited with status {exc.return_code}"
+        raise ExperimentFailed(cause, exc.return_code, stderr) from None
+
+
+def entry_dict(entry: ManifestEntry | None) -> dict[str, Any]:
+    return entry.model_dump(mode="json") if entry is not None else {}
+
+
+def completed_fields(entry: ManifestEntry, result: ExperimentResult) -> dict[str, Any]:
+    return {
+        "status": entry.status,
+        "attempts": entry.attempts,
+        "result_path": entry.result_path,
+        "metrics": result.headline_metrics(),
+        "result": result.model_dump(mode="json"),
+    }
+
+
+def started_entry(task: Task, previous: ManifestEntry | None) -> ManifestEntry:
+    """The manifest entry of an attempt that starts now."""
+    p = task.params
+    return ManifestEntry(
+        exp_id=task.exp_id,
+        config_name=p["config_name"],
+        config_hash=p["config_hash"],
+        backend=p["backend"],
+        service=p["service"],
+        cycle=p["cycle"],
+        status="running",
+        attempts=(previous.attempts if previous is not None else 0) + 1,
+        started_at=utc_now(),
+    )
+
+
+def run(module: AnsibleModule) -> None:
+    task = Task(module.params)
+    previous = load_manifest(task.manifest_path).entries.get(task.exp_id)
+    decision = decide(previous, task.params["config_hash"], task.params["retry_failed"])
+    reason, detail = decision.reason, decision.detail
+    base = {
+        "exp_id": task.exp_id,
+        "config_name": task.params["config_name"],
+        "cycle": task.params["cycle"],
+        "host": task.params["host"],
+        "reason": reason,
+        "detail": detail,
+    }
+    if previous is not None and reason == "completed":
+        try:
+            result = task.read_result()
+        except ExperimentFailed as exc:  # the stored result is gone: the work is not done
+            reason, detail = "result-missing", f"completed before, but {exc.cause}: running again"
+        else:
+            module.exit_json(changed=False, **base, **completed_fields(previous, result))
+    elif previous is not None and not decision.run:
+        module.exit_json(
+            changed=False,
+            status=previous.status,
+            attempts=previous.attempts,
+            error=previous.error,
+            **base,
+        )
+    base |= {"reason": reason, "detail": detail}
+    docker = compose_client(task.params)
+    check_service(docker, task.params)
+    started = started_entry(task, previous)
+    diff = {"before": entry_dict(previous), "after": entry_dict(started)}
+    if module.check_mode:
+        module.exit_json(
+            changed=True, status="pending", attempts=started.attempts - 1, diff=diff, **base
+        )
+    start(task, previous, started)
+    finish(module, task, docker, started, base, diff)
+
+
+def start(task: Task, previous: ManifestEntry | None, started: ManifestEntry) -> None:
+    """Wait the gap, set earlier output aside, mark running, write the config file."""
+    if task.params["gap_seconds"] > 0:
+        time.sleep(task.params["gap_seconds"])
+    if previous is not None:
+        move_aside(task.state_dir / "results", task.exp_id)
+    task.update(started)
+    config_file = task.state_dir / "configs" / f"{task.exp_id}.json"
+    try:
+        config_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_file, task.config.model_dump_json(indent=2) + "\n")
+    except OSError as exc:
+        raise LemError(f"{config_file}: cannot write config: {exc.strerror or exc}") from None
+
+
+def finish(
+    module: AnsibleModule,
+    task: Task,
+    docker: DockerClient,
+    started: ManifestEntry,
+    base: dict[str, Any],
+    diff: dict[str, Any],
+) -> None:
+    """Execute, then record the experiment completed or failed; exits the module."""
+    try:
+        execute(docker, task.params)
+        result = task.read_result()
+    except ExperimentFailed as exc:
+        failed = started.model_copy(
+            update={"status": "failed", "error": exc.cause, "completed_at": utc_now()}
+        )
+        task.update(failed)
+        diff["after"] = entry_dict(failed)
+        module.fail_json(
+            msg=f"{task.exp_id}: {exc.cause}",
+            changed=True,
+            status="failed",
+            attempts=failed.attempts,
+            error=exc.cause,
+            rc=exc.rc,
+            stderr_tail=exc.stderr_tail,
+            diff=diff,
+            **base,
+        )
+    completed = started.model_copy(
+        update={"status": "completed", "result_path": task.result_path, "completed_at": utc_now()}
+    )
+    task.update(completed)
+    diff["after"] = entry_dict(completed)
+    module.exit_json(changed=True, diff=diff, **base, **completed_fields(completed, result))
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    if LEM_IMPORT_ERROR:
+        module.fail_json(msg=missing_required_lib("llenergymeasure"), exception=LEM_IMPORT_ERROR)
+    if WHALES_IMPORT_ERROR:
+        module.fail_json(
+            msg=missing_required_lib("python-on-whales"), exception=WHALES_IMPORT_ERROR
+        )
+    try:
+        run(module)
+    except LemError as exc:
+        module.fail_json(msg=str(exc), exp_id=module.params["exp_id"])
+
+
+if __name__ == "__main__":
+    main()

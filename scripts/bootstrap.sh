@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Make this machine ready for the controller and the tests: a venv with the
+# package and its tools in .venv, and a running Docker engine with Compose v2.
+# Idempotent: a second run changes nothing and takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.lem-installed
+inputs_hash=$(cat pyproject.toml requirements/cpu.txt | sha256sum | cut -c1-16)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs_hash" ]; then
+    echo "bootstrap: installing Python packages into .venv"
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -c requirements/cpu.txt -e '.[dev,controller,pytorch]'
+    echo "$inputs_hash" > "$stamp"
+fi
+
+scripts/install-docker.sh

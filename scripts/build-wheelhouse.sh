@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Build the wheelhouse a backend image installs from, with no network in the
+# image build: this package's wheel plus binary wheels of its dependencies for
+# the image's Python and platform.
+#
+#   scripts/build-wheelhouse.sh BACKEND OUTDIR
+#
+# BACKEND: pytorch-cpu (the package with its pytorch extra, CPU torch pinned by
+# requirements/cpu.txt), or pytorch | vllm | tensorrt (the package and its core
+# dependencies only: the upstream GPU images already carry the engine).
+#
+# Layout of OUTDIR (the image build context):
+#   deps/*.whl, deps/requirements.txt, deps/constraints.txt   dependency layer
+#   lem/llenergymeasure-*.whl                                 the package layer
+#
+# Cached: dependencies are downloaded only when the wheelhouse cannot satisfy
+# them any more (a changed requirement or constraint); OUTDIR only grows.
+#
+#   LEM_WHEEL_PYTHON=3.11   the image's Python (X.Y)
+#   LEM_WHEEL_GLIBC=2.36    the image's glibc: newest manylinux tag accepted
+#   LEM_PYTHON              interpreter that runs pip (default: .venv/bin/python, python3)
+# pip's own settings (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, ...) apply as usual.
+set -euo pipefail
+
+say() { echo "build-wheelhouse: $*" >&2; }
+die() {
+    say "error: $*"
+    exit 1
+}
+
+[ $# -eq 2 ] || die "usage: $0 pytorch-cpu|pytorch|vllm|tensorrt OUTDIR"
+BACKEND="$1"
+OUTDIR="$(mkdir -p "$2" && cd "$2" && pwd)"
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+TARGET_PYTHON="${LEM_WHEEL_PYTHON:-3.11}"
+TARGET_GLIBC="${LEM_WHEEL_GLIBC:-2.36}"
+
+case "$BACKEND" in
+pytorch-cpu)
+    EXTRAS=pytorch
+    CONSTRAINTS="$REPO/requirements/cpu.txt"
+    ;;
+pytorch | vllm | tensorrt)
+    EXTRAS=
+    CONSTRAINTS=
+    ;;
+*) die "unknown backend '$BACKEND' (expected pytorch-cpu, pytorch, vllm or tensorrt)" ;;
+esac
+
+if [ -n "${LEM_PYTHON:-}" ]; then
+    PY="$LEM_PYTHON"
+elif [ -x "$REPO/.venv/bin/python" ]; then
+    PY="$REPO/.venv/bin/python"
+else
+    PY=python3
+fi
+
+# The requirement lines of the package and the chosen extras, from pyproject.toml,
+# plus pip itself: the image build runs pip from its wheel.
+write_requirements() {
+    "$PY" - "$REPO/pyproject.toml" "$EXTRAS" <<'EOF'
+import sys
+import tomllib
+
+with open(sys.argv[1], "rb") as file:
+    project = tomllib.load(file)["project"]
+lines = ["pip", *project["dependencies"]]
+for extra in filter(None, sys.argv[2].split(",")):
+    lines += project["optional-dependencies"][extra]
+print("\n".join(lines))
+EOF
+}
+
+# pip does not widen manylinux_2_X to older glibc tags by itself: list them all.
+platform_args() {
+    local minor="${TARGET_GLIBC#2.}"
+    local tag
+    for ((tag = minor; tag >= 17; tag--)); do
+        printf -- '--platform manylinux_2_%s_x86_64 ' "$tag"
+    done
+    printf -- '--platform manylinux2014_x86_64'
+}
+
+# pip download against the wheelhouse and (unless --no-index) the package index.
+pip_download() {
+    # shellcheck disable=SC2046  # one word per pip option
+    "$PY" -m pip download --quiet --dest "$OUTDIR/deps" --only-binary :all: \
+        --implementation cp --python-version "$TARGET_PYTHON" $(platform_args) \
+        --find-links "$OUTDIR/deps" \
+        -r "$OUTDIR/deps/requirements.txt" -c "$OUTDIR/deps/constraints.txt" "$@"
+}
+
+download_dependencies() {
+    mkdir -p "$OUTDIR/deps"
+    write_requirements >"$OUTDIR/deps/requirements.txt"
+    if [ -n "$CONSTRAINTS" ]; then
+        cp "$CONSTRAINTS" "$OUTDIR/deps/constraints.txt"
+    else
+        : >"$OUTDIR/deps/constraints.txt"
+    fi
+    # Resolving from the wheelhouse alone is the cache check: it also notices a
+    # changed requirement or constraint, or a wheel removed by hand.
+    if pip_download --no-index >/dev/null 2>&1; then
+        say "dependencies of $BACKEND already in $OUTDIR/deps, nothing to download"
+        return
+    fi
+    say "downloading dependencies of $BACKEND (Python $TARGET_PYTHON, glibc <= $TARGET_GLIBC)"
+    pip_download || die "pip could not download the dependencies of $BACKEND (see above)"
+}
+
+# The package wheel is rebuilt every time (seconds): it is the layer that changes.
+build_package_wheel() {
+    local isolation=()
+    # The interpreter's own setuptools is enough when recent: no build env to fetch.
+    if "$PY" -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 77)' \
+        2>/dev/null; then
+        isolation=(--no-build-isolation)
+    fi
+    staging="$(mktemp -d)"
+    trap 'rm -rf "$staging"' EXIT
+    "$PY" -m pip wheel --quiet --no-deps "${isolation[@]}" --wheel-dir "$staging" "$REPO" ||
+        die "pip could not build the llenergymeasure wheel from $REPO"
+    mkdir -p "$OUTDIR/lem"
+    rm -f "$OUTDIR"/lem/*.whl
+    mv "$staging"/llenergymeasure-*.whl "$OUTDIR/lem/"
+    say "built $(basename "$OUTDIR"/lem/llenergymeasure-*.whl)"
+}
+
+download_dependencies
+build_package_wheel
+say "wheelhouse ready in $OUTDIR"

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, unit tests, and the integration tests against the
+# real Docker engine and real ansible-playbook (Molecule included).
+# Sets the machine up first (scripts/bootstrap.sh), so it runs on a fresh one.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/bootstrap.sh
+
+echo "== ruff"
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+
+echo "== ansible-lint"
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/ansible-lint playbooks roles
+
+echo "== pytest"
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/pytest -ra "$@" tests

@@ -1,0 +1,74 @@
+"""Which GPUs this process uses, as NVML indices.
+
+`CUDA_VISIBLE_DEVICES` decides which devices CUDA (and so the engine) uses; its
+entries are indices into the devices this process can see (NVML and CUDA see the
+same ones), or GPU UUIDs. Inside a container the NVIDIA runtime has already applied
+`NVIDIA_VISIBLE_DEVICES` to what NVML sees, so, without `CUDA_VISIBLE_DEVICES`, that
+variable is applied only when NVML still sees more devices than it lists (a process
+given it outside a container runtime, for bookkeeping).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from llenergymeasure.measure import nvml
+
+_NO_DEVICES = {"none", "void", "-1"}
+
+
+def visible_gpu_indices(environ: Mapping[str, str] | None = None) -> list[int]:
+    """NVML indices of the GPUs this process uses; [] without NVML."""
+    if not nvml.available():
+        return []
+    environ = os.environ if environ is None else environ
+    uuids = [nvml.uuid(index) or "" for index in range(nvml.device_count())]
+    every_gpu = list(range(len(uuids)))
+
+    cuda_list = environ.get("CUDA_VISIBLE_DEVICES")
+    if cuda_list is not None:
+        entries = _split(cuda_list)
+        return every_gpu if entries is None else _resolve(entries, every_gpu, uuids)
+
+    runtime_list = environ.get("NVIDIA_VISIBLE_DEVICES")
+    if runtime_list is not None:
+        entries = _split(runtime_list)
+        if entries is not None and len(uuids) > len(entries):
+            return _resolve(entries, every_gpu, uuids)
+    return every_gpu
+
+
+def _split(value: str) -> list[str] | None:
+    """The entries of a device list; None means 'all devices'."""
+    text = value.strip()
+    if text.lower() == "all":
+        return None
+    if text.lower() in _NO_DEVICES:
+        return []
+    return [entry.strip() for entry in text.split(",")]
+
+
+def _resolve(entries: list[str], candidates: list[int], uuids: list[str]) -> list[int]:
+    """Map entries (positions in `candidates`, or UUID prefixes) to NVML indices.
+
+    Like CUDA, an entry that matches nothing ends the list.
+    """
+    resolved: list[int] = []
+    for entry in entries:
+        index = _match(entry, candidates, uuids)
+        if index is None:
+            break
+        if index not in resolved:
+            resolved.append(index)
+    return resolved
+
+
+def _match(entry: str, candidates: list[int], uuids: list[str]) -> int | None:
+    if entry.isdigit():
+        position = int(entry)
+        return candidates[position] if position < len(candidates) else None
+    if entry.startswith("GPU-"):
+        matches = [index for index in candidates if uuids[index].startswith(entry)]
+        return matches[0] if len(matches) == 1 else None
+    return None  # MIG-… and anything else: not a whole GPU we can read energy from

@@ -1,0 +1,441 @@
+"""Aggregate experiment results into bootstrap confidence intervals over cycles.
+
+Results are grouped by (config_name, config_hash, hardware): results from
+different GPU (or CPU) models are never pooled, nor are results of a config
+whose content changed between runs. A metric that is null in a result is left
+out of that metric's sample, and a metric null in every cycle stays null
+(printed ``n/a``), never averaged as zero. Each row names the exp_ids, cycles
+and files it was computed from, so every number traces back to result files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from llenergymeasure.errors import LemError
+from llenergymeasure.files import atomic_write_text
+from llenergymeasure.results.schema import HEADLINE_METRICS, SCHEMA_VERSION, ExperimentResult
+from llenergymeasure.stats.bootstrap import BootstrapCI, bootstrap_ci_many
+
+SUMMARY_VERSION = 1
+SUMMARY_FILES = ("summary.json", "summary.csv", "summary.md")
+METRIC_LABELS: dict[str, str] = {
+    "energy_j": "energy (J)",
+    "idle_adjusted_energy_j": "idle-adjusted energy (J)",
+    "j_per_output_token": "J / output token",
+    "output_tokens_per_s": "output tokens/s",
+    "requests_per_s": "requests/s",
+    "ttft_mean_s": "TTFT mean (s)",
+    "latency_p50_s": "latency p50 (s)",
+    "latency_p99_s": "latency p99 (s)",
+    "load_seconds": "model load (s)",
+}
+CSV_COLUMNS = (
+    "config_name",
+    "config_hash",
+    "backend",
+    "hardware",
+    "metric",
+    "n",
+    "n_dropped",
+    "mean",
+    "std",
+    "ci_lower",
+    "ci_upper",
+    "confidence",
+    "n_resamples",
+    "warning",
+    "exp_ids",
+)
+# Partial output of an interrupted attempt, moved aside by the manifest: never aggregated.
+_INTERRUPTED_DIR = re.compile(r"\.interrupted-\d+$")
+
+
+class SummaryRow(BaseModel):
+    """One configuration on one kind of hardware, over its cycles."""
+
+    config_name: str
+    config_hash: str | None
+    backend: str
+    hardware: str
+    n: int  # results (cycles) in this row
+    exp_ids: list[str | None]
+    cycles: list[int | None]
+    sources: list[str]  # result files, where known
+    energy_sources: list[str]
+    metrics: dict[str, BootstrapCI]
+    warnings: list[str]
+
+
+class Summary(BaseModel):
+    summary_version: int = SUMMARY_VERSION
+    confidence: float
+    n_resamples: int
+    seed: int
+    metrics: list[str]
+    rows: list[SummaryRow]
+    sources: list[str]  # every result file that went into the summary
+    load_errors: list[str] = []  # result files that could not be read, with the reason
+    warnings: list[str] = []
+
+
+@dataclass
+class LoadedResults:
+    """Results read from a directory, each with the file it came from."""
+
+    results: list[ExperimentResult] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Sourced:
+    result: ExperimentResult
+    source: str | None
+
+
+def find_result_files(root: Path) -> list[Path]:
+    """Every `result.json` under `root`, except in `<exp_id>.interrupted-<n>` directories."""
+    return sorted(
+        path
+        for path in root.rglob("result.json")
+        if not any(_INTERRUPTED_DIR.search(part) for part in path.relative_to(root).parts[:-1])
+    )
+
+
+def _read_result(path: Path) -> ExperimentResult:
+    try:
+        result = ExperimentResult.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise LemError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        raise LemError(f"{path}: not a valid result: {where}: {first['msg']}") from None
+    if result.schema_version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise LemError(
+            f"{path}: schema_version: {result.schema_version!r} is not readable by this "
+            f"version (reads {SCHEMA_VERSION.split('.')[0]}.x)"
+        )
+    return result
+
+
+def load_result_files(root: str | Path) -> LoadedResults:
+    """Read every result under `root`; a file that fails to load is reported, not fatal."""
+    root = Path(root)
+    if not root.is_dir():
+        raise LemError(f"{root}: not a directory")
+    loaded = LoadedResults()
+    for path in find_result_files(root):
+        try:
+            loaded.results.append(_read_result(path))
+        except LemError as exc:
+            loaded.errors.append(str(exc))
+        else:
+            loaded.sources.append(str(path))
+    return loaded
+
+
+def load_results(root: str | Path) -> tuple[list[ExperimentResult], list[str]]:
+    """(results, errors) for every `result.json` under `root`."""
+    loaded = load_result_files(root)
+    return loaded.results, loaded.errors
+
+
+def _finished_at(result: ExperimentResult) -> datetime:
+    try:
+        moment = datetime.fromisoformat(result.timing.finished_at)
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _deduplicate(items: list[_Sourced]) -> tuple[list[_Sourced], list[str]]:
+    """One result per exp_id (the newest finished wins); a warning per duplicated exp_id."""
+    by_exp_id: dict[str, list[_Sourced]] = defaultdict(list)
+    kept = []
+    for item in items:
+        exp_id = item.result.identity.exp_id
+        if exp_id is None:
+            kept.append(item)
+        else:
+            by_exp_id[exp_id].append(item)
+    warnings = []
+    for exp_id, copies in by_exp_id.items():
+        newest = max(copies, key=lambda item: _finished_at(item.result))
+        kept.append(newest)
+        if len(copies) > 1:
+            where = ", ".join(str(item.source or "(in memory)") for item in copies)
+            warnings.append(
+                f"exp_id {exp_id} appears {len(copies)} times ({where}): counted once, "
+                f"keeping the one finished at {newest.result.timing.finished_at}"
+            )
+    return kept, warnings
+
+
+def _group_key(result: ExperimentResult) -> tuple[str, str, str]:
+    return (
+        result.identity.config_name,
+        result.environment.hardware,
+        result.identity.config_hash or "",
+    )
+
+
+def _cycles_warning(n: int) -> str | None:
+    if n == 1:
+        return "1 cycle: no confidence interval"
+    if n == 2:
+        return "2 cycles: CI unreliable (fewer than 3)"
+    return None
+
+
+def _row_warnings(members: list[_Sourced], energy_sources: list[str]) -> list[str]:
+    cycles_warning = _cycles_warning(len(members))
+    warnings = [cycles_warning] if cycles_warning else []
+    throttled = sum(1 for m in members if m.result.thermal.throttled)
+    if throttled:
+        warnings.append(f"{throttled} of {len(members)} result(s) measured while throttled")
+    if len(energy_sources) > 1:
+        warnings.append(f"energy measured by different sources: {', '.join(energy_sources)}")
+    return warnings
+
+
+def _build_row(members: list[_Sourced], metrics: dict[str, BootstrapCI]) -> SummaryRow:
+    members = sorted(members, key=lambda m: (m.result.identity.cycle or 0, str(m.source)))
+    first = members[0].result
+    energy_sources = sorted({m.result.energy.source for m in members})
+    return SummaryRow(
+        config_name=first.identity.config_name,
+        config_hash=first.identity.config_hash,
+        backend=first.identity.backend,
+        hardware=first.environment.hardware,
+        n=len(members),
+        exp_ids=[m.result.identity.exp_id for m in members],
+        cycles=[m.result.identity.cycle for m in members],
+        sources=[m.source for m in members if m.source is not None],
+        energy_sources=energy_sources,
+        metrics=metrics,
+        warnings=_row_warnings(members, energy_sources),
+    )
+
+
+def _changed_config_warnings(keys: Sequence[tuple[str, str, str]]) -> list[str]:
+    hashes: dict[str, set[str]] = defaultdict(set)
+    for config_name, _, config_hash in keys:
+        hashes[config_name].add(config_hash)
+    return [
+        f"config {name!r} has results for {len(found)} different config hashes "
+        f"({', '.join(sorted(found))}): kept in separate rows, never pooled"
+        for name, found in sorted(hashes.items())
+        if len(found) > 1
+    ]
+
+
+def aggregate_results(
+    results: Sequence[ExperimentResult],
+    *,
+    sources: Sequence[str] | None = None,
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 42,
+) -> Summary:
+    """One row per (config, hardware) with a bootstrap CI per headline metric.
+
+    `sources`, when given, holds the file each result was read from (same order).
+    """
+    if sources is not None and len(sources) != len(results):
+        raise ValueError(f"{len(sources)} sources given for {len(results)} results")
+    items = [
+        _Sourced(result, sources[i] if sources is not None else None)
+        for i, result in enumerate(results)
+    ]
+    kept, warnings = _deduplicate(items)
+    groups: dict[tuple[str, str, str], list[_Sourced]] = defaultdict(list)
+    for item in kept:
+        groups[_group_key(item.result)].append(item)
+    keys = sorted(groups)
+    samples = [
+        [m.result.headline_metrics().get(metric) for m in groups[key]]
+        for key in keys
+        for metric in HEADLINE_METRICS
+    ]
+    cis = iter(bootstrap_ci_many(samples, confidence, n_resamples, seed))
+    rows = [_build_row(groups[key], {m: next(cis) for m in HEADLINE_METRICS}) for key in keys]
+    return Summary(
+        confidence=confidence,
+        n_resamples=n_resamples,
+        seed=seed,
+        metrics=list(HEADLINE_METRICS),
+        rows=rows,
+        sources=sorted(s for row in rows for s in row.sources),
+        warnings=warnings + _changed_config_warnings(keys),
+    )
+
+
+def aggregate_directory(
+    root: str | Path, *, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 42
+) -> Summary:
+    """Load every result under `root` and aggregate them; load errors go into the summary."""
+    loaded = load_result_files(root)
+    summary = aggregate_results(
+        loaded.results,
+        sources=loaded.sources,
+        confidence=confidence,
+        n_resamples=n_resamples,
+        seed=seed,
+    )
+    return summary.model_copy(update={"load_errors": loaded.errors})
+
+
+def format_value(value: float | None) -> str:
+    """A number as printed in tables: 4 significant digits, whole numbers from 1000 up."""
+    if value is None:
+        return "n/a"
+    if abs(value) >= 1000:
+        return f"{value:.0f}"
+    return f"{value:.4g}"
+
+
+def format_interval(ci: BootstrapCI) -> str:
+    if ci.ci_lower is None or ci.ci_upper is None:
+        return "n/a"
+    return f"[{format_value(ci.ci_lower)}, {format_value(ci.ci_upper)}]"
+
+
+def _metric_cells(ci: BootstrapCI) -> tuple[str, str, str, str]:
+    return str(ci.n), format_value(ci.mean), format_interval(ci), format_value(ci.std)
+
+
+def _notes(summary: Summary) -> list[str]:
+    """Warnings to print under the table: per row, then for the whole summary."""
+    notes = [
+        f"{row.config_name} on {row.hardware}: {warning}"
+        for row in summary.rows
+        for warning in row.warnings
+    ]
+    return notes + summary.warnings + [f"not loaded: {error}" for error in summary.load_errors]
+
+
+def summary_table(summary: Summary) -> Table:
+    """A rich table: one line per (config, hardware, metric)."""
+    table = Table(box=box.SIMPLE, title="LLenergyMeasure summary", title_justify="left")
+    for header in ("config", "hardware", "cycles", "metric", "n", "mean"):
+        table.add_column(header, justify="right" if header in {"cycles", "n", "mean"} else "left")
+    table.add_column(f"{summary.confidence:.0%} CI")
+    table.add_column("std", justify="right")
+    for row in summary.rows:
+        for index, metric in enumerate(summary.metrics):
+            head = (row.config_name, row.hardware, str(row.n)) if index == 0 else ("", "", "")
+            table.add_row(
+                *head,
+                METRIC_LABELS.get(metric, metric),
+                *_metric_cells(row.metrics[metric]),
+                end_section=index == len(summary.metrics) - 1,
+            )
+    return table
+
+
+def render_table(summary: Summary, width: int = 200) -> str:
+    """The summary table and its warnings as plain text (no colour codes), e.g. for Ansible."""
+    text = io.StringIO()
+    console = Console(file=text, width=width, color_system=None, force_terminal=False)
+    if summary.rows:
+        console.print(summary_table(summary))
+    else:
+        console.print("no results to aggregate")
+    for note in _notes(summary):
+        console.print(f"warning: {note}", markup=False, highlight=False)
+    # rich pads every line to the table width; trailing blanks only clutter logs
+    return "".join(line.rstrip() + "\n" for line in text.getvalue().splitlines())
+
+
+def _csv_number(value: float | None) -> str:
+    return "" if value is None else repr(value)
+
+
+def summary_csv(summary: Summary) -> str:
+    """Tidy CSV: one line per (row, metric), full-precision numbers, empty for null."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in summary.rows:
+        for metric in summary.metrics:
+            ci = row.metrics[metric]
+            writer.writerow(
+                [
+                    row.config_name,
+                    row.config_hash or "",
+                    row.backend,
+                    row.hardware,
+                    metric,
+                    ci.n,
+                    ci.n_dropped,
+                    *(_csv_number(v) for v in (ci.mean, ci.std, ci.ci_lower, ci.ci_upper)),
+                    ci.confidence,
+                    ci.n_resamples,
+                    ci.warning or "",
+                    ";".join(e or "" for e in row.exp_ids),
+                ]
+            )
+    return out.getvalue()
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def summary_markdown(summary: Summary) -> str:
+    ci_header = f"{summary.confidence:.0%} CI"
+    lines = [
+        "# LLenergyMeasure summary",
+        "",
+        f"Percentile bootstrap, {summary.n_resamples} resamples, seed {summary.seed}; "
+        f"{len(summary.sources)} result files (listed in summary.json).",
+        "",
+        f"| config | hardware | cycles | metric | n | mean | {ci_header} | std |",
+        "| --- | --- | ---: | --- | ---: | ---: | --- | ---: |",
+    ]
+    for row in summary.rows:
+        for metric in summary.metrics:
+            cells = (
+                row.config_name,
+                row.hardware,
+                str(row.n),
+                METRIC_LABELS.get(metric, metric),
+                *_metric_cells(row.metrics[metric]),
+            )
+            lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+    notes = _notes(summary)
+    if notes:
+        lines += ["", "## Warnings", "", *(f"- {_md_cell(note)}" for note in notes)]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(summary: Summary, out_dir: str | Path) -> list[Path]:
+    """Write summary.json, summary.csv and summary.md atomically; returns their paths."""
+    out_dir = Path(out_dir)
+    contents = (
+        summary.model_dump_json(indent=2) + "\n",
+        summary_csv(summary),
+        summary_markdown(summary),
+    )
+    paths = [out_dir / name for name in SUMMARY_FILES]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path, text in zip(paths, contents, strict=True):
+            atomic_write_text(path, text)
+    except OSError as exc:
+        raise LemError(f"{exc.filename or out_dir}: cannot write summary: {exc.strerror}") from None
+    return paths

@@ -1,0 +1,23 @@
+"""Shared fixtures. Tests never reach the Hugging Face hub: loads are local only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Set before any test imports transformers, which reads them once.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama-style model + tokenizer in Hugging Face format (seed 0).
+
+    Created once per session, in seconds; treat it as read-only (copy it to modify).
+    """
+    from llenergymeasure.runner.tiny_model import create_tiny_model
+
+    return create_tiny_model(tmp_path_factory.mktemp("tiny-model")).path

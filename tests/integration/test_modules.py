@@ -1,0 +1,507 @@
+"""The Ansible modules lem_plan, lem_manifest and lem_experiment, run by real ansible-playbook.
+
+Tests marked `docker` run a real compose service; the others need only Ansible (and the
+Docker CLI's compose plugin to read compose files).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fixtures.ansible import REPO, PlaybookRun, localhost_play, run_playbook
+from fixtures.results import make_result, write_result
+
+from llenergymeasure.campaign.manifest import Manifest, ManifestEntry, save_manifest
+from llenergymeasure.campaign.plan import PlannedExperiment, build_plan
+from llenergymeasure.config.loader import load_campaign
+from llenergymeasure.errors import ConfigError
+from llenergymeasure.results.schema import ExperimentResult
+
+CAMPAIGN = "itest"
+TINY_CONFIG: dict[str, Any] = {
+    "backend": "pytorch",
+    "model": {"path": "/models/tiny"},
+    "decoder": {"max_new_tokens": 4},
+    "dataset": {"name": "builtin:short-prompts", "num_prompts": 2},
+    "measurement": {"warmup_prompts": 1, "min_window_seconds": 0.0, "baseline_seconds": 0.0},
+}
+
+
+def write_campaign(directory: Path, configs: list[dict[str, Any]], cycles: int = 2) -> Path:
+    path = directory / "campaign.yml"
+    campaign = {"campaign_name": CAMPAIGN, "configs": configs, "execution": {"cycles": cycles}}
+    path.write_text(yaml.safe_dump(campaign), encoding="utf-8")
+    return path
+
+
+def tiny(config_name: str, **changes: Any) -> dict[str, Any]:
+    return {"config_name": config_name, **TINY_CONFIG, **changes}
+
+
+@pytest.fixture
+def share(tmp_path: Path) -> list[PlannedExperiment]:
+    """localhost's share of a 2-config, 2-cycle plan (interleaved: a1 b1 a2 b2)."""
+    campaign = write_campaign(tmp_path, [tiny("a"), tiny("b")])
+    return build_plan(load_campaign(campaign), ["localhost"]).experiments
+
+
+def plan_entry(experiment: PlannedExperiment) -> dict[str, Any]:
+    return experiment.model_dump(mode="json")
+
+
+def entry_for(experiment: PlannedExperiment, **fields: Any) -> ManifestEntry:
+    return ManifestEntry(
+        exp_id=experiment.exp_id,
+        config_name=experiment.config_name,
+        config_hash=experiment.config_hash,
+        backend=experiment.backend,
+        service="pytorch",
+        cycle=experiment.cycle,
+        **fields,
+    )
+
+
+def store_result(state_dir: Path, experiment: PlannedExperiment, energy_j: float) -> Path:
+    result = make_result(
+        experiment.config_name,
+        experiment.cycle,
+        campaign_name=CAMPAIGN,
+        config_hash=experiment.config_hash,
+        energy_j=energy_j,
+    )
+    return write_result(state_dir / "results", result)
+
+
+def experiment_args(
+    experiment: PlannedExperiment, state_dir: Path, compose_file: Path, project: str, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "exp_id": experiment.exp_id,
+        "campaign_name": CAMPAIGN,
+        "host": experiment.host,
+        "config_name": experiment.config_name,
+        "cycle": experiment.cycle,
+        "backend": experiment.backend,
+        "config": experiment.config.model_dump(mode="json"),
+        "config_hash": experiment.config_hash,
+        "state_dir": str(state_dir),
+        "project_name": project,
+        "compose_files": [str(compose_file)],
+        "service": "pytorch",
+        **extra,
+    }
+
+
+def run_task(
+    workdir: Path, module: str, args: dict[str, Any], *options: str, interpreter: str | None = None
+) -> tuple[PlaybookRun, dict[str, Any]]:
+    """Run one task of `module` with `args`; the run and the task's result."""
+    task = {"name": "under test", module: args}
+    run = run_playbook(workdir, [localhost_play([task], interpreter)], options=options)
+    return run, run.task_result("under test")
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    """Every file under `directory` with its content, to show that nothing changed."""
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in directory.rglob("*") if p.is_file()
+    }
+
+
+# -- lem_plan ---------------------------------------------------------------------------
+
+
+def test_plan_writes_then_reuses_the_plan(tmp_path: Path) -> None:
+    campaign = write_campaign(tmp_path, [tiny("a"), tiny("b")])
+    plan_file = tmp_path / "results" / CAMPAIGN / "plan.json"
+    args = {"campaign_file": str(campaign), "hosts": ["localhost"], "plan_file": str(plan_file)}
+
+    _, first = run_task(tmp_path, "lem_plan", args)
+    written = plan_file.read_bytes()
+    _, second = run_task(tmp_path, "lem_plan", args)
+
+    assert first["changed"] is True and first["status"] == "new"
+    assert (first["campaign_name"], first["total"]) == (CAMPAIGN, 4)
+    assert json.loads(written) == first["plan"]
+    assert [e["exp_id"] for e in first["plan"]["experiments"]] == [
+        "itest__a__c01",
+        "itest__b__c01",
+        "itest__a__c02",
+        "itest__b__c02",
+    ]
+    assert second["changed"] is False and second["status"] == "reused"
+    assert plan_file.read_bytes() == written
+
+
+def test_plan_reports_a_changed_config(tmp_path: Path) -> None:
+    plan_file = tmp_path / "plan.json"
+    args = {"hosts": ["localhost"], "plan_file": str(plan_file)}
+    campaign = write_campaign(tmp_path, [tiny("a"), tiny("b")])
+    run_task(tmp_path, "lem_plan", {**args, "campaign_file": str(campaign)})
+    write_campaign(tmp_path, [tiny("a"), tiny("b", pytorch={"batch_size": 4})])
+
+    _, result = run_task(tmp_path, "lem_plan", {**args, "campaign_file": str(campaign)})
+
+    assert result["changed"] is True and result["status"] == "updated"
+    assert "  configs changed (config hash differs): b" in result["report"]
+    assert (tmp_path / "plan.1.json").is_file()
+
+
+def test_plan_check_mode_builds_but_writes_nothing(tmp_path: Path) -> None:
+    campaign = write_campaign(tmp_path, [tiny("a")], cycles=3)
+    plan_file = tmp_path / "results" / "plan.json"
+    args = {"campaign_file": str(campaign), "hosts": ["localhost"], "plan_file": str(plan_file)}
+
+    _, result = run_task(tmp_path, "lem_plan", args, "--check")
+
+    assert result["changed"] is True and result["total"] == 3
+    assert not (tmp_path / "results").exists()
+
+
+def test_plan_rejects_a_bad_campaign_with_the_validate_message(tmp_path: Path) -> None:
+    campaign = write_campaign(tmp_path, [tiny("a", pytorch={"batch_sise": 2})])
+    plan_file = tmp_path / "results" / "plan.json"
+    with pytest.raises(ConfigError) as expected:
+        load_campaign(campaign)
+    args = {"campaign_file": str(campaign), "hosts": ["localhost"], "plan_file": str(plan_file)}
+
+    run, result = run_task(tmp_path, "lem_plan", args)
+
+    assert run.returncode != 0 and result["failed"] is True
+    assert result["msg"] == str(expected.value)
+    assert str(campaign) in result["msg"]
+    assert "configs[0].pytorch.batch_sise" in result["msg"]
+    assert "2" in result["msg"].split("batch_sise", 1)[1]
+    assert not (tmp_path / "results").exists()
+
+
+def test_plan_without_the_package_names_the_interpreter(tmp_path: Path) -> None:
+    bare_python = shutil.which("python3", path="/usr/bin")
+    if bare_python is None:
+        pytest.fail("this test needs the system's /usr/bin/python3 (without llenergymeasure)")
+    args = {"campaign_file": "x.yml", "hosts": ["localhost"], "plan_file": "plan.json"}
+
+    _, result = run_task(tmp_path, "lem_plan", args, interpreter=bare_python)
+
+    assert result["failed"] is True
+    assert "llenergymeasure" in result["msg"] and bare_python in result["msg"]
+
+
+# -- lem_manifest -----------------------------------------------------------------------
+
+
+def test_manifest_splits_the_share_into_pending_and_completed(
+    tmp_path: Path, share: list[PlannedExperiment]
+) -> None:
+    a1, b1, a2, b2 = share
+    state_dir = tmp_path / "state"
+    store_result(state_dir, a1, energy_j=400.0)
+    done = {"status": "completed", "attempts": 1, "result_path": f"results/{a1.exp_id}/result.json"}
+    manifest = Manifest(
+        campaign_name=CAMPAIGN,
+        host="localhost",
+        entries={
+            a1.exp_id: entry_for(a1, **done),
+            b1.exp_id: entry_for(b1, status="running", attempts=1),
+            a2.exp_id: entry_for(a2, status="failed", attempts=2, error="out of memory"),
+        },
+    )
+    save_manifest(state_dir / "manifest.json", manifest)
+    before = tree(state_dir)
+    args = {
+        "state_dir": str(state_dir),
+        "campaign_name": CAMPAIGN,
+        "host": "localhost",
+        "experiments": [plan_entry(e) for e in share],
+    }
+
+    _, result = run_task(tmp_path, "lem_manifest", args)
+
+    assert result["changed"] is False
+    assert [(p["exp_id"], p["reason"]) for p in result["pending"]] == [
+        (b1.exp_id, "interrupted"),
+        (a2.exp_id, "failed-retry"),
+        (b2.exp_id, "new"),
+    ]
+    assert result["pending"][0]["config"] == plan_entry(b1)["config"]
+    (completed,) = result["completed"]
+    assert completed["exp_id"] == a1.exp_id and completed["host"] == "localhost"
+    assert completed["metrics"]["energy_j"] == 400.0
+    assert ExperimentResult.model_validate(completed["result"]).identity.exp_id == a1.exp_id
+    assert result["counts"] == {"total": 4, "completed": 1, "pending": 3, "failed": 0}
+    assert tree(state_dir) == before
+
+
+def test_manifest_keeps_failures_when_not_retrying(
+    tmp_path: Path, share: list[PlannedExperiment]
+) -> None:
+    a1 = share[0]
+    state_dir = tmp_path / "state"
+    failed = entry_for(a1, status="failed", attempts=1, error="model path missing")
+    save_manifest(
+        state_dir / "manifest.json",
+        Manifest(campaign_name=CAMPAIGN, host="localhost", entries={a1.exp_id: failed}),
+    )
+    args = {
+        "state_dir": str(state_dir),
+        "campaign_name": CAMPAIGN,
+        "host": "localhost",
+        "experiments": [plan_entry(e) for e in share],
+        "retry_failed": False,
+    }
+
+    _, result = run_task(tmp_path, "lem_manifest", args)
+
+    assert result["failed"] == [
+        {
+            "exp_id": a1.exp_id,
+            "config_name": "a",
+            "cycle": 1,
+            "host": "localhost",
+            "attempts": 1,
+            "error": "model path missing",
+        }
+    ]
+    assert a1.exp_id not in [p["exp_id"] for p in result["pending"]]
+    assert result["counts"]["failed"] == 1
+
+
+def test_manifest_runs_again_a_completed_experiment_whose_result_is_gone(
+    tmp_path: Path, share: list[PlannedExperiment]
+) -> None:
+    a1 = share[0]
+    state_dir = tmp_path / "state"
+    done = entry_for(a1, status="completed", attempts=1, result_path="results/x/result.json")
+    save_manifest(
+        state_dir / "manifest.json",
+        Manifest(campaign_name=CAMPAIGN, host="localhost", entries={a1.exp_id: done}),
+    )
+    args = {
+        "state_dir": str(state_dir),
+        "campaign_name": CAMPAIGN,
+        "host": "localhost",
+        "experiments": [plan_entry(a1)],
+    }
+
+    _, result = run_task(tmp_path, "lem_manifest", args)
+
+    (pending,) = result["pending"]
+    assert pending["reason"] == "result-missing"
+    assert str(state_dir / "results/x/result.json") in pending["detail"]
+    assert result["completed"] == []
+
+
+def test_manifest_that_does_not_parse_fails_naming_the_file(
+    tmp_path: Path, share: list[PlannedExperiment]
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    manifest = state_dir / "manifest.json"
+    manifest.write_text('{"manifest_version": 1, "entries": {"itest__a__c0', encoding="utf-8")
+    before = tree(state_dir)
+    args = {
+        "state_dir": str(state_dir),
+        "campaign_name": CAMPAIGN,
+        "host": "localhost",
+        "experiments": [plan_entry(e) for e in share],
+    }
+
+    _, result = run_task(tmp_path, "lem_manifest", args)
+
+    assert result["failed"] is True
+    assert str(manifest) in result["msg"]
+    assert tree(state_dir) == before
+
+
+def test_manifest_refuses_another_hosts_share(
+    tmp_path: Path, share: list[PlannedExperiment]
+) -> None:
+    args = {
+        "state_dir": str(tmp_path / "state"),
+        "campaign_name": CAMPAIGN,
+        "host": "gpu-2",
+        "experiments": [plan_entry(share[0])],
+    }
+
+    _, result = run_task(tmp_path, "lem_manifest", args)
+
+    assert result["failed"] is True
+    assert result["msg"] == "experiments[0].host: 'localhost' is not this host ('gpu-2')"
+
+
+# -- lem_experiment without a running service -------------------------------------------
+
+
+@pytest.fixture
+def idle_compose(tmp_path: Path) -> Path:
+    """A compose file with one service; nothing is started from it."""
+    path = tmp_path / "compose.yml"
+    services = {"pytorch": {"image": "lem-base:bookworm", "command": ["sleep", "infinity"]}}
+    path.write_text(yaml.safe_dump({"services": services}), encoding="utf-8")
+    return path
+
+
+def test_experiment_check_mode_reports_and_writes_nothing(
+    tmp_path: Path, share: list[PlannedExperiment], idle_compose: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    args = experiment_args(share[0], state_dir, idle_compose, f"lem-test-{uuid.uuid4().hex[:8]}")
+
+    _, result = run_task(tmp_path, "lem_experiment", args, "--check", "--diff")
+
+    assert result["changed"] is True
+    assert (result["status"], result["reason"], result["attempts"]) == ("pending", "new", 0)
+    assert result["diff"]["before"] == {}
+    assert result["diff"]["after"]["status"] == "running"
+    assert list(state_dir.iterdir()) == []
+
+
+def test_experiment_completed_with_same_hash_is_not_run_again(
+    tmp_path: Path, share: list[PlannedExperiment]
+) -> None:
+    a1 = share[0]
+    state_dir = tmp_path / "state"
+    store_result(state_dir, a1, energy_j=123.0)
+    done = {"status": "completed", "attempts": 1, "result_path": f"results/{a1.exp_id}/result.json"}
+    save_manifest(
+        state_dir / "manifest.json",
+        Manifest(campaign_name=CAMPAIGN, host="localhost", entries={a1.exp_id: entry_for(a1, **done)}),
+    )
+    before = tree(state_dir)
+    # The compose file does not exist: the module cannot have executed anything.
+    args = experiment_args(a1, state_dir, tmp_path / "absent.yml", "lem-test-unused")
+
+    _, result = run_task(tmp_path, "lem_experiment", args)
+
+    assert result["changed"] is False
+    assert (result["status"], result["reason"]) == ("completed", "completed")
+    assert result["metrics"]["energy_j"] == 123.0
+    assert result["result"]["identity"]["exp_id"] == a1.exp_id
+    assert tree(state_dir) == before
+
+
+def test_experiment_unknown_service_fails_before_writing(
+    tmp_path: Path, share: list[PlannedExperiment], idle_compose: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    args = experiment_args(share[0], state_dir, idle_compose, "lem-test-unused", service="vllm")
+
+    _, result = run_task(tmp_path, "lem_experiment", args)
+
+    assert result["failed"] is True
+    assert "'vllm'" in result["msg"] and str(idle_compose) in result["msg"]
+    assert "services: pytorch" in result["msg"]
+    assert list(state_dir.iterdir()) == []
+
+
+def test_experiment_rejects_a_hash_that_does_not_match_the_config(
+    tmp_path: Path, share: list[PlannedExperiment], idle_compose: Path
+) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    args = experiment_args(
+        share[0], state_dir, idle_compose, "lem-test-unused", config_hash="0000000000000000"
+    )
+
+    _, result = run_task(tmp_path, "lem_experiment", args)
+
+    assert result["failed"] is True
+    assert result["msg"].startswith("config_hash: '0000000000000000' does not match the config")
+    assert list(state_dir.iterdir()) == []
+
+
+# -- lem_experiment against a real compose service --------------------------------------
+
+
+@pytest.fixture
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model, made locally by `lem model tiny` (no download)."""
+    models = tmp_path_factory.mktemp("models")
+    lem = REPO / ".venv" / "bin" / "lem"
+    subprocess.run([str(lem), "model", "tiny", "--out", str(models / "tiny")], check=True)
+    return models
+
+
+@pytest.fixture
+def service(tmp_path: Path, cpu_image: str, models_dir: Path) -> Iterator[tuple[Path, str, Path]]:
+    """A running compose service from the CPU image: (compose file, project, state dir)."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    compose_file = tmp_path / "compose.yml"
+    pytorch = {
+        "image": cpu_image,
+        "command": ["sleep", "infinity"],
+        "volumes": [f"{state_dir}:/lem/state", f"{models_dir}:/models:ro"],
+    }
+    compose_file.write_text(yaml.safe_dump({"services": {"pytorch": pytorch}}), encoding="utf-8")
+    project = f"lem-test-{uuid.uuid4().hex[:8]}"
+    compose = ["docker", "compose", "-f", str(compose_file), "-p", project]
+    subprocess.run([*compose, "up", "--detach", "--wait"], check=True, capture_output=True)
+    try:
+        yield compose_file, project, state_dir
+    finally:
+        subprocess.run([*compose, "down", "--volumes", "--timeout", "1"], capture_output=True)
+
+
+@pytest.mark.docker
+def test_experiment_runs_once_then_is_skipped(
+    tmp_path: Path, share: list[PlannedExperiment], service: tuple[Path, str, Path]
+) -> None:
+    compose_file, project, state_dir = service
+    secret = f"hf_{uuid.uuid4().hex}"
+    args = experiment_args(
+        share[0], state_dir, compose_file, project, environment={"HF_TOKEN": secret}
+    )
+
+    first_run, first = run_task(tmp_path, "lem_experiment", args, "--diff")
+    after_first = tree(state_dir)
+    second_run, second = run_task(tmp_path, "lem_experiment", args)
+
+    assert first["changed"] is True, first
+    assert (first["status"], first["reason"], first["attempts"]) == ("completed", "new", 1)
+    assert first["result"]["identity"]["exp_id"] == share[0].exp_id
+    assert first["result"]["tokens"]["output_tokens"] > 0
+    assert set(first["metrics"]) >= {"energy_j", "output_tokens_per_s", "j_per_output_token"}
+    assert first["diff"]["after"]["status"] == "completed"
+    assert second["changed"] is False and second["reason"] == "completed"
+    assert second["metrics"] == first["metrics"]
+    assert tree(state_dir) == after_first
+    for text in (first_run.stdout, second_run.stdout, *map(repr, after_first.values())):
+        assert secret not in text
+
+
+@pytest.mark.docker
+def test_experiment_carries_shell_syntax_as_data(
+    tmp_path: Path, share: list[PlannedExperiment], service: tuple[Path, str, Path]
+) -> None:
+    compose_file, project, state_dir = service
+    hostile_path = "/models/$(touch /tmp/pwned); touch /tmp/pwned2 #"
+    campaign = write_campaign(tmp_path, [tiny("evil", model={"path": hostile_path})], cycles=1)
+    (evil,) = build_plan(load_campaign(campaign), ["localhost"]).experiments
+    args = experiment_args(evil, state_dir, compose_file, project)
+
+    _, result = run_task(tmp_path, "lem_experiment", args)
+
+    assert result["failed"] is True and result["status"] == "failed"
+    assert result["rc"] != 0 and result["stderr_tail"]
+    written = json.loads((state_dir / "configs" / f"{evil.exp_id}.json").read_text())
+    assert written["model"]["path"] == hostile_path
+    listing = subprocess.run(
+        ["docker", "compose", "-f", str(compose_file), "-p", project, "exec", "-T", "pytorch"]
+        + ["ls", "/tmp"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert "pwned" not in listing and "pwned2" not in listing
+    assert not Path("/tmp/pwned").exists() and not Path("/tmp/pwned2").exists()

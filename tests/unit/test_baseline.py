@@ -1,0 +1,152 @@
+"""Idle baseline: sampling, the JSON cache, the re-check and the 10 % drift rule."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakes.fake_nvml import FakeGpu, FakeNvml, gpus, installed
+
+from llenergymeasure.measure.baseline import (
+    BaselinePolicy,
+    drifted,
+    idle_baseline,
+    load_baseline,
+)
+
+SECONDS = 0.1
+POLICY = BaselinePolicy(
+    max_age_s=3600.0, recheck_after_s=60.0, recheck_seconds=0.05, interval_s=0.02
+)
+
+
+class Clock:
+    """Wall-clock time the test moves by hand (cache ages), from 1,000,000 s."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeNvml]:
+    with installed(FakeNvml([FakeGpu(power_w=60.0), FakeGpu(power_w=40.0, uuid="GPU-b")])) as f:
+        yield f
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def baseline(cache: Path | None, clock: Clock) -> list[float] | None:
+    return idle_baseline([0, 1], SECONDS, cache, POLICY, clock)
+
+
+def power_reads(fake: FakeNvml) -> int:
+    return fake.calls.count("field_values")
+
+
+def test_measures_mean_idle_power_and_writes_the_cache(
+    fake: FakeNvml, clock: Clock, tmp_path: Path
+) -> None:
+    cache = tmp_path / "state" / "baseline.json"
+    assert baseline(cache, clock) == [60.0, 40.0]
+    stored = json.loads(cache.read_text())
+    assert stored["measured_at"] == stored["checked_at"] == clock.now
+    assert [gpu["uuid"] for gpu in stored["gpus"]] == [fake.gpus[0].uuid, "GPU-b"]
+    assert stored["measured_at_iso"].startswith("1970-01-12T")
+
+
+def test_fresh_cache_is_reused_without_sampling(
+    fake: FakeNvml, clock: Clock, tmp_path: Path
+) -> None:
+    cache = tmp_path / "baseline.json"
+    baseline(cache, clock)
+    reads = power_reads(fake)
+    fake.gpus[0].power_w = 500.0
+    clock.now += 30.0
+    assert baseline(cache, clock) == [60.0, 40.0]
+    assert power_reads(fake) == reads
+
+
+def test_recheck_within_tolerance_keeps_the_baseline(
+    fake: FakeNvml, clock: Clock, tmp_path: Path
+) -> None:
+    cache = tmp_path / "baseline.json"
+    baseline(cache, clock)
+    fake.gpus[0].power_w = 64.0  # +6.7 %
+    clock.now += 120.0
+    assert baseline(cache, clock) == [60.0, 40.0]
+    checked = load_baseline(cache)
+    assert checked is not None
+    assert checked.checked_at == clock.now and checked.measured_at == clock.now - 120.0
+
+
+def test_drift_above_ten_percent_measures_again(
+    fake: FakeNvml, clock: Clock, tmp_path: Path
+) -> None:
+    cache = tmp_path / "baseline.json"
+    baseline(cache, clock)
+    fake.gpus[1].power_w = 46.0  # +15 %
+    clock.now += 120.0
+    assert baseline(cache, clock) == [60.0, 46.0]
+    remeasured = load_baseline(cache)
+    assert remeasured is not None and remeasured.measured_at == clock.now
+
+
+def test_cache_older_than_max_age_is_measured_again(
+    fake: FakeNvml, clock: Clock, tmp_path: Path
+) -> None:
+    cache = tmp_path / "baseline.json"
+    baseline(cache, clock)
+    fake.gpus[0].power_w = 61.0  # within tolerance, but the cache is too old to trust
+    clock.now += POLICY.max_age_s + 1
+    assert baseline(cache, clock) == [61.0, 40.0]
+
+
+def test_cache_of_other_gpus_is_not_used(fake: FakeNvml, clock: Clock, tmp_path: Path) -> None:
+    cache = tmp_path / "baseline.json"
+    baseline(cache, clock)
+    fake.gpus[1].uuid = "GPU-replaced"
+    fake.gpus[1].power_w = 41.0
+    assert baseline(cache, clock) == [60.0, 41.0]
+
+
+def test_unreadable_cache_is_measured_again_and_replaced(
+    fake: FakeNvml, clock: Clock, tmp_path: Path
+) -> None:
+    cache = tmp_path / "baseline.json"
+    cache.write_text('{"baseline_version": 1, "gpus": [')
+    assert baseline(cache, clock) == [60.0, 40.0]
+    assert load_baseline(cache) is not None
+
+
+def test_without_a_cache_path_nothing_is_written(
+    fake: FakeNvml, clock: Clock, tmp_path: Path
+) -> None:
+    assert baseline(None, clock) == [60.0, 40.0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_no_nvml_gives_no_baseline(clock: Clock, tmp_path: Path) -> None:
+    with installed(FakeNvml(gpus(1), driver_loaded=False)):
+        assert baseline(tmp_path / "baseline.json", clock) is None
+    assert not (tmp_path / "baseline.json").exists()
+
+
+def test_gpu_without_power_readings_gives_no_baseline(clock: Clock, tmp_path: Path) -> None:
+    with installed(FakeNvml([FakeGpu(), FakeGpu(power_supported=False)])):
+        assert baseline(tmp_path / "baseline.json", clock) is None
+
+
+@pytest.mark.parametrize(
+    ("fresh", "expected"),
+    [([60.0, 40.0], False), ([66.0, 40.0], False), ([66.1, 40.0], True), ([60.0, 35.9], True)],
+)
+def test_drift_rule_is_relative_per_gpu(fresh: list[float], expected: bool) -> None:
+    assert drifted([60.0, 40.0], fresh, 0.10) is expected

@@ -1,0 +1,161 @@
+"""The Jinja2 filters of filter_plugins/lem.py, called as plain functions."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+FILTERS_FILE = Path(__file__).resolve().parents[2] / "filter_plugins" / "lem.py"
+
+
+def _load_filters() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("lem_filters_under_test", FILTERS_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+lem = _load_filters()
+
+
+def entry(position: int, config: str, cycle: int, host: str = "h1", backend: str = "pytorch"):
+    return {
+        "position": position,
+        "exp_id": f"demo__{config}__c{cycle:02d}",
+        "config_name": config,
+        "cycle": cycle,
+        "backend": backend,
+        "host": host,
+    }
+
+
+def ids(entries: list[dict[str, Any]]) -> list[str]:
+    return [e["exp_id"] for e in entries]
+
+
+def test_filter_module_exposes_every_filter() -> None:
+    names = set(lem.FilterModule().filters())
+    assert names == {"lem_host_share", "lem_with_gaps", "lem_backends", "lem_cycle_segments"}
+
+
+def test_host_share_keeps_only_the_host_in_position_order() -> None:
+    plan = {
+        "experiments": [
+            entry(2, "b", 1, host="h1"),
+            entry(0, "a", 1, host="h1"),
+            entry(1, "a", 1, host="h2"),
+            entry(3, "b", 2, host="h2"),
+            entry(4, "a", 2, host="h1"),
+        ]
+    }
+    share = lem.lem_host_share(plan, "h1")
+    assert [e["position"] for e in share] == [0, 2, 4]
+    assert all(e["host"] == "h1" for e in share)
+    assert lem.lem_host_share(plan, "nobody") == []
+
+
+def test_host_share_returns_copies() -> None:
+    plan = {"experiments": [entry(0, "a", 1)]}
+    lem.lem_host_share(plan, "h1")[0]["host"] = "changed"
+    assert plan["experiments"][0]["host"] == "h1"
+
+
+def test_host_share_rejects_a_plan_without_experiments() -> None:
+    with pytest.raises(AnsibleFilterError, match="no 'experiments' key"):
+        lem.lem_host_share({"campaign_name": "demo"}, "h1")
+
+
+def test_host_share_names_the_entry_missing_a_key() -> None:
+    broken = entry(1, "a", 1)
+    del broken["host"]
+    with pytest.raises(AnsibleFilterError, match=r"entry \[1\] \(demo__a__c01\) has no key 'host'"):
+        lem.lem_host_share({"experiments": [entry(0, "a", 1), broken]}, "h1")
+
+
+def test_with_gaps_first_is_zero_cycle_change_gets_cycle_gap() -> None:
+    pending = [entry(0, "a", 1), entry(1, "b", 1), entry(2, "a", 2), entry(3, "b", 2)]
+    gaps = [e["gap_seconds"] for e in lem.lem_with_gaps(pending, 60, 300)]
+    assert gaps == [0.0, 60.0, 300.0, 60.0]
+
+
+def test_with_gaps_grouped_order_changes_cycle_every_step() -> None:
+    pending = [entry(0, "a", 1), entry(1, "a", 2), entry(2, "b", 1)]
+    gaps = [e["gap_seconds"] for e in lem.lem_with_gaps(pending, 5, 7)]
+    assert gaps == [0.0, 7.0, 7.0]
+
+
+def test_with_gaps_leaves_the_input_untouched_and_keeps_fields() -> None:
+    pending = [entry(0, "a", 1, backend="vllm")]
+    annotated = lem.lem_with_gaps(pending, 1, 2)
+    assert "gap_seconds" not in pending[0]
+    assert annotated[0]["backend"] == "vllm"
+    assert annotated[0]["exp_id"] == "demo__a__c01"
+
+
+def test_with_gaps_accepts_string_numbers_from_templating() -> None:
+    annotated = lem.lem_with_gaps([entry(0, "a", 1), entry(1, "b", 1)], "1.5", "3")
+    assert annotated[1]["gap_seconds"] == 1.5
+
+
+def test_with_gaps_rejects_a_negative_gap() -> None:
+    with pytest.raises(AnsibleFilterError, match=r"cycle_gap must be >= 0, got -1\.0"):
+        lem.lem_with_gaps([entry(0, "a", 1)], 0, -1)
+
+
+def test_with_gaps_on_nothing_pending_is_empty() -> None:
+    assert lem.lem_with_gaps([], 10, 20) == []
+
+
+def test_backends_sorted_unique() -> None:
+    experiments = [
+        entry(0, "a", 1, backend="vllm"),
+        entry(1, "b", 1, backend="pytorch"),
+        entry(2, "a", 2, backend="vllm"),
+    ]
+    assert lem.lem_backends(experiments) == ["pytorch", "vllm"]
+    assert lem.lem_backends([]) == []
+
+
+def test_backends_rejects_a_string_instead_of_a_list() -> None:
+    with pytest.raises(AnsibleFilterError, match="expected a list of plan entries, got str"):
+        lem.lem_backends("pytorch")
+
+
+def test_backends_names_an_entry_that_is_not_a_mapping() -> None:
+    with pytest.raises(AnsibleFilterError, match=r"entry \[0\] must be a mapping, got int"):
+        lem.lem_backends([3])
+
+
+def test_cycle_segments_split_on_each_cycle_change() -> None:
+    pending = [
+        entry(0, "a", 1),
+        entry(1, "b", 1),
+        entry(2, "a", 2),
+        entry(3, "b", 2),
+        entry(4, "a", 3),
+    ]
+    segments = lem.lem_cycle_segments(pending)
+    assert [s["cycle"] for s in segments] == [1, 2, 3]
+    assert [ids(s["experiments"]) for s in segments] == [
+        ["demo__a__c01", "demo__b__c01"],
+        ["demo__a__c02", "demo__b__c02"],
+        ["demo__a__c03"],
+    ]
+
+
+def test_cycle_segments_grouped_order_gives_one_segment_per_run() -> None:
+    pending = [entry(0, "a", 1), entry(1, "a", 2), entry(2, "b", 1), entry(3, "b", 2)]
+    segments = lem.lem_cycle_segments(pending)
+    assert [s["cycle"] for s in segments] == [1, 2, 1, 2]
+    flattened = [e for s in segments for e in s["experiments"]]
+    assert ids(flattened) == ids(pending)
+
+
+def test_cycle_segments_of_nothing_is_empty() -> None:
+    assert lem.lem_cycle_segments([]) == []

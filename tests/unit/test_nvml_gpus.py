@@ -1,0 +1,68 @@
+"""visible_gpu_indices: CUDA_VISIBLE_DEVICES and NVIDIA_VISIBLE_DEVICES against NVML's view."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fakes.fake_nvml import FakeNvml, gpus, installed
+
+from llenergymeasure.measure.gpus import visible_gpu_indices
+
+
+@pytest.fixture
+def four_gpus() -> Iterator[FakeNvml]:
+    with installed(FakeNvml(gpus(4))) as library:
+        yield library
+
+
+def uuid_of(fake: FakeNvml, index: int) -> str:
+    return fake.gpus[index].uuid
+
+
+def test_no_nvml_means_no_gpus() -> None:
+    with installed(FakeNvml(gpus(2), driver_loaded=False)):
+        assert visible_gpu_indices({}) == []
+
+
+def test_all_gpus_without_any_variable(four_gpus: FakeNvml) -> None:
+    assert visible_gpu_indices({}) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2,0", [2, 0]),
+        ("1, 3", [1, 3]),
+        ("", []),
+        ("-1", []),
+        ("0,7,1", [0]),  # like CUDA, an invalid entry ends the list
+        ("all", [0, 1, 2, 3]),
+    ],
+)
+def test_cuda_visible_devices_by_index(
+    four_gpus: FakeNvml, value: str, expected: list[int]
+) -> None:
+    assert visible_gpu_indices({"CUDA_VISIBLE_DEVICES": value}) == expected
+
+
+def test_cuda_visible_devices_by_uuid_prefix(four_gpus: FakeNvml) -> None:
+    prefix = uuid_of(four_gpus, 3)[:16]
+    assert visible_gpu_indices({"CUDA_VISIBLE_DEVICES": prefix}) == [3]
+
+
+def test_nvidia_visible_devices_already_applied_by_the_runtime_is_not_applied_twice() -> None:
+    # The container runtime gave this process GPU 2 of the host: NVML sees one device.
+    with installed(FakeNvml(gpus(1))):
+        assert visible_gpu_indices({"NVIDIA_VISIBLE_DEVICES": "2"}) == [0]
+
+
+def test_nvidia_visible_devices_outside_a_runtime_selects_gpus(four_gpus: FakeNvml) -> None:
+    environ = {"NVIDIA_VISIBLE_DEVICES": f"1,{uuid_of(four_gpus, 3)}"}
+    assert visible_gpu_indices(environ) == [1, 3]
+
+
+def test_cuda_visible_devices_decides_over_an_unapplied_runtime_list(four_gpus: FakeNvml) -> None:
+    # Outside a container runtime CUDA ignores NVIDIA_VISIBLE_DEVICES: the engine uses GPU 1.
+    environ = {"NVIDIA_VISIBLE_DEVICES": "2,3", "CUDA_VISIBLE_DEVICES": "1"}
+    assert visible_gpu_indices(environ) == [1]

@@ -1,0 +1,128 @@
+"""EnergyMeter: counter deltas, the sampler thread, throttle reasons, foreign processes."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from fakes.fake_nvml import FakeGpu, FakeNvml, gpus, installed
+
+from llenergymeasure.measure.rapl import RaplReader
+from llenergymeasure.measure.window import EnergyMeter, WindowReadings, process_owner
+
+WINDOW_S = 0.6
+
+
+def no_rapl(tmp_path: Path) -> RaplReader:
+    return RaplReader(tmp_path / "no-powercap")
+
+
+def fake_rapl(tmp_path: Path, energy_uj: int) -> Path:
+    zone = tmp_path / "powercap" / "intel-rapl:0"
+    zone.mkdir(parents=True)
+    (zone / "name").write_text("package-0\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    (zone / "energy_uj").write_text(f"{energy_uj}\n")
+    return zone
+
+
+def measure(meter: EnergyMeter, seconds: float = WINDOW_S) -> WindowReadings:
+    meter.start()
+    time.sleep(seconds)
+    return meter.stop()
+
+
+def test_gpu_energy_is_the_counter_delta_per_gpu(tmp_path: Path) -> None:
+    with installed(FakeNvml([FakeGpu(power_w=300.0), FakeGpu(power_w=100.0)])):
+        readings = measure(EnergyMeter([0, 1], 50, rapl=no_rapl(tmp_path)))
+    assert readings.source == "nvml"
+    assert readings.gpu_energy_j_per_gpu is not None
+    first, second = readings.gpu_energy_j_per_gpu
+    # The fake counters advance at 300 W and 100 W of real time, as a device's would.
+    assert first == pytest.approx(300.0 * readings.duration_s, rel=0.05)
+    assert second == pytest.approx(100.0 * readings.duration_s, rel=0.05)
+    assert readings.cpu_energy_j is None
+
+
+def test_sampler_records_power_and_temperature_at_the_interval(tmp_path: Path) -> None:
+    with installed(FakeNvml(gpus(2, power_w=150.0, temperature_c=55))):
+        readings = measure(EnergyMeter([0, 1], 50, rapl=no_rapl(tmp_path)))
+    # Deadline-based ticks never outrun the interval; a loaded machine may skip some.
+    assert 3 <= len(readings.samples) <= readings.duration_s / 0.05 + 3
+    assert all(sample.power_w == [150.0, 150.0] for sample in readings.samples)
+    assert all(sample.temperature_c == [55.0, 55.0] for sample in readings.samples)
+    times = [sample.t_s for sample in readings.samples]
+    assert times == sorted(times) and times[0] < 0.05
+
+
+def test_throttle_reasons_seen_during_the_window_are_collected(tmp_path: Path) -> None:
+    fake = FakeNvml(gpus(1, clock_event_bits=0x1))
+    with installed(fake):
+        meter = EnergyMeter([0], 20, rapl=no_rapl(tmp_path))
+        meter.start()
+        time.sleep(0.1)
+        fake.gpus[0].clock_event_bits = 0x4 | 0x20
+        time.sleep(0.1)
+        readings = meter.stop()
+    assert readings.clock_event_reasons == ["gpu_idle", "sw_power_cap", "sw_thermal_slowdown"]
+
+
+def test_processes_of_others_are_foreign_and_ours_are_not(tmp_path: Path) -> None:
+    other_pid = os.getppid()  # the parent process: visible here, not ours
+    processes = [(os.getpid(), 1 << 30), (other_pid, 2 << 30), (2**22 + 7, None)]
+    with installed(FakeNvml(gpus(1, processes=processes))):
+        readings = measure(EnergyMeter([0], 50, rapl=no_rapl(tmp_path)), 0.1)
+    assert readings.foreign_processes == [
+        {"gpu": 0, "pid": other_pid, "owner": "foreign", "used_memory_mib": 2048.0},
+        {"gpu": 0, "pid": 2**22 + 7, "owner": "unknown", "used_memory_mib": None},
+    ]
+
+
+def test_without_energy_counter_rapl_is_the_source(tmp_path: Path) -> None:
+    zone = fake_rapl(tmp_path, 1_000_000)
+    with installed(FakeNvml(gpus(1, energy_supported=False))):
+        meter = EnergyMeter([0], 50, rapl=RaplReader(tmp_path / "powercap"))
+        meter.start()
+        (zone / "energy_uj").write_text("4000000\n")
+        readings = meter.stop()
+    assert readings.source == "rapl"
+    assert readings.gpu_energy_j_per_gpu is None
+    assert readings.cpu_energy_j == pytest.approx(3.0)
+    assert any("total-energy counter" in warning for warning in readings.warnings)
+    assert readings.samples, "power is still sampled without the energy counter"
+
+
+def test_without_nvml_or_rapl_the_source_is_none(tmp_path: Path) -> None:
+    with installed(FakeNvml([], driver_loaded=False)):
+        readings = measure(EnergyMeter([], 50, rapl=no_rapl(tmp_path)), 0.1)
+    assert readings.source == "none"
+    assert readings.gpu_energy_j_per_gpu is None and readings.cpu_energy_j is None
+    assert readings.duration_s >= 0.1
+
+
+def test_a_meter_is_reusable_and_refuses_misuse(tmp_path: Path) -> None:
+    with installed(FakeNvml(gpus(1))):
+        meter = EnergyMeter([0], 50, rapl=no_rapl(tmp_path))
+        with pytest.raises(RuntimeError, match="before start"):
+            meter.stop()
+        first = measure(meter, 0.1)
+        meter.start()
+        with pytest.raises(RuntimeError, match="twice"):
+            meter.start()
+        second = meter.stop()
+    assert first.samples is not second.samples
+    assert second.duration_s < first.duration_s
+
+
+def test_process_owner_follows_the_parent_chain(tmp_path: Path) -> None:
+    me = os.getpid()
+    for pid, ppid in ((100, me), (101, 100), (200, 1)):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "status").write_text(f"Name:\tx\nPPid:\t{ppid}\n")
+    (tmp_path / str(me)).mkdir()
+    (tmp_path / str(me) / "status").write_text("Name:\tpytest\nPPid:\t1\n")
+    assert process_owner(101, tmp_path) == "self"  # a grandchild, e.g. an engine worker
+    assert process_owner(200, tmp_path) == "foreign"
+    assert process_owner(300, tmp_path) == "unknown"
