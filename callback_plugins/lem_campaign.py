@@ -200,7 +200,7 @@ class CallbackModule(CallbackBase):
             return
         for item in data.get("completed", []):
             self.campaign.record(Outcome(status="completed", **item))
-        for item in data.get("failed", []):
+        for item in data.get("failed_kept", []):
             error = item.get("error")
             fields = {k: item[k] for k in ("exp_id", "config_name", "cycle", "host")}
             self.campaign.record(Outcome(status="failed", error=error, **fields))

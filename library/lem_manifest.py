@@ -91,7 +91,7 @@ completed:
   returned: always
   type: list
   elements: dict
-failed:
+failed_kept:
   description:
     - Experiments that failed before and are kept failed (O(retry_failed=false)).
     - Keys C(exp_id), C(config_name), C(cycle), C(host), C(attempts), C(error).
@@ -224,7 +224,7 @@ def main() -> None:
         "failed": len(failed),
     }
     module.exit_json(
-        changed=False, pending=pending, completed=completed, failed=failed, counts=counts
+        changed=False, pending=pending, completed=completed, failed_kept=failed, counts=counts
     )
 
 

@@ -7,7 +7,8 @@
 #
 # BACKEND: pytorch-cpu (the package with its pytorch extra, CPU torch pinned by
 # requirements/cpu.txt), or pytorch | vllm | tensorrt (the package and its core
-# dependencies only: the upstream GPU images already carry the engine).
+# dependencies only: the upstream GPU images already carry the engine), or host
+# (the package and its host extra: the venv the Ansible modules run in on a host).
 #
 # Layout of OUTDIR (the image build context):
 #   deps/*.whl, deps/requirements.txt, deps/constraints.txt   dependency layer
@@ -28,7 +29,7 @@ die() {
     exit 1
 }
 
-[ $# -eq 2 ] || die "usage: $0 pytorch-cpu|pytorch|vllm|tensorrt OUTDIR"
+[ $# -eq 2 ] || die "usage: $0 pytorch-cpu|pytorch|vllm|tensorrt|host OUTDIR"
 BACKEND="$1"
 OUTDIR="$(mkdir -p "$2" && cd "$2" && pwd)"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -44,7 +45,11 @@ pytorch | vllm | tensorrt)
     EXTRAS=
     CONSTRAINTS=
     ;;
-*) die "unknown backend '$BACKEND' (expected pytorch-cpu, pytorch, vllm or tensorrt)" ;;
+host)
+    EXTRAS=host
+    CONSTRAINTS=
+    ;;
+*) die "unknown backend '$BACKEND' (expected pytorch-cpu, pytorch, vllm, tensorrt or host)" ;;
 esac
 
 if [ -n "${LEM_PYTHON:-}" ]; then

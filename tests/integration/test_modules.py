@@ -9,14 +9,17 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from fixtures.ansible import REPO, PlaybookRun, localhost_play, run_playbook
+from fixtures.ansible import PlaybookRun, localhost_play, run_playbook
+from fixtures.compose import cpu_host_variables, render_compose
 from fixtures.results import make_result, write_result
 
 from llenergymeasure.campaign.manifest import Manifest, ManifestEntry, save_manifest
@@ -78,6 +81,15 @@ def store_result(state_dir: Path, experiment: PlannedExperiment, energy_j: float
         energy_j=energy_j,
     )
     return write_result(state_dir / "results", result)
+
+
+def save_entries(state_dir: Path, *entries: ManifestEntry) -> None:
+    """Write localhost's manifest holding `entries`, as earlier runs would have left it."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(
+        campaign_name=CAMPAIGN, host="localhost", entries={e.exp_id: e for e in entries}
+    )
+    save_manifest(state_dir / "manifest.json", manifest)
 
 
 def experiment_args(
@@ -205,16 +217,12 @@ def test_manifest_splits_the_share_into_pending_and_completed(
     state_dir = tmp_path / "state"
     store_result(state_dir, a1, energy_j=400.0)
     done = {"status": "completed", "attempts": 1, "result_path": f"results/{a1.exp_id}/result.json"}
-    manifest = Manifest(
-        campaign_name=CAMPAIGN,
-        host="localhost",
-        entries={
-            a1.exp_id: entry_for(a1, **done),
-            b1.exp_id: entry_for(b1, status="running", attempts=1),
-            a2.exp_id: entry_for(a2, status="failed", attempts=2, error="out of memory"),
-        },
+    save_entries(
+        state_dir,
+        entry_for(a1, **done),
+        entry_for(b1, status="running", attempts=1),
+        entry_for(a2, status="failed", attempts=2, error="out of memory"),
     )
-    save_manifest(state_dir / "manifest.json", manifest)
     before = tree(state_dir)
     args = {
         "state_dir": str(state_dir),
@@ -246,10 +254,7 @@ def test_manifest_keeps_failures_when_not_retrying(
     a1 = share[0]
     state_dir = tmp_path / "state"
     failed = entry_for(a1, status="failed", attempts=1, error="model path missing")
-    save_manifest(
-        state_dir / "manifest.json",
-        Manifest(campaign_name=CAMPAIGN, host="localhost", entries={a1.exp_id: failed}),
-    )
+    save_entries(state_dir, failed)
     args = {
         "state_dir": str(state_dir),
         "campaign_name": CAMPAIGN,
@@ -260,7 +265,7 @@ def test_manifest_keeps_failures_when_not_retrying(
 
     _, result = run_task(tmp_path, "lem_manifest", args)
 
-    assert result["failed"] == [
+    assert result["failed_kept"] == [
         {
             "exp_id": a1.exp_id,
             "config_name": "a",
@@ -280,10 +285,7 @@ def test_manifest_runs_again_a_completed_experiment_whose_result_is_gone(
     a1 = share[0]
     state_dir = tmp_path / "state"
     done = entry_for(a1, status="completed", attempts=1, result_path="results/x/result.json")
-    save_manifest(
-        state_dir / "manifest.json",
-        Manifest(campaign_name=CAMPAIGN, host="localhost", entries={a1.exp_id: done}),
-    )
+    save_entries(state_dir, done)
     args = {
         "state_dir": str(state_dir),
         "campaign_name": CAMPAIGN,
@@ -372,10 +374,7 @@ def test_experiment_completed_with_same_hash_is_not_run_again(
     state_dir = tmp_path / "state"
     store_result(state_dir, a1, energy_j=123.0)
     done = {"status": "completed", "attempts": 1, "result_path": f"results/{a1.exp_id}/result.json"}
-    save_manifest(
-        state_dir / "manifest.json",
-        Manifest(campaign_name=CAMPAIGN, host="localhost", entries={a1.exp_id: entry_for(a1, **done)}),
-    )
+    save_entries(state_dir, entry_for(a1, **done))
     before = tree(state_dir)
     # The compose file does not exist: the module cannot have executed anything.
     args = experiment_args(a1, state_dir, tmp_path / "absent.yml", "lem-test-unused")
@@ -423,44 +422,52 @@ def test_experiment_rejects_a_hash_that_does_not_match_the_config(
 # -- lem_experiment against a real compose service --------------------------------------
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model, made locally by `lem model tiny` (no download)."""
     models = tmp_path_factory.mktemp("models")
-    lem = REPO / ".venv" / "bin" / "lem"
+    lem = Path(sys.executable).parent / "lem"
     subprocess.run([str(lem), "model", "tiny", "--out", str(models / "tiny")], check=True)
     return models
 
 
+@dataclass
+class Service:
+    """The `pytorch` service of a compose project rendered from docker/compose.yml.j2."""
+
+    compose_file: Path
+    project: str
+    state_dir: Path
+
+    def compose(self, *args: str) -> list[str]:
+        return ["docker", "compose", "-f", str(self.compose_file), "-p", self.project, *args]
+
+
 @pytest.fixture
-def service(tmp_path: Path, cpu_image: str, models_dir: Path) -> Iterator[tuple[Path, str, Path]]:
-    """A running compose service from the CPU image: (compose file, project, state dir)."""
+def service(tmp_path: Path, cpu_image: str, models_dir: Path) -> Iterator[Service]:
+    """The service up and healthy, as lem_services brings it up; taken down afterwards."""
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    compose_file = tmp_path / "compose.yml"
-    pytorch = {
-        "image": cpu_image,
-        "command": ["sleep", "infinity"],
-        "volumes": [f"{state_dir}:/lem/state", f"{models_dir}:/models:ro"],
-    }
-    compose_file.write_text(yaml.safe_dump({"services": {"pytorch": pytorch}}), encoding="utf-8")
     project = f"lem-test-{uuid.uuid4().hex[:8]}"
-    compose = ["docker", "compose", "-f", str(compose_file), "-p", project]
-    subprocess.run([*compose, "up", "--detach", "--wait"], check=True, capture_output=True)
+    compose_file = tmp_path / "compose.yml"
+    variables = cpu_host_variables(project, cpu_image, state_dir, models_dir)
+    compose_file.write_text(render_compose(variables), encoding="utf-8")
+    running = Service(compose_file, project, state_dir)
+    subprocess.run(running.compose("up", "--detach", "--wait"), check=True, capture_output=True)
     try:
-        yield compose_file, project, state_dir
+        yield running
     finally:
-        subprocess.run([*compose, "down", "--volumes", "--timeout", "1"], capture_output=True)
+        subprocess.run(running.compose("down", "--volumes", "--timeout", "5"), capture_output=True)
 
 
 @pytest.mark.docker
 def test_experiment_runs_once_then_is_skipped(
-    tmp_path: Path, share: list[PlannedExperiment], service: tuple[Path, str, Path]
+    tmp_path: Path, share: list[PlannedExperiment], service: Service
 ) -> None:
-    compose_file, project, state_dir = service
+    state_dir = service.state_dir
     secret = f"hf_{uuid.uuid4().hex}"
     args = experiment_args(
-        share[0], state_dir, compose_file, project, environment={"HF_TOKEN": secret}
+        share[0], state_dir, service.compose_file, service.project, environment={"HF_TOKEN": secret}
     )
 
     first_run, first = run_task(tmp_path, "lem_experiment", args, "--diff")
@@ -481,14 +488,12 @@ def test_experiment_runs_once_then_is_skipped(
 
 
 @pytest.mark.docker
-def test_experiment_carries_shell_syntax_as_data(
-    tmp_path: Path, share: list[PlannedExperiment], service: tuple[Path, str, Path]
-) -> None:
-    compose_file, project, state_dir = service
+def test_experiment_carries_shell_syntax_as_data(tmp_path: Path, service: Service) -> None:
+    state_dir = service.state_dir
     hostile_path = "/models/$(touch /tmp/pwned); touch /tmp/pwned2 #"
     campaign = write_campaign(tmp_path, [tiny("evil", model={"path": hostile_path})], cycles=1)
     (evil,) = build_plan(load_campaign(campaign), ["localhost"]).experiments
-    args = experiment_args(evil, state_dir, compose_file, project)
+    args = experiment_args(evil, state_dir, service.compose_file, service.project)
 
     _, result = run_task(tmp_path, "lem_experiment", args)
 
@@ -497,8 +502,7 @@ def test_experiment_carries_shell_syntax_as_data(
     written = json.loads((state_dir / "configs" / f"{evil.exp_id}.json").read_text())
     assert written["model"]["path"] == hostile_path
     listing = subprocess.run(
-        ["docker", "compose", "-f", str(compose_file), "-p", project, "exec", "-T", "pytorch"]
-        + ["ls", "/tmp"],
+        service.compose("exec", "-T", "pytorch", "ls", "/tmp"),
         check=True,
         capture_output=True,
         text=True,

@@ -22,6 +22,7 @@ def readings(**overrides: object) -> WindowReadings:
             Sample(0.2, [290.0, 100.0], [53.0, 66.0]),
         ],
         "clock_event_reasons": ["gpu_idle"],
+        "clock_events_measured": True,
     }
     values.update(overrides)
     return WindowReadings(**values)  # type: ignore[arg-type]
@@ -55,7 +56,14 @@ def test_baseline_for_other_gpus_is_an_error() -> None:
 
 
 def test_rapl_source_reports_cpu_energy_as_total_and_no_gpu_energy() -> None:
-    cpu_only = readings(source="rapl", gpu_energy_j_per_gpu=None, gpu_indices=[], samples=[])
+    cpu_only = readings(
+        source="rapl",
+        gpu_energy_j_per_gpu=None,
+        gpu_indices=[],
+        samples=[],
+        clock_event_reasons=[],
+        clock_events_measured=False,
+    )
     energy, power, thermal = build_energy(cpu_only, [60.0, 40.0], output_tokens=100, requests=10)
     assert energy.total_energy_j == 500.0
     assert energy.gpu_energy_j is None and energy.gpu_energy_j_per_gpu is None

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from fakes.fake_nvml import FakeGpu, FakeNvml, gpus, installed
 
+from llenergymeasure.measure.energy import build_energy
 from llenergymeasure.measure.rapl import RaplReader
 from llenergymeasure.measure.window import EnergyMeter, WindowReadings, process_owner
 
@@ -67,6 +68,7 @@ def test_throttle_reasons_seen_during_the_window_are_collected(tmp_path: Path) -
         time.sleep(0.1)
         readings = meter.stop()
     assert readings.clock_event_reasons == ["gpu_idle", "sw_power_cap", "sw_thermal_slowdown"]
+    assert readings.clock_events_measured
 
 
 def test_processes_of_others_are_foreign_and_ours_are_not(tmp_path: Path) -> None:
@@ -100,6 +102,7 @@ def test_without_nvml_or_rapl_the_source_is_none(tmp_path: Path) -> None:
     assert readings.source == "none"
     assert readings.gpu_energy_j_per_gpu is None and readings.cpu_energy_j is None
     assert readings.duration_s >= 0.1
+    assert not readings.clock_events_measured
 
 
 def test_a_meter_is_reusable_and_refuses_misuse(tmp_path: Path) -> None:
@@ -126,3 +129,14 @@ def test_process_owner_follows_the_parent_chain(tmp_path: Path) -> None:
     assert process_owner(101, tmp_path) == "self"  # a grandchild, e.g. an engine worker
     assert process_owner(200, tmp_path) == "foreign"
     assert process_owner(300, tmp_path) == "unknown"
+
+
+def test_meter_and_build_energy_agree_on_idle_adjusted_energy(tmp_path: Path) -> None:
+    with installed(FakeNvml(gpus(2, power_w=200.0))):
+        readings = measure(EnergyMeter([0, 1], 50, rapl=no_rapl(tmp_path)))
+    energy, power, _ = build_energy(readings, [50.0, 50.0], output_tokens=1000, requests=10)
+    # Two GPUs at 200 W over the window, 50 W of each being idle.
+    assert energy.gpu_energy_j == pytest.approx(400.0 * readings.duration_s, rel=0.05)
+    assert energy.idle_adjusted_energy_j == pytest.approx(300.0 * readings.duration_s, rel=0.05)
+    assert energy.j_per_output_token == pytest.approx(energy.gpu_energy_j / 1000)
+    assert power.mean_w == pytest.approx(400.0) and power.peak_w == pytest.approx(400.0)

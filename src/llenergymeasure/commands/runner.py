@@ -25,11 +25,21 @@ def experiment(
     out: Path = typer.Option(
         ..., "--out", help="Directory for result.json (created).", show_default=False
     ),
-    exp_id: str | None = typer.Option(None, "--exp-id", envvar="LEM_EXP_ID"),
-    config_hash: str | None = typer.Option(None, "--config-hash", envvar="LEM_CONFIG_HASH"),
-    cycle: int | None = typer.Option(None, "--cycle", min=1, envvar="LEM_CYCLE"),
-    campaign: str | None = typer.Option(None, "--campaign", envvar="LEM_CAMPAIGN"),
-    host: str | None = typer.Option(None, "--host", envvar="LEM_HOST"),
+    exp_id: str | None = typer.Option(
+        None, "--exp-id", envvar="LEM_EXP_ID", help="Experiment id (campaign__config__cNN)."
+    ),
+    config_hash: str | None = typer.Option(
+        None, "--config-hash", envvar="LEM_CONFIG_HASH", help="Hash of the resolved config."
+    ),
+    cycle: int | None = typer.Option(
+        None, "--cycle", min=1, envvar="LEM_CYCLE", help="Cycle number, from 1."
+    ),
+    campaign: str | None = typer.Option(
+        None, "--campaign", envvar="LEM_CAMPAIGN", help="Campaign name."
+    ),
+    host: str | None = typer.Option(
+        None, "--host", envvar="LEM_HOST", help="Inventory host or lane."
+    ),
     baseline_cache: Path | None = typer.Option(
         None,
         "--baseline-cache",

@@ -107,11 +107,14 @@ def _thermal(readings: WindowReadings) -> Thermal:
     # With several GPUs the hottest one is what throttles first: report it.
     hottest = [t for t in (_hottest(sample) for sample in readings.samples) if t is not None]
     reasons = sorted(readings.clock_event_reasons)
-    measured_clocks = bool(readings.gpu_indices) and bool(readings.samples)
     return Thermal(
         temperature_start_c=hottest[0] if hottest else None,
         temperature_max_c=max(hottest) if hottest else None,
         temperature_mean_c=round(fmean(hottest), 2) if hottest else None,
         throttle_reasons=reasons,
-        throttled=bool(THROTTLING_REASONS.intersection(reasons)) if measured_clocks else None,
+        throttled=(
+            bool(THROTTLING_REASONS.intersection(reasons))
+            if readings.clock_events_measured
+            else None
+        ),
     )

@@ -42,6 +42,7 @@ class WindowReadings:
     cpu_energy_j: float | None
     samples: list[Sample] = field(default_factory=list)
     clock_event_reasons: list[str] = field(default_factory=list)
+    clock_events_measured: bool = False  # False: the reasons could not be read at all
     foreign_processes: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -73,6 +74,7 @@ class EnergyMeter:
     def _reset(self) -> None:
         self._samples: list[Sample] = []
         self._reasons: set[str] = set()
+        self._reasons_read = False
         self._processes: dict[tuple[int, int], dict[str, Any]] = {}
         self._warnings: list[str] = []
         self._energy_start: list[int] | None = None
@@ -111,6 +113,7 @@ class EnergyMeter:
             cpu_energy_j=cpu_energy,
             samples=self._samples,
             clock_event_reasons=sorted(self._reasons),
+            clock_events_measured=self._reasons_read,
             foreign_processes=list(self._processes.values()),
             warnings=self._warnings,
         )
@@ -124,6 +127,9 @@ class EnergyMeter:
             tick += 1
             self._take_sample(scan_processes=tick % PROCESS_SCAN_EVERY == 0)
             next_deadline += interval
+            late_s = time.monotonic() - next_deadline
+            if late_s > 0:  # fell behind (a slow read, the GIL): skip missed ticks, no burst
+                next_deadline += (late_s // interval + 1) * interval
 
     def _take_sample(self, scan_processes: bool) -> None:
         try:
@@ -137,6 +143,7 @@ class EnergyMeter:
             for index in self.gpu_indices:
                 bits = nvml.clock_event_bits(index)
                 if bits is not None:
+                    self._reasons_read = True
                     self._reasons.update(nvml.decode_clock_events(bits))
             if scan_processes:
                 self._scan_processes()

@@ -1,0 +1,241 @@
+"""The lem_campaign aggregate callback, enabled in a real ansible-playbook run."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fixtures.ansible import PlaybookRun, localhost_play, run_playbook
+from fixtures.results import make_result, write_result
+
+from llenergymeasure.campaign.manifest import Manifest, ManifestEntry, save_manifest
+from llenergymeasure.campaign.plan import PlannedExperiment, build_plan
+from llenergymeasure.config.loader import load_campaign
+
+CAMPAIGN = "cbtest"
+CONFIGS = [
+    {"config_name": name, "backend": "pytorch", "model": {"path": "/models/tiny"}}
+    for name in ("a", "b")
+]
+# Energy of each completed experiment; b's third cycle has not run yet.
+ENERGY_J = {("a", 1): 400.0, ("a", 2): 410.0, ("a", 3): 420.0, ("b", 1): 300.0, ("b", 2): 330.0}
+
+
+class Campaign:
+    """A 2-config, 3-cycle campaign on localhost, five of its six experiments completed."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.file = root / "campaign.yml"
+        campaign = {"campaign_name": CAMPAIGN, "configs": CONFIGS, "execution": {"cycles": 3}}
+        self.file.write_text(yaml.safe_dump(campaign), encoding="utf-8")
+        self.experiments = build_plan(load_campaign(self.file), ["localhost"]).experiments
+        self.state_dir = root / "state"
+        self.results_dir = root / "results" / CAMPAIGN
+        self._complete_earlier_runs()
+
+    def _complete_earlier_runs(self) -> None:
+        entries = {}
+        for experiment in self.experiments:
+            energy = ENERGY_J.get((experiment.config_name, experiment.cycle))
+            if energy is None:
+                continue
+            result = make_result(
+                experiment.config_name,
+                experiment.cycle,
+                campaign_name=CAMPAIGN,
+                config_hash=experiment.config_hash,
+                energy_j=energy,
+            )
+            write_result(self.state_dir / "results", result)
+            entries[experiment.exp_id] = completed_entry(experiment)
+        self.state_dir.mkdir(exist_ok=True)
+        manifest = Manifest(campaign_name=CAMPAIGN, host="localhost", entries=entries)
+        save_manifest(self.state_dir / "manifest.json", manifest)
+
+    def experiment(self, config_name: str, cycle: int) -> PlannedExperiment:
+        return next(e for e in self.experiments if (e.config_name, e.cycle) == (config_name, cycle))
+
+    def plays(self, extra_tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Plan, read the manifest, then `extra_tasks`: what the campaign playbook does."""
+        tasks = [
+            {
+                "name": "plan",
+                "lem_plan": {
+                    "campaign_file": str(self.file),
+                    "hosts": ["localhost"],
+                    "plan_file": str(self.results_dir / "plan.json"),
+                },
+                "register": "planned",
+            },
+            {
+                "name": "what is left",
+                "lem_manifest": {
+                    "state_dir": str(self.state_dir),
+                    "campaign_name": CAMPAIGN,
+                    "host": "localhost",
+                    "experiments": "{{ planned.plan | lem_host_share('localhost') }}",
+                },
+            },
+            *extra_tasks,
+        ]
+        return [localhost_play(tasks)]
+
+    def run(self, *options: str, extra_tasks: list[dict[str, Any]] | None = None) -> PlaybookRun:
+        return run_playbook(
+            self.root,
+            self.plays(extra_tasks or []),
+            options=options,
+            json_output=False,
+            callback=True,
+        )
+
+
+def completed_entry(experiment: PlannedExperiment) -> ManifestEntry:
+    return ManifestEntry(
+        exp_id=experiment.exp_id,
+        config_name=experiment.config_name,
+        config_hash=experiment.config_hash,
+        backend="pytorch",
+        service="pytorch",
+        cycle=experiment.cycle,
+        status="completed",
+        attempts=1,
+        result_path=f"results/{experiment.exp_id}/result.json",
+    )
+
+
+def skip_task(campaign: Campaign, experiment: PlannedExperiment) -> dict[str, Any]:
+    """A lem_experiment task for an experiment completed before: nothing runs."""
+    return {
+        "name": "run a",
+        "lem_experiment": {
+            "exp_id": experiment.exp_id,
+            "campaign_name": CAMPAIGN,
+            "host": "localhost",
+            "config_name": experiment.config_name,
+            "cycle": experiment.cycle,
+            "backend": "pytorch",
+            "config": experiment.config.model_dump(mode="json"),
+            "config_hash": experiment.config_hash,
+            "state_dir": str(campaign.state_dir),
+            "project_name": "unused",
+            "compose_files": [str(campaign.root / "absent.yml")],
+            "service": "pytorch",
+        },
+    }
+
+
+def row(summary: dict[str, Any], config_name: str) -> dict[str, Any]:
+    return next(r for r in summary["rows"] if r["config_name"] == config_name)
+
+
+@pytest.fixture
+def campaign(tmp_path: Path) -> Campaign:
+    return Campaign(tmp_path)
+
+
+def test_summary_written_from_completed_results(campaign: Campaign) -> None:
+    run = campaign.run(extra_tasks=[skip_task(campaign, campaign.experiment("a", 1))])
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((campaign.results_dir / "summary.json").read_text())
+    assert {r["config_name"]: r["n"] for r in summary["rows"]} == {"a": 3, "b": 2}
+    a_energy = row(summary, "a")["metrics"]["energy_j"]
+    assert a_energy["mean"] == pytest.approx(statistics.mean([400.0, 410.0, 420.0]))
+    assert a_energy["ci_lower"] <= a_energy["mean"] <= a_energy["ci_upper"]
+    assert row(summary, "b")["metrics"]["energy_j"]["mean"] == pytest.approx(315.0)
+    csv_lines = (campaign.results_dir / "summary.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("config_name,config_hash,backend,hardware,metric")
+    assert "| a |" in (campaign.results_dir / "summary.md").read_text()
+    stored = sorted(p.parent.name for p in campaign.results_dir.glob("hosts/localhost/*/*.json"))
+    assert stored == sorted(f"{CAMPAIGN}__{c}__c{n:02d}" for c, n in ENERGY_J)
+    assert summary["sources"] == sorted(
+        str(campaign.results_dir / "hosts" / "localhost" / name / "result.json") for name in stored
+    )
+
+
+def test_progress_summary_table_and_counts_are_printed(campaign: Campaign) -> None:
+    run = campaign.run(extra_tasks=[skip_task(campaign, campaign.experiment("a", 1))])
+
+    assert "lem: host=localhost 5 completed before, 1 to run, 0 failed (kept)" in run.stdout
+    # make_result: 640 output tokens over an 8 s window.
+    assert "[5/6] cfg=a cycle=1 host=localhost 400 J 80 tok/s (completed before)" in run.stdout
+    assert "LLenergyMeasure summary" in run.stdout
+    assert "lem: campaign cbtest: 5 completed, 0 failed, 1 not run" in run.stdout
+    assert f"lem: wrote {campaign.results_dir / 'summary.json'}" in run.stdout
+
+
+def test_second_run_rewrites_nothing_that_is_the_same(campaign: Campaign) -> None:
+    campaign.run()
+    stored = sorted(campaign.results_dir.glob("hosts/localhost/*/result.json"))
+    first = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in stored}
+    summary = (campaign.results_dir / "summary.json").read_bytes()
+
+    again = campaign.run()
+
+    assert again.returncode == 0
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in stored} == first
+    assert (campaign.results_dir / "summary.json").read_bytes() == summary
+
+
+def test_check_mode_prints_but_writes_nothing(campaign: Campaign) -> None:
+    run = campaign.run("--check")
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "lem: campaign cbtest: 5 completed, 0 failed, 1 not run" in run.stdout
+    assert "lem: check mode: summary not written" in run.stdout
+    assert not campaign.results_dir.exists()
+
+
+def test_a_summary_that_cannot_be_written_warns_and_the_play_succeeds(
+    campaign: Campaign,
+) -> None:
+    (campaign.results_dir / "summary.json").mkdir(parents=True)  # in the way of the file
+    (campaign.results_dir / "hosts").write_text("not a directory", encoding="utf-8")
+
+    run = campaign.run()
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    output = " ".join((run.stdout + run.stderr).split())  # warnings wrap long lines
+    assert "lem_campaign: result not stored at" in output
+    assert "lem_campaign: summary not written" in output
+    assert "summary.json" in output
+
+
+def test_a_playbook_without_campaign_modules_is_left_alone(tmp_path: Path) -> None:
+    play = localhost_play([{"name": "unrelated", "ansible.builtin.debug": {"msg": "hello"}}])
+
+    run = run_playbook(tmp_path, [play], json_output=False, callback=True)
+
+    assert run.returncode == 0
+    assert "lem:" not in run.stdout and "lem_campaign" not in run.stderr
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.docker
+def test_a_failed_experiment_prints_a_failed_line(campaign: Campaign) -> None:
+    """The base image has no `lem`: the exec fails, the callback reports it."""
+    compose_file = campaign.root / "compose.yml"
+    services = {"pytorch": {"image": "lem-base:bookworm", "command": ["sleep", "infinity"]}}
+    compose_file.write_text(yaml.safe_dump({"services": services}), encoding="utf-8")
+    project = f"lem-cbtest-{uuid.uuid4().hex[:8]}"
+    task = skip_task(campaign, campaign.experiment("b", 3))
+    task["lem_experiment"] |= {"compose_files": [str(compose_file)], "project_name": project}
+    task["ignore_errors"] = True
+    compose = ["docker", "compose", "-f", str(compose_file), "-p", project]
+    subprocess.run([*compose, "up", "--detach", "--wait"], check=True, capture_output=True)
+    try:
+        run = campaign.run(extra_tasks=[task])
+    finally:
+        subprocess.run([*compose, "down", "--timeout", "1"], capture_output=True)
+
+    failed_line = next(line for line in run.stdout.splitlines() if "FAILED:" in line)
+    assert failed_line.startswith("[6/6] cfg=b cycle=3 host=localhost FAILED: ")
+    assert "lem: campaign cbtest: 5 completed, 1 failed, 0 not run" in run.stdout

@@ -1,0 +1,112 @@
+"""docker/compose.yml.j2 rendered with the variables Ansible passes, and the Dockerfiles."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pytest
+import yaml
+from fixtures.compose import REPO, cpu_host_variables, render_compose
+
+STATE = Path("/var/lib/lem/state/demo")
+MODELS = Path("/srv/models")
+
+
+def services(**overrides: Any) -> dict[str, Any]:
+    variables = cpu_host_variables("lem-demo", "lem-pytorch-cpu:0.1.0", STATE, MODELS)
+    return yaml.safe_load(render_compose({**variables, **overrides}))["services"]
+
+
+def test_cpu_host_gets_one_idle_healthchecked_service_without_gpus() -> None:
+    (name, service), *others = services().items()
+
+    assert (name, others) == ("pytorch", [])
+    assert service["image"] == "lem-pytorch-cpu:0.1.0"
+    assert service["init"] is True
+    assert service["healthcheck"]["test"] == ["CMD", "lem", "health", "--json"]
+    assert "deploy" not in service and "shm_size" not in service
+    assert service["volumes"] == [
+        {"type": "bind", "source": str(STATE), "target": "/lem/state"},
+        {"type": "bind", "source": str(MODELS), "target": "/models", "read_only": True},
+    ]
+
+
+def test_each_backend_gets_its_own_service_and_image() -> None:
+    images = {"pytorch": "lem-pytorch:1", "vllm": "lem-vllm:1", "tensorrt": "lem-tensorrt:1"}
+
+    rendered = services(lem_backends=["vllm", "tensorrt"], lem_images=images)
+
+    assert {name: s["image"] for name, s in rendered.items()} == {
+        "vllm": "lem-vllm:1",
+        "tensorrt": "lem-tensorrt:1",
+    }
+    assert rendered["vllm"]["labels"] == {"lem.backend": "vllm"}
+
+
+def test_gpu_lane_reserves_only_its_devices() -> None:
+    service = services(lem_gpu=True, lem_gpu_device_ids=[2, 3])["pytorch"]
+
+    (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+    assert device == {"driver": "nvidia", "capabilities": ["gpu"], "device_ids": ["2", "3"]}
+    assert service["shm_size"] == "8gb"
+
+
+def test_gpu_host_without_device_ids_reserves_all_gpus() -> None:
+    service = services(lem_gpu=True)["pytorch"]
+
+    (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+    assert device["count"] == "all" and "device_ids" not in device
+
+
+@pytest.mark.parametrize("value", ["false", "False", "no", "0", False])
+def test_false_given_as_text_means_no_gpu(value: Any) -> None:
+    assert "deploy" not in services(lem_gpu=value)["pytorch"]
+
+
+def test_secrets_are_passed_by_name_and_values_are_escaped_for_compose() -> None:
+    hostile = "$(touch /tmp/pwned); \"quoted\" 'single' ${HOME}"
+
+    environment = services(lem_env={"LEM_NOTE": hostile}, lem_env_passthrough=["HF_TOKEN"])[
+        "pytorch"
+    ]["environment"]
+
+    # `$$` is Compose's literal dollar: the value reaches the container unchanged.
+    assert f"LEM_NOTE={hostile.replace('$', '$$')}" in environment
+    assert "HF_TOKEN" in environment
+    assert not any(entry.startswith("HF_TOKEN=") for entry in environment)
+
+
+def test_hub_is_offline_unless_asked() -> None:
+    assert "HF_HUB_OFFLINE=1" in services()["pytorch"]["environment"]
+    assert "HF_HUB_OFFLINE=0" in services(lem_hf_offline="false")["pytorch"]["environment"]
+
+
+def test_missing_required_variable_is_named() -> None:
+    variables = cpu_host_variables("p", "i", STATE, MODELS)
+    del variables["lem_models_dir"]
+
+    with pytest.raises(jinja2.UndefinedError, match="lem_models_dir"):
+        render_compose(variables)
+
+
+def build_steps(dockerfile: Path) -> list[str]:
+    """Instructions without comments, defaults that differ per backend, or the entrypoint."""
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text(encoding="utf-8"))
+    per_backend = ("ARG BASE_IMAGE=", "ARG LEM_BACKEND=", "ENTRYPOINT")
+    return [
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.startswith("#") and not line.startswith(per_backend)
+    ]
+
+
+def test_backend_dockerfiles_build_the_same_way() -> None:
+    pytorch, vllm, tensorrt = (
+        build_steps(REPO / "docker" / f"Dockerfile.{name}")
+        for name in ("pytorch", "vllm", "tensorrt")
+    )
+
+    assert vllm == pytorch and tensorrt == pytorch
