@@ -238,8 +238,11 @@ class CallbackModule(CallbackBase):
             self._display.warning(f"lem_campaign: summary not written: {exc}")
 
     def _summarize(self) -> None:
-        campaign_dir = self._campaign_dir()
         completed = [o for o in self.campaign.outcomes.values() if o.status == "completed"]
+        if not completed:  # nothing to aggregate; an earlier summary stays as it is
+            self._display.display(self._counts_line())
+            return
+        campaign_dir = self._campaign_dir()
         results = [ExperimentResult.model_validate(o.result) for o in completed]
         dry_run = bool(context.CLIARGS.get("check"))
         sources = None if dry_run else self._write_results(campaign_dir, completed, results)
@@ -258,6 +261,7 @@ class CallbackModule(CallbackBase):
         name = self.campaign.name or next(
             (o.result or {}).get("identity", {}).get("campaign_name")
             for o in self.campaign.outcomes.values()
+            if o.result is not None
         )
         if not name or not is_safe_dir_name(name):
             raise ValueError(f"campaign name {name!r} cannot name a directory")
@@ -282,7 +286,8 @@ class CallbackModule(CallbackBase):
 
     def _counts_line(self) -> str:
         completed, failed = self.campaign.count("completed"), self.campaign.count("failed")
-        line = f"lem: campaign {self.campaign.name}: {completed} completed, {failed} failed"
+        name = self.campaign.name or "?"
+        line = f"lem: campaign {name}: {completed} completed, {failed} failed"
         if self.campaign.total is not None:
             line += f", {max(self.campaign.total - completed - failed, 0)} not run"
         return line

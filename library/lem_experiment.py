@@ -218,7 +218,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    from pydantic import ValidationError
+    from pydantic import TypeAdapter, ValidationError
 
     from llenergymeasure.campaign.manifest import (
         ManifestEntry,
@@ -229,7 +229,7 @@ try:
     )
     from llenergymeasure.campaign.plan import config_hash, exp_id
     from llenergymeasure.config.loader import parse_experiment
-    from llenergymeasure.config.models import ExperimentConfig
+    from llenergymeasure.config.models import ExperimentConfig, SafeName
     from llenergymeasure.errors import LemError
     from llenergymeasure.files import atomic_write_text
     from llenergymeasure.results.schema import ExperimentResult
@@ -237,6 +237,7 @@ except ImportError:
     LEM_IMPORT_ERROR: str | None = traceback.format_exc()
 else:
     LEM_IMPORT_ERROR = None
+    SAFE_NAME: TypeAdapter[str] = TypeAdapter(SafeName)
 
 try:
     from python_on_whales import DockerClient
@@ -282,7 +283,7 @@ class ExperimentFailed(Exception):
         self.stderr_tail = "\n".join(stderr.splitlines()[-STDERR_TAIL_LINES:])
 
 
-class Task:
+class ExperimentRun:
     """One experiment: the module's parameters and the paths derived from them."""
 
     def __init__(self, params: dict[str, Any]) -> None:
@@ -294,9 +295,23 @@ class Task:
         self.config = self._checked_config()
 
     def _checked_config(self) -> ExperimentConfig:
-        """The config, validated; the plan's fields must agree with it, or results would mix."""
+        """The validated config; names, limits and the plan's fields are checked first.
+
+        The plan's exp_id, name, backend and hash must agree with the config, or results
+        of different configs would mix under one id.
+        """
         p = self.params
-        config = parse_experiment(p["config"], f"{self.exp_id}: config", ("config",))
+        try:
+            SAFE_NAME.validate_python(p["campaign_name"])
+        except ValidationError:
+            raise LemError(
+                f"campaign_name: {p['campaign_name']!r} is not a safe name "
+                "(letters, digits, '.', '_', '-'; no '..')"
+            ) from None
+        for key, minimum in (("cycle", 1), ("gap_seconds", 0), ("timeout", 1)):
+            if p[key] is not None and p[key] < minimum:
+                raise LemError(f"{key}: {p[key]} is less than the minimum {minimum}")
+        config = parse_experiment(p["config"], self.exp_id, ("config",))
         expected = {
             "config_name": config.config_name,
             "backend": config.backend,
@@ -425,7 +440,7 @@ def completed_fields(entry: ManifestEntry, result: ExperimentResult) -> dict[str
     }
 
 
-def started_entry(task: Task, previous: ManifestEntry | None) -> ManifestEntry:
+def started_entry(task: ExperimentRun, previous: ManifestEntry | None) -> ManifestEntry:
     """The manifest entry of an attempt that starts now."""
     p = task.params
     return ManifestEntry(
@@ -441,27 +456,28 @@ def started_entry(task: Task, previous: ManifestEntry | None) -> ManifestEntry:
     )
 
 
-def run(module: AnsibleModule) -> None:
-    task = Task(module.params)
-    previous = load_manifest(task.manifest_path).entries.get(task.exp_id)
+def diff_of(
+    module: AnsibleModule, before: ManifestEntry | None, after: ManifestEntry
+) -> dict[str, Any]:
+    """`diff=` for exit_json: the manifest entry before and after, in diff mode only."""
+    if not module._diff:
+        return {}
+    return {"diff": {"before": entry_dict(before), "after": entry_dict(after)}}
+
+
+def exit_if_settled(
+    module: AnsibleModule, task: ExperimentRun, previous: ManifestEntry | None, base: dict[str, Any]
+) -> None:
+    """Exit with changed=false when the manifest says there is nothing to run.
+
+    Updates `base` with the reason to run otherwise; a completed experiment whose result
+    file cannot be read runs again (`result-missing`), since the work is not really done.
+    """
     decision = decide(previous, task.params["config_hash"], task.params["retry_failed"])
-    reason, detail = decision.reason, decision.detail
-    base = {
-        "exp_id": task.exp_id,
-        "config_name": task.params["config_name"],
-        "cycle": task.params["cycle"],
-        "host": task.params["host"],
-        "reason": reason,
-        "detail": detail,
-    }
-    if previous is not None and reason == "completed":
-        try:
-            result = task.read_result()
-        except ExperimentFailed as exc:  # the stored result is gone: the work is not done
-            reason, detail = "result-missing", f"completed before, but {exc.cause}: running again"
-        else:
-            module.exit_json(changed=False, **base, **completed_fields(previous, result))
-    elif previous is not None and not decision.run:
+    base |= {"reason": decision.reason, "detail": decision.detail}
+    if previous is None or decision.run:
+        return
+    if decision.reason != "completed":  # a failure kept by policy
         module.exit_json(
             changed=False,
             status=previous.status,
@@ -469,20 +485,38 @@ def run(module: AnsibleModule) -> None:
             error=previous.error,
             **base,
         )
-    base |= {"reason": reason, "detail": detail}
+    try:
+        result = task.read_result()
+    except ExperimentFailed as exc:
+        base |= {
+            "reason": "result-missing",
+            "detail": f"completed before, but {exc.cause}: running again",
+        }
+    else:
+        module.exit_json(changed=False, **base, **completed_fields(previous, result))
+
+
+def run(module: AnsibleModule) -> None:
+    task = ExperimentRun(module.params)
+    previous = load_manifest(task.manifest_path).entries.get(task.exp_id)
+    base = {key: task.params[key] for key in ("exp_id", "config_name", "cycle", "host")}
+    exit_if_settled(module, task, previous, base)
     docker = compose_client(task.params)
     check_service(docker, task.params)
     started = started_entry(task, previous)
-    diff = {"before": entry_dict(previous), "after": entry_dict(started)}
     if module.check_mode:
         module.exit_json(
-            changed=True, status="pending", attempts=started.attempts - 1, diff=diff, **base
+            changed=True,
+            status="pending",
+            attempts=started.attempts - 1,
+            **diff_of(module, previous, started),
+            **base,
         )
     start(task, previous, started)
-    finish(module, task, docker, started, base, diff)
+    finish(module, task, docker, previous, started, base)
 
 
-def start(task: Task, previous: ManifestEntry | None, started: ManifestEntry) -> None:
+def start(task: ExperimentRun, previous: ManifestEntry | None, started: ManifestEntry) -> None:
     """Wait the gap, set earlier output aside, mark running, write the config file."""
     if task.params["gap_seconds"] > 0:
         time.sleep(task.params["gap_seconds"])
@@ -499,11 +533,11 @@ def start(task: Task, previous: ManifestEntry | None, started: ManifestEntry) ->
 
 def finish(
     module: AnsibleModule,
-    task: Task,
+    task: ExperimentRun,
     docker: DockerClient,
+    previous: ManifestEntry | None,
     started: ManifestEntry,
     base: dict[str, Any],
-    diff: dict[str, Any],
 ) -> None:
     """Execute, then record the experiment completed or failed; exits the module."""
     try:
@@ -514,7 +548,6 @@ def finish(
             update={"status": "failed", "error": exc.cause, "completed_at": utc_now()}
         )
         task.update(failed)
-        diff["after"] = entry_dict(failed)
         module.fail_json(
             msg=f"{task.exp_id}: {exc.cause}",
             changed=True,
@@ -523,15 +556,19 @@ def finish(
             error=exc.cause,
             rc=exc.rc,
             stderr_tail=exc.stderr_tail,
-            diff=diff,
+            **diff_of(module, previous, failed),
             **base,
         )
     completed = started.model_copy(
         update={"status": "completed", "result_path": task.result_path, "completed_at": utc_now()}
     )
     task.update(completed)
-    diff["after"] = entry_dict(completed)
-    module.exit_json(changed=True, diff=diff, **base, **completed_fields(completed, result))
+    module.exit_json(
+        changed=True,
+        **diff_of(module, previous, completed),
+        **base,
+        **completed_fields(completed, result),
+    )
 
 
 def main() -> None:

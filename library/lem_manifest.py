@@ -166,43 +166,51 @@ def stored_result(state_dir: Path, entry: ManifestEntry) -> ExperimentResult | s
         return f"no result at {path}: {exc.strerror}"
     except ValidationError as exc:
         return f"{path}: not a valid result: {exc.errors()[0]['msg']}"
-    if result.identity.exp_id != entry.exp_id:
-        return f"{path}: result is for {result.identity.exp_id!r}, not {entry.exp_id!r}"
+    found = (result.identity.exp_id, result.identity.config_hash)
+    if found != (entry.exp_id, entry.config_hash):
+        return f"{path}: result is for {found[0]!r} with hash {found[1]!r}"
     return result
 
 
-def sort_share(
-    params: dict[str, Any], manifest: Manifest
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
-    """(pending, completed, kept failed) for the share, in plan order."""
-    state_dir = Path(params["state_dir"])
-    pending, completed, failed = [], [], []
-    for raw, experiment in zip(
-        params["experiments"], planned(params["experiments"], params["host"]), strict=True
-    ):
+def classify(
+    raw: dict[str, Any],
+    experiment: PlannedExperiment,
+    entry: ManifestEntry | None,
+    params: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:
+    """("pending" | "completed" | "failed_kept", the item to return) for one experiment."""
+    decision = decide(entry, experiment.config_hash, params["retry_failed"])
+    identity = {
+        "exp_id": experiment.exp_id,
+        "config_name": experiment.config_name,
+        "cycle": experiment.cycle,
+        "host": params["host"],
+    }
+    if entry is None or decision.run:
+        return "pending", raw | {"reason": decision.reason, "detail": decision.detail}
+    if decision.reason != "completed":  # a failure kept by policy
+        return "failed_kept", identity | {"attempts": entry.attempts, "error": entry.error}
+    result = stored_result(Path(params["state_dir"]), entry)
+    if isinstance(result, str):  # the work is not really done: run it again
+        detail = f"completed before, but {result}: running again"
+        return "pending", raw | {"reason": "result-missing", "detail": detail}
+    metrics = result.headline_metrics()
+    return "completed", identity | {"metrics": metrics, "result": result.model_dump(mode="json")}
+
+
+def sort_share(params: dict[str, Any], manifest: Manifest) -> dict[str, list[dict[str, Any]]]:
+    """The share's experiments as pending, completed and failed_kept, each in plan order."""
+    sorted_share: dict[str, list[dict[str, Any]]] = {
+        "pending": [],
+        "completed": [],
+        "failed_kept": [],
+    }
+    experiments = planned(params["experiments"], params["host"])
+    for raw, experiment in zip(params["experiments"], experiments, strict=True):
         entry = manifest.entries.get(experiment.exp_id)
-        decision = decide(entry, experiment.config_hash, params["retry_failed"])
-        reason, detail = decision.reason, decision.detail
-        identity = {
-            "exp_id": experiment.exp_id,
-            "config_name": experiment.config_name,
-            "cycle": experiment.cycle,
-            "host": params["host"],
-        }
-        if entry is not None and reason == "completed":
-            result = stored_result(state_dir, entry)
-            if isinstance(result, ExperimentResult):
-                metrics = result.headline_metrics()
-                completed.append(
-                    identity | {"metrics": metrics, "result": result.model_dump(mode="json")}
-                )
-                continue
-            reason, detail = "result-missing", f"completed before, but {result}: running again"
-        elif entry is not None and not decision.run:
-            failed.append(identity | {"attempts": entry.attempts, "error": entry.error})
-            continue
-        pending.append({**raw, "reason": reason, "detail": detail})
-    return pending, completed, failed
+        kind, item = classify(raw, experiment, entry, params)
+        sorted_share[kind].append(item)
+    return sorted_share
 
 
 def main() -> None:
@@ -214,18 +222,16 @@ def main() -> None:
     try:
         manifest = load_manifest(path)
         check_owner(manifest, path, params["campaign_name"], params["host"])
-        pending, completed, failed = sort_share(params, manifest)
+        share = sort_share(params, manifest)
     except LemError as exc:
         module.fail_json(msg=str(exc))
     counts = {
         "total": len(params["experiments"]),
-        "completed": len(completed),
-        "pending": len(pending),
-        "failed": len(failed),
+        "completed": len(share["completed"]),
+        "pending": len(share["pending"]),
+        "failed": len(share["failed_kept"]),
     }
-    module.exit_json(
-        changed=False, pending=pending, completed=completed, failed_kept=failed, counts=counts
-    )
+    module.exit_json(changed=False, counts=counts, **share)
 
 
 if __name__ == "__main__":

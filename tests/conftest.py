@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,3 +24,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from llenergymeasure.runner.tiny_model import create_tiny_model
 
     return create_tiny_model(tmp_path_factory.mktemp("tiny-model")).path
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A fresh directory with a short path, for Unix sockets (paths are limited to 107 bytes)."""
+    directory = Path(tempfile.mkdtemp(prefix="lemw-"))
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)

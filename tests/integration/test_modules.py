@@ -388,6 +388,23 @@ def test_experiment_completed_with_same_hash_is_not_run_again(
     assert tree(state_dir) == before
 
 
+def test_experiment_failure_kept_by_policy_is_not_run_again(
+    tmp_path: Path, share: list[PlannedExperiment]
+) -> None:
+    a1 = share[0]
+    state_dir = tmp_path / "state"
+    save_entries(state_dir, entry_for(a1, status="failed", attempts=3, error="out of memory"))
+    before = tree(state_dir)
+    args = experiment_args(a1, state_dir, tmp_path / "absent.yml", "unused", retry_failed=False)
+
+    _, result = run_task(tmp_path, "lem_experiment", args)
+
+    assert result["changed"] is False and "failed" not in result
+    assert (result["status"], result["reason"], result["attempts"]) == ("failed", "failed-kept", 3)
+    assert result["error"] == "out of memory"
+    assert tree(state_dir) == before
+
+
 def test_experiment_unknown_service_fails_before_writing(
     tmp_path: Path, share: list[PlannedExperiment], idle_compose: Path
 ) -> None:
@@ -403,19 +420,34 @@ def test_experiment_unknown_service_fails_before_writing(
     assert list(state_dir.iterdir()) == []
 
 
-def test_experiment_rejects_a_hash_that_does_not_match_the_config(
-    tmp_path: Path, share: list[PlannedExperiment], idle_compose: Path
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"config_hash": "0000000000000000"},
+            "config_hash: '0000000000000000' does not match the config (expected ",
+        ),
+        ({"cycle": 2}, "exp_id: 'itest__a__c01' does not match the config (expected "),
+        ({"campaign_name": "../etc"}, "campaign_name: '../etc' is not a safe name"),
+        ({"timeout": 0}, "timeout: 0 is less than the minimum 1"),
+        ({"config": {"config_name": "a", "backend": "pytorch"}}, "itest__a__c01: config.model:"),
+    ],
+)
+def test_experiment_rejects_an_inconsistent_or_unsafe_identity(
+    tmp_path: Path,
+    share: list[PlannedExperiment],
+    idle_compose: Path,
+    overrides: dict[str, Any],
+    message: str,
 ) -> None:
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    args = experiment_args(
-        share[0], state_dir, idle_compose, "lem-test-unused", config_hash="0000000000000000"
-    )
+    args = experiment_args(share[0], state_dir, idle_compose, "lem-test-unused") | overrides
 
     _, result = run_task(tmp_path, "lem_experiment", args)
 
     assert result["failed"] is True
-    assert result["msg"].startswith("config_hash: '0000000000000000' does not match the config")
+    assert result["msg"].startswith(message), result["msg"]
     assert list(state_dir.iterdir()) == []
 
 
@@ -509,3 +541,48 @@ def test_experiment_carries_shell_syntax_as_data(tmp_path: Path, service: Servic
     ).stdout.split()
     assert "pwned" not in listing and "pwned2" not in listing
     assert not Path("/tmp/pwned").exists() and not Path("/tmp/pwned2").exists()
+
+
+@pytest.mark.docker
+def test_experiment_interrupted_runs_again_with_partial_output_set_aside(
+    tmp_path: Path, share: list[PlannedExperiment], service: Service
+) -> None:
+    a1 = share[0]
+    partial = service.state_dir / "results" / a1.exp_id / "partial.log"
+    partial.parent.mkdir(parents=True)
+    partial.write_text("killed mid-window", encoding="utf-8")
+    save_entries(service.state_dir, entry_for(a1, status="running", attempts=1))
+    args = experiment_args(a1, service.state_dir, service.compose_file, service.project)
+
+    _, result = run_task(tmp_path, "lem_experiment", args)
+
+    assert (result["status"], result["reason"], result["attempts"]) == (
+        "completed",
+        "interrupted",
+        2,
+    )
+    set_aside = service.state_dir / "results" / f"{a1.exp_id}.interrupted-1" / "partial.log"
+    assert set_aside.read_text(encoding="utf-8") == "killed mid-window"
+    assert sorted(p.name for p in (service.state_dir / "results" / a1.exp_id).iterdir()) == [
+        "result.json"
+    ]
+
+
+@pytest.mark.docker
+def test_experiment_past_its_timeout_is_stopped_and_recorded_failed(
+    tmp_path: Path, service: Service
+) -> None:
+    slow = tiny("slow", measurement={"min_window_seconds": 600.0, "baseline_seconds": 0.0})
+    campaign = write_campaign(tmp_path, [slow], cycles=1)
+    (experiment,) = build_plan(load_campaign(campaign), ["localhost"]).experiments
+    args = experiment_args(
+        experiment, service.state_dir, service.compose_file, service.project, timeout=2
+    )
+
+    _, result = run_task(tmp_path, "lem_experiment", args)
+
+    assert result["failed"] is True and result["rc"] == 124
+    assert result["msg"] == f"{experiment.exp_id}: timed out after 2 s"
+    manifest = json.loads((service.state_dir / "manifest.json").read_text())
+    assert manifest["entries"][experiment.exp_id]["status"] == "failed"
+    assert manifest["entries"][experiment.exp_id]["error"] == "timed out after 2 s"

@@ -1,8 +1,10 @@
-"""Commands: `lem health` (GPU snapshot) and `lem baseline` (idle power per GPU)."""
+"""Commands: `lem health` (GPU snapshot), `lem baseline` (idle power per GPU) and
+`lem wait-cool` (a thermal gap)."""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,10 @@ from llenergymeasure.measure import nvml
 from llenergymeasure.measure.baseline import idle_baseline, load_baseline
 from llenergymeasure.measure.gpus import visible_gpu_indices
 from llenergymeasure.measure.health import health_report
+from llenergymeasure.measure.thermal import CoolingTolerance, thermal_gap
+
+STATE_DIR_ENV = "LEM_STATE_DIR"
+BASELINE_FILE = "baseline.json"
 
 
 def _cell(value: Any) -> str:
@@ -85,7 +91,54 @@ def baseline(
     typer.echo(json.dumps(measured.describe()))
 
 
+def wait_cool(
+    max_seconds: float = typer.Option(
+        ...,
+        "--max-seconds",
+        min=0.0,
+        help="The cap: the configured gap length.",
+        show_default=False,
+    ),
+    temp_tolerance: float = typer.Option(
+        2.0, "--temp-tolerance", min=0.0, help="°C above idle temperature that counts as cool."
+    ),
+    power_tolerance_pct: float = typer.Option(
+        10.0, "--power-tolerance-pct", min=0.0, help="% above idle power that counts as cool."
+    ),
+    baseline_file: Path | None = typer.Option(
+        None,
+        "--baseline",
+        envvar="LEM_BASELINE_CACHE",
+        help=f"Idle baseline file (`lem baseline`). Default: ${STATE_DIR_ENV}/{BASELINE_FILE}.",
+        show_default=False,
+    ),
+    poll_seconds: float = typer.Option(1.0, "--poll-seconds", min=0.01, help="Time between reads."),
+) -> None:
+    """Wait until every GPU is back near its idle temperature and power, at most --max-seconds.
+
+    Prints JSON: waited_seconds, reason (cool, cap, no-gpu without NVML, no-baseline
+    without idle values: then the caller waits a fixed gap instead) and the GPUs' last
+    temperatures and power. Pass waited_seconds to `lem experiment --gap-waited`.
+
+    Example: lem wait-cool --max-seconds 60 --baseline /lem/state/baseline.json
+    """
+    waited = thermal_gap(
+        max_seconds,
+        baseline_file if baseline_file is not None else default_baseline_file(),
+        CoolingTolerance(temperature_c=temp_tolerance, power_pct=power_tolerance_pct),
+        poll_seconds,
+    )
+    typer.echo(json.dumps(waited.as_json()))
+
+
+def default_baseline_file() -> Path | None:
+    """STATE/baseline.json when $LEM_STATE_DIR is set (as in the backend services)."""
+    state_dir = os.environ.get(STATE_DIR_ENV)
+    return Path(state_dir) / BASELINE_FILE if state_dir else None
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
     app.command("health")(health)
     app.command("baseline")(baseline)
+    app.command("wait-cool")(wait_cool)

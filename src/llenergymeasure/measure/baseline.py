@@ -43,6 +43,8 @@ class GpuBaseline(BaseModel):
     index: int
     uuid: str | None = None
     power_w: float = Field(ge=0.0)
+    # read at the end of the idle sampling; thermal gaps wait for the GPU to return near it
+    temperature_c: float | None = None
 
 
 class BaselineFile(BaseModel):
@@ -185,7 +187,12 @@ def _measure(
         checked_at=stamp,
         seconds=seconds,
         gpus=[
-            GpuBaseline(index=index, uuid=uuid, power_w=round(watts, 3))
+            GpuBaseline(
+                index=index,
+                uuid=uuid,
+                power_w=round(watts, 3),
+                temperature_c=nvml.temperature_c(index),
+            )
             for index, uuid, watts in zip(gpu_indices, uuids, measured, strict=True)
         ],
     )

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +46,8 @@ RESULT_MODE = 0o644
 RELIABLE_WINDOW_S = 5.0
 MAX_CAUSE_CHARS = 400
 ColdStartMethod = Literal["fresh_process", "unload", "restart"]
+# Told each stage as it starts ("baseline", "warmup", "window") and "window_done" after it.
+ProgressHook = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ def run_experiment(
     *,
     loaded: LoadedModel | None = None,
     baseline_cache: Path | None = None,
+    gap_waited_seconds: float | None = None,
 ) -> ExperimentResult:
     """Measure `config` and write `out_dir/result.json`; failures are ExperimentError.
 
@@ -111,7 +114,13 @@ def run_experiment(
     try:
         model = load_model(config) if loaded is None else loaded
         try:
-            result = measure_experiment(model, config, identity, baseline_cache=baseline_cache)
+            result = measure_experiment(
+                model,
+                config,
+                identity,
+                baseline_cache=baseline_cache,
+                gap_waited_seconds=gap_waited_seconds,
+            )
         finally:
             if own_model:
                 model.backend.unload()
@@ -145,8 +154,11 @@ def measure_experiment(
     identity: RunIdentity,
     *,
     baseline_cache: Path | None = None,
+    gap_waited_seconds: float | None = None,
+    progress: ProgressHook | None = None,
 ) -> ExperimentResult:
     """Baseline, warmup and measurement window on an already loaded model."""
+    report = progress or (lambda stage: None)
     if loaded.load_key != load_key(config):
         raise ExperimentError(
             f"the loaded model (load key {loaded.load_key}) does not serve config "
@@ -155,9 +167,13 @@ def measure_experiment(
     started_at, started = _utc_now(), time.perf_counter()
     prompts = load_prompts(config.dataset)
     gpu_indices, gpu_warnings = experiment_gpus(config, loaded.backend.device)
+    report("baseline")
     baseline = idle_baseline(gpu_indices, config.measurement.baseline_seconds, baseline_cache)
+    report("warmup")
     warmup_seconds = warm_up(loaded.backend, prompts, config)
+    report("window")
     window = run_window(loaded.backend, prompts, config, gpu_indices)
+    report("window_done")
     first_use = loaded.experiments_measured == 0
     loaded.experiments_measured += 1
     timing = Timing(
@@ -170,6 +186,7 @@ def measure_experiment(
         window_seconds=window.readings.duration_s,
         window_repeats=window.repeats,
         total_seconds=time.perf_counter() - started + (loaded.load_seconds if first_use else 0.0),
+        gap_waited_seconds=gap_waited_seconds,
     )
     return build_result(config, identity, loaded.backend, window, baseline, timing, gpu_warnings)
 
@@ -356,7 +373,7 @@ def check_model_path(spec: ModelSpec) -> None:
 def describe_failure(exc: BaseException, config: ExperimentConfig) -> str:
     """A one-line cause for an unexpected exception, naming what the user can act on."""
     detail = _one_line(str(exc)) or type(exc).__name__
-    if _is_out_of_memory(exc):
+    if is_out_of_memory(exc):
         return (
             f"out of memory running {config.model.path} ({config.backend}, {config.precision}): "
             f"{detail}"
@@ -366,7 +383,7 @@ def describe_failure(exc: BaseException, config: ExperimentConfig) -> str:
     return f"{type(exc).__name__}: {detail}"
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
+def is_out_of_memory(exc: BaseException) -> bool:
     # torch.cuda.OutOfMemoryError and engine errors, matched without importing torch
     return (
         isinstance(exc, MemoryError)

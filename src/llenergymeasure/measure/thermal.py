@@ -1,0 +1,128 @@
+"""Thermal gaps: wait until every GPU is back near its idle temperature and power, capped.
+
+The idle values come from the idle baseline file (`lem baseline`, `measure/baseline.py`).
+A GPU is cool when its temperature is at most idle + `temperature_c` and its power at
+most idle × (1 + `power_pct` / 100); a value missing from the baseline is not judged.
+Without NVML there is nothing to wait for (reason `no-gpu`); without idle values
+nothing to compare with (reason `no-baseline`): a fixed gap is then the caller's job.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from llenergymeasure.measure import nvml
+from llenergymeasure.measure.baseline import BaselineFile, load_baseline
+from llenergymeasure.measure.gpus import visible_gpu_indices
+
+GapReason = Literal["cool", "cap", "no-gpu", "no-baseline"]
+
+
+@dataclass(frozen=True)
+class CoolingTolerance:
+    temperature_c: float = 2.0
+    power_pct: float = 10.0
+
+
+@dataclass(frozen=True)
+class GpuState:
+    """One GPU's temperature (°C) and power (W); None where unknown or unreadable."""
+
+    index: int
+    temperature_c: float | None
+    power_w: float | None
+
+
+@dataclass(frozen=True)
+class GapWait:
+    waited_seconds: float
+    reason: GapReason
+    gpus: list[GpuState]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "waited_seconds": round(self.waited_seconds, 3),
+            "reason": self.reason,
+            "temperatures": [gpu.temperature_c for gpu in self.gpus],
+            "power_w": [gpu.power_w for gpu in self.gpus],
+            "gpus": [asdict(gpu) for gpu in self.gpus],
+        }
+
+
+def idle_states(baseline: BaselineFile | None, gpu_indices: list[int]) -> list[GpuState]:
+    """Idle values per GPU from the baseline; a GPU it does not cover (or another
+    GPU now at that index, by UUID) gets none."""
+    by_index = {gpu.index: gpu for gpu in baseline.gpus} if baseline is not None else {}
+    states = []
+    for index in gpu_indices:
+        entry = by_index.get(index)
+        if entry is not None and entry.uuid not in (None, nvml.uuid(index)):
+            entry = None
+        states.append(
+            GpuState(
+                index=index,
+                temperature_c=None if entry is None else entry.temperature_c,
+                power_w=None if entry is None else entry.power_w,
+            )
+        )
+    return states
+
+
+def read_states(gpu_indices: list[int]) -> list[GpuState]:
+    return [
+        GpuState(index=index, temperature_c=nvml.temperature_c(index), power_w=nvml.power_w(index))
+        for index in gpu_indices
+    ]
+
+
+def is_cool(now: GpuState, idle: GpuState, tolerance: CoolingTolerance) -> bool:
+    """Within tolerance of idle on every value the baseline has (unreadable now: not cool)."""
+    temperature_ok = idle.temperature_c is None or (
+        now.temperature_c is not None
+        and now.temperature_c <= idle.temperature_c + tolerance.temperature_c
+    )
+    power_ok = idle.power_w is None or (
+        now.power_w is not None and now.power_w <= idle.power_w * (1 + tolerance.power_pct / 100)
+    )
+    return temperature_ok and power_ok
+
+
+def wait_until_cool(
+    idle: list[GpuState],
+    max_seconds: float,
+    tolerance: CoolingTolerance = CoolingTolerance(),
+    poll_seconds: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> GapWait:
+    """Poll until every GPU of `idle` is cool, or `max_seconds` have passed."""
+    if not idle:
+        return GapWait(0.0, "no-gpu", [])
+    indices = [gpu.index for gpu in idle]
+    if all(gpu.temperature_c is None and gpu.power_w is None for gpu in idle):
+        return GapWait(0.0, "no-baseline", read_states(indices))
+    started = clock()
+    while True:
+        now = read_states(indices)
+        waited = clock() - started
+        if all(is_cool(state, ref, tolerance) for state, ref in zip(now, idle, strict=True)):
+            return GapWait(waited, "cool", now)
+        if waited >= max_seconds:
+            return GapWait(waited, "cap", now)
+        sleep(min(poll_seconds, max_seconds - waited))
+
+
+def thermal_gap(
+    max_seconds: float,
+    baseline_path: Path | None,
+    tolerance: CoolingTolerance = CoolingTolerance(),
+    poll_seconds: float = 1.0,
+) -> GapWait:
+    """Wait for this process's GPUs (`visible_gpu_indices`) against the baseline file."""
+    gpu_indices = visible_gpu_indices()
+    baseline = load_baseline(baseline_path) if baseline_path is not None else None
+    return wait_until_cool(idle_states(baseline, gpu_indices), max_seconds, tolerance, poll_seconds)

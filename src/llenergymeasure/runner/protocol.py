@@ -1,0 +1,193 @@
+"""The worker's wire format: newline-delimited JSON messages over a Unix socket.
+
+One connection carries one request. The client sends one line (a `RunRequest` or a
+`StatusRequest`); the worker answers with any number of `Progress` lines and ends
+with exactly one final message (`Done`, `Failed`, `NeedsRestart` or `StatusReply`),
+then closes the connection. Every message is a JSON object whose `type` names it.
+
+This module imports only pydantic and the standard library: the thin client uses it
+without importing torch or an engine. See docs/worker.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from llenergymeasure.errors import LemError
+
+PROTOCOL_VERSION = 1
+DEFAULT_SOCKET = Path("/run/lem/worker.sock")
+SOCKET_ENV = "LEM_WORKER_SOCKET"
+# A request carries one config: far below this. The cap stops a stray peer exhausting memory.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
+MAX_SOCKET_PATH_BYTES = 107
+CONNECT_TIMEOUT_S = 5.0
+
+
+class WorkerError(LemError):
+    """The worker cannot start, or a client cannot talk to it."""
+
+
+class ProtocolError(WorkerError):
+    """A peer sent something that is not a message of this protocol, or hung up early."""
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RequestIdentity(Message):
+    """The fields of `runner.experiment.RunIdentity`, as sent by the client."""
+
+    exp_id: str | None = None
+    campaign_name: str | None = None
+    config_hash: str | None = None
+    cycle: int | None = None
+    host: str | None = None
+
+
+class RunRequest(Message):
+    type: Literal["run"] = "run"
+    protocol: int = PROTOCOL_VERSION
+    config: dict[str, Any] = Field(description="The ExperimentConfig as JSON values")
+    config_source: str = Field(description="Where the config came from, for error messages")
+    out_dir: str = Field(description="Absolute directory for result.json")
+    identity: RequestIdentity = RequestIdentity()
+    cold_start: bool = False
+    baseline_cache: str | None = None
+    gap_waited_seconds: float | None = Field(None, ge=0.0)
+
+
+class StatusRequest(Message):
+    type: Literal["status"] = "status"
+
+
+class WorkerStats(Message):
+    """What the worker has done since it started; returned with every final message."""
+
+    pid: int
+    started_at: str
+    loads: int = Field(0, description="Successful model loads by this process")
+    experiments: int = Field(0, description="Experiments that wrote result.json")
+    failures: int = 0
+    loaded_key: str | None = None
+    loaded_model: str | None = None
+    busy_with: str | None = Field(None, description="Experiment being measured, if any")
+
+
+class Progress(Message):
+    type: Literal["progress"] = "progress"
+    stage: str
+    message: str
+
+
+class Done(Message):
+    type: Literal["done"] = "done"
+    result_path: str
+    model_reused: bool
+    load_seconds: float
+    stats: WorkerStats
+
+
+class Failed(Message):
+    type: Literal["error"] = "error"
+    cause: str = Field(description="One line, shown to the user as it is")
+    stats: WorkerStats
+
+
+class NeedsRestart(Message):
+    """A cold start that unloading could not make: restart the service and ask again."""
+
+    type: Literal["needs_restart"] = "needs_restart"
+    cause: str
+    stats: WorkerStats
+
+
+class StatusReply(Message):
+    type: Literal["status"] = "status"
+    stats: WorkerStats
+
+
+Request = Annotated[RunRequest | StatusRequest, Field(discriminator="type")]
+Reply = Annotated[
+    Progress | Done | Failed | NeedsRestart | StatusReply, Field(discriminator="type")
+]
+FinalReply = Done | Failed | NeedsRestart | StatusReply
+REQUEST_ADAPTER: TypeAdapter[RunRequest | StatusRequest] = TypeAdapter(Request)
+REPLY_ADAPTER: TypeAdapter[Progress | Done | Failed | NeedsRestart | StatusReply] = TypeAdapter(
+    Reply
+)
+
+
+def socket_path(option: Path | None = None) -> Path:
+    """The worker socket: `option`, else $LEM_WORKER_SOCKET, else /run/lem/worker.sock."""
+    if option is not None:
+        return option
+    from_env = os.environ.get(SOCKET_ENV)
+    return Path(from_env) if from_env else DEFAULT_SOCKET
+
+
+def check_socket_path(path: Path) -> None:
+    """Unix socket paths are short: say so before bind/connect fail with a vague error."""
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+        raise ProtocolError(
+            f"socket path {path} is longer than {MAX_SOCKET_PATH_BYTES} bytes: choose a shorter one"
+        )
+
+
+def connect(path: Path, timeout: float = CONNECT_TIMEOUT_S) -> socket.socket:
+    """A socket connected to the worker at `path`, blocking (no timeout) once connected.
+
+    Raises FileNotFoundError when there is no socket file, ConnectionRefusedError when
+    nothing listens on it (a stale file).
+    """
+    check_socket_path(path)
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        connection.settimeout(timeout)
+        connection.connect(os.fspath(path))
+        connection.settimeout(None)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def encode(message: Message) -> bytes:
+    """One message as one line (JSON never contains a raw newline)."""
+    return message.model_dump_json().encode("utf-8") + b"\n"
+
+
+def send(connection: socket.socket, message: Message) -> None:
+    connection.sendall(encode(message))
+
+
+def read_line(stream: Any) -> bytes:
+    """The next line of a binary stream (without the newline); b'' at end of stream."""
+    line = stream.readline(MAX_MESSAGE_BYTES + 1)
+    if len(line) > MAX_MESSAGE_BYTES and not line.endswith(b"\n"):
+        raise ProtocolError(f"message longer than {MAX_MESSAGE_BYTES} bytes")
+    return line.rstrip(b"\n")
+
+
+def decode_request(line: bytes) -> RunRequest | StatusRequest:
+    return _decode(REQUEST_ADAPTER, line, "request")
+
+
+def decode_reply(line: bytes) -> Progress | Done | Failed | NeedsRestart | StatusReply:
+    return _decode(REPLY_ADAPTER, line, "reply")
+
+
+def _decode(adapter: TypeAdapter[Any], line: bytes, what: str) -> Any:
+    try:
+        return adapter.validate_python(json.loads(line))
+    except (ValueError, ValidationError) as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ProtocolError(f"not a worker {what}: {detail}") from None

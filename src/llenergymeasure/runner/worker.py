@@ -1,0 +1,451 @@
+"""`lem worker`: a long-lived process that keeps one model loaded between experiments.
+
+The backend container's main process. It listens on a Unix socket (protocol.py) and
+measures one experiment at a time: requests that arrive while one is measured wait
+their turn (the client is told it is queued), because two experiments on one GPU
+would share its energy counter. At most one model is resident, keyed by
+`load_key(config)`: the same key reuses it, another key unloads it first.
+
+A cold-start request unloads the model and, when it ran on a GPU, checks through
+NVML that the GPU memory used fell back near what it was before this process loaded
+anything. When it did not (an engine that keeps its memory), the worker answers
+`needs_restart`: the orchestration restarts the service and asks again, and the
+fresh process records the cold start as made by a restart. See docs/worker.md.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from llenergymeasure.config.loader import parse_experiment
+from llenergymeasure.config.models import ExperimentConfig
+from llenergymeasure.errors import LemError
+from llenergymeasure.measure import nvml
+from llenergymeasure.measure.gpus import visible_gpu_indices
+from llenergymeasure.runner.experiment import (
+    ColdStartMethod,
+    LoadedModel,
+    RunIdentity,
+    describe_failure,
+    is_out_of_memory,
+    load_model,
+    measure_experiment,
+    write_result,
+)
+from llenergymeasure.runner.loadkey import load_key
+from llenergymeasure.runner.protocol import (
+    PROTOCOL_VERSION,
+    Done,
+    Failed,
+    FinalReply,
+    NeedsRestart,
+    Progress,
+    ProtocolError,
+    RunRequest,
+    StatusReply,
+    StatusRequest,
+    WorkerError,
+    WorkerStats,
+    check_socket_path,
+    connect,
+    decode_request,
+    read_line,
+    send,
+)
+
+log = logging.getLogger(__name__)
+
+# A client sends its request right after connecting; one that does not is dropped.
+REQUEST_READ_TIMEOUT_S = 30.0
+LISTEN_BACKLOG = 16
+# Only the container's own user (the one `docker compose exec` runs as) may connect.
+SOCKET_MODE = 0o600
+
+Emit = Callable[[Progress], None]
+Loader = Callable[[ExperimentConfig], LoadedModel]
+
+
+@dataclass(frozen=True)
+class MemoryTolerance:
+    """How far above its pre-load level GPU memory may stay after an unload.
+
+    The larger of `mib` and `pct_of_total` % of the GPU's memory: after an unload the
+    CUDA context and library workspaces stay resident, a model's weights must not.
+    """
+
+    mib: float = 512.0
+    pct_of_total: float = 5.0
+
+    def allowed_mib(self, total_mib: float) -> float:
+        return max(self.mib, total_mib * self.pct_of_total / 100.0)
+
+
+@dataclass(frozen=True)
+class MemoryCheck:
+    released: bool
+    detail: str
+
+
+class ColdStartNotMade(Exception):
+    """Unloading did not give the GPU memory back: only a restart makes this cold start."""
+
+
+class StopWorker(BaseException):
+    """Raised in the main thread by SIGTERM/SIGINT to leave the accept loop."""
+
+
+def gpu_memory_snapshot() -> dict[int, tuple[float, float]]:
+    """(used, total) MiB per GPU this process uses; empty without NVML."""
+    snapshot = {}
+    for index in visible_gpu_indices():
+        reading = nvml.memory_mib(index)
+        if reading is not None:
+            snapshot[index] = reading
+    return snapshot
+
+
+def check_memory_released(
+    before_load: dict[int, tuple[float, float]], tolerance: MemoryTolerance
+) -> MemoryCheck:
+    """Compare each GPU's memory used now with `before_load` (from `gpu_memory_snapshot`)."""
+    if not before_load:
+        return MemoryCheck(False, "GPU memory is not readable through NVML")
+    problems, levels = [], []
+    for index, (used_before, total) in sorted(before_load.items()):
+        reading = nvml.memory_mib(index)
+        if reading is None:
+            problems.append(f"GPU {index}: memory not readable through NVML")
+            continue
+        used_now, allowed = reading[0], tolerance.allowed_mib(total)
+        levels.append(f"GPU {index}: {used_now:.0f} MiB used, {used_before:.0f} before loading")
+        if used_now > used_before + allowed:
+            problems.append(
+                f"GPU {index}: {used_now:.0f} MiB used after unloading, "
+                f"{used_before:.0f} MiB before the first load (tolerance {allowed:.0f} MiB)"
+            )
+    if problems:
+        return MemoryCheck(False, "; ".join(problems))
+    return MemoryCheck(True, "; ".join(levels))
+
+
+def release_cached_memory() -> None:
+    """Collect garbage and, where torch is already imported, return its cached CUDA memory."""
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class Worker:
+    """Serves run and status requests; holds at most one loaded model."""
+
+    def __init__(
+        self,
+        memory_tolerance: MemoryTolerance = MemoryTolerance(),
+        loader: Loader = load_model,
+    ) -> None:
+        self.memory_tolerance = memory_tolerance
+        self.loaded: LoadedModel | None = None
+        self.stats = WorkerStats(pid=os.getpid(), started_at=_utc_now())
+        self._load = loader
+        # Read before this process loads anything: what a cold start must get back to.
+        self._memory_before_load = gpu_memory_snapshot()
+        self._used_gpu = False
+        self._run_lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def handle(self, request: RunRequest | StatusRequest, emit: Emit) -> FinalReply:
+        if isinstance(request, StatusRequest):
+            return StatusReply(stats=self.snapshot())
+        return self.run_in_turn(request, emit)
+
+    def snapshot(self) -> WorkerStats:
+        return self.stats.model_copy()
+
+    def run_in_turn(self, request: RunRequest, emit: Emit) -> FinalReply:
+        """Run `request` once no other experiment is being measured."""
+        if not self._run_lock.acquire(blocking=False):
+            emit(Progress(stage="queued", message=f"waiting for {self.stats.busy_with} to finish"))
+            self._run_lock.acquire()
+        try:
+            if self._stopping.is_set():
+                return self._failed("the worker is stopping (SIGTERM): run it again once it is up")
+            self.stats.busy_with = request.identity.exp_id or request.config_source
+            return self.run(request, emit)
+        finally:
+            self.stats.busy_with = None
+            self._run_lock.release()
+
+    def run(self, request: RunRequest, emit: Emit) -> FinalReply:
+        """Load or reuse the model, measure, write result.json; never raises."""
+        if request.protocol != PROTOCOL_VERSION:
+            return self._failed(
+                f"client speaks worker protocol {request.protocol}, this worker "
+                f"{PROTOCOL_VERSION}: use the same lem version in both"
+            )
+        if not Path(request.out_dir).is_absolute():
+            return self._failed(f"out_dir {request.out_dir!r} must be an absolute path")
+        config: ExperimentConfig | None = None
+        try:
+            config = parse_experiment(request.config, request.config_source)
+            warnings = self.make_room(config, request.cold_start, emit)
+            model = self.ensure_loaded(config, request.cold_start, emit)
+            result = measure_experiment(
+                model,
+                config,
+                _run_identity(request),
+                baseline_cache=Path(request.baseline_cache) if request.baseline_cache else None,
+                gap_waited_seconds=request.gap_waited_seconds,
+                progress=lambda stage: emit(stage_progress(stage, config)),
+            )
+            result.warnings.extend(warnings)
+            path = write_result(Path(request.out_dir), result)
+        except ColdStartNotMade as exc:
+            self.stats.failures += 1
+            return NeedsRestart(cause=str(exc), stats=self.snapshot())
+        except LemError as exc:
+            return self._failed(str(exc))
+        except Exception as exc:
+            return self._failed_unexpectedly(exc, config, emit)
+        self.stats.experiments += 1
+        return Done(
+            result_path=str(path),
+            model_reused=result.timing.model_reused,
+            load_seconds=result.timing.load_seconds,
+            stats=self.snapshot(),
+        )
+
+    def make_room(self, config: ExperimentConfig, cold_start: bool, emit: Emit) -> list[str]:
+        """Unload what cannot serve `config`; check a cold start. Returns result warnings."""
+        key = load_key(config)
+        if self.loaded is not None and (cold_start or self.loaded.load_key != key):
+            reason = "cold start requested" if cold_start else f"load key changes to {key}"
+            self.unload(emit, reason)
+        if not (cold_start and self._used_gpu):
+            return []  # nothing loaded yet, or only on the CPU: dropping the model is enough
+        check = check_memory_released(self._memory_before_load, self.memory_tolerance)
+        if check.released:
+            emit(Progress(stage="memory_released", message=check.detail))
+            return []
+        if not self._memory_before_load:
+            return [f"cold start by unloading not verified: {check.detail}"]
+        raise ColdStartNotMade(f"unloading did not release GPU memory: {check.detail}")
+
+    def ensure_loaded(self, config: ExperimentConfig, cold_start: bool, emit: Emit) -> LoadedModel:
+        """The resident model when it serves `config` (see `make_room`), else a fresh load."""
+        if self.loaded is not None:
+            emit(
+                Progress(stage="reusing", message=f"reusing the loaded model ({describe(config)})")
+            )
+            return self.loaded
+        method = self._cold_start_method(cold_start)
+        emit(Progress(stage="loading", message=f"loading {describe(config)}"))
+        model = self._load(config)
+        model.cold_start_method = method
+        self.loaded = model
+        self._used_gpu = self._used_gpu or model.backend.device == "cuda"
+        self.stats.loads += 1
+        self.stats.loaded_key, self.stats.loaded_model = model.load_key, config.model.path
+        emit(
+            Progress(
+                stage="loaded",
+                message=f"loaded in {model.load_seconds:.2f} s on {model.backend.device} "
+                f"(load {self.stats.loads} of this worker, cold start: {method})",
+            )
+        )
+        return model
+
+    def _cold_start_method(self, cold_start: bool) -> ColdStartMethod:
+        if self.stats.loads == 0:
+            # Nothing was loaded in this process: it was started (or restarted) for this load.
+            return "restart" if cold_start else "fresh_process"
+        return "unload"
+
+    def unload(self, emit: Emit | None = None, reason: str = "") -> None:
+        """Drop the resident model and give its memory back (engine shutdown, gc, caches)."""
+        model, self.loaded = self.loaded, None
+        self.stats.loaded_key = self.stats.loaded_model = None
+        if model is not None:
+            if emit is not None:
+                emit(Progress(stage="unloading", message=f"unloading ({reason})"))
+            model.backend.unload()
+            del model
+        release_cached_memory()
+
+    def _failed(self, cause: str) -> Failed:
+        self.stats.failures += 1
+        return Failed(cause=cause, stats=self.snapshot())
+
+    def _failed_unexpectedly(
+        self, exc: Exception, config: ExperimentConfig | None, emit: Emit
+    ) -> Failed:
+        log.exception("experiment failed")
+        if is_out_of_memory(exc):
+            self.unload(emit, "out of memory")  # a half-run model may hold what the next needs
+        if config is None:
+            return self._failed(f"{type(exc).__name__}: {exc}")
+        return self._failed(describe_failure(exc, config))
+
+    def stop(self) -> bool:
+        """Refuse new runs; unload when idle. False when an experiment is still running."""
+        self._stopping.set()
+        if not self._run_lock.acquire(blocking=False):
+            return False
+        try:
+            self.unload(reason="worker stopping")
+        finally:
+            self._run_lock.release()
+        return True
+
+    def serve_connection(self, connection: socket.socket) -> None:
+        """Read one request from `connection`, answer it, close it."""
+        with connection:
+            channel = ClientChannel(connection)
+            try:
+                connection.settimeout(REQUEST_READ_TIMEOUT_S)
+                line = read_line(connection.makefile("rb"))
+                connection.settimeout(None)
+                if not line:
+                    return  # a probe that connected and left
+                request = decode_request(line)
+            except ProtocolError as exc:
+                channel.send(Failed(cause=str(exc), stats=self.snapshot()))
+                return
+            except OSError as exc:
+                log.warning("dropped a connection that sent no request: %s", exc)
+                return
+            final = self.handle(request, channel.send)
+            log.info("%s: %s", _request_label(request), _outcome(final))
+            channel.send(final)
+
+
+class ClientChannel:
+    """Sends messages to one client; a client that went away does not stop the experiment."""
+
+    def __init__(self, connection: socket.socket) -> None:
+        self._connection = connection
+        self._gone = False
+
+    def send(self, message: Progress | FinalReply) -> None:
+        if self._gone:
+            return
+        try:
+            send(self._connection, message)
+        except OSError as exc:
+            self._gone = True
+            log.warning("client went away (%s): the experiment continues", exc)
+
+
+def describe(config: ExperimentConfig) -> str:
+    """What is loaded, for progress messages: model, backend, precision and load key."""
+    key = load_key(config)
+    return f"{config.model.path} ({config.backend}, {config.precision}, load key {key})"
+
+
+STAGE_MESSAGES: dict[str, Callable[[ExperimentConfig], str]] = {
+    "baseline": lambda c: f"idle baseline ({c.measurement.baseline_seconds:g} s unless cached)",
+    "warmup": lambda c: f"warmup: {c.measurement.warmup_prompts} prompts",
+    "window": lambda c: f"window started (at least {c.measurement.min_window_seconds:g} s)",
+    "window_done": lambda c: "window done",
+}
+
+
+def stage_progress(stage: str, config: ExperimentConfig) -> Progress:
+    message = STAGE_MESSAGES.get(stage, lambda c: stage)(config)
+    return Progress(stage=stage, message=message)
+
+
+def _run_identity(request: RunRequest) -> RunIdentity:
+    return RunIdentity(**request.identity.model_dump())
+
+
+def _request_label(request: RunRequest | StatusRequest) -> str:
+    if isinstance(request, StatusRequest):
+        return "status"
+    return request.identity.exp_id or request.config_source
+
+
+def _outcome(final: FinalReply) -> str:
+    if isinstance(final, Done):
+        reused = "reused model" if final.model_reused else f"loaded in {final.load_seconds:.2f} s"
+        return f"done ({reused}) -> {final.result_path}"
+    if isinstance(final, Failed | NeedsRestart):
+        return f"{final.type}: {final.cause}"
+    return "answered"
+
+
+def listen(path: Path) -> socket.socket:
+    """A listening socket at `path` (parent created); a stale socket file is replaced."""
+    check_socket_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_socket(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(os.fspath(path))
+        os.chmod(path, SOCKET_MODE)
+        listener.listen(LISTEN_BACKLOG)
+    except OSError as exc:
+        listener.close()
+        raise WorkerError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+    return listener
+
+
+def remove_stale_socket(path: Path) -> None:
+    """Remove a socket file nobody listens on; refuse a live worker's or a non-socket."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise WorkerError(f"{path} exists and is not a socket: choose another --socket")
+    try:
+        connect(path).close()
+    except OSError:
+        path.unlink(missing_ok=True)  # refused: the worker that made it is gone
+        return
+    raise WorkerError(f"another worker is already serving {path}")
+
+
+def serve(worker: Worker, path: Path, on_ready: Callable[[], None] | None = None) -> str:
+    """Accept connections until SIGTERM/SIGINT; each request is handled on its own thread.
+
+    Returns the signal's name. The socket file is removed before returning.
+    """
+    listener = listen(path)
+    previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if on_ready is not None:
+            on_ready()
+        while True:
+            connection, _ = listener.accept()
+            threading.Thread(
+                target=worker.serve_connection, args=(connection,), name="lem-request", daemon=True
+            ).start()
+    except StopWorker as stop:
+        return str(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        listener.close()
+        path.unlink(missing_ok=True)
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> Any:
+    raise StopWorker(signal.Signals(signum).name)
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
