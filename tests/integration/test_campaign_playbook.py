@@ -44,7 +44,9 @@ def host(
     tmp_path: Path, shared_dirs: tuple[Path, Path], docker_engine: DockerClient
 ) -> Iterator[HostDirs]:
     venv, models = shared_dirs
-    dirs = HostDirs(root=tmp_path / "host", project=unique_name("lem-pbtest"), venv=venv, models=models)
+    dirs = HostDirs(
+        root=tmp_path / "host", project=unique_name("lem-pbtest"), venv=venv, models=models
+    )
     yield dirs
     compose_down(dirs.project)
 
@@ -113,8 +115,8 @@ def test_sigkill_during_an_experiment_then_rerun_completes_each_experiment_once(
     manifest = host.manifest(CAMPAIGN)
 
     def running_entry() -> str | None:
-        running = [e for e, entry in manifest_entries(manifest).items() if entry["status"] == "running"]
-        return running[0] if running else None
+        entries = manifest_entries(manifest)
+        return next((exp_id for exp_id, e in entries.items() if e["status"] == "running"), None)
 
     with running_campaign(inventory, variables, tmp_path) as playbook:
         interrupted = wait_for(running_entry, timeout=900, what=f"a running entry in {manifest}")

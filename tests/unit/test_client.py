@@ -110,7 +110,8 @@ def lem_experiment(
     config_file = tmp_path / "config.json"
     config_file.write_text(json.dumps(config_data()), encoding="utf-8")
     env = {key: value for key, value in os.environ.items() if key != "LEM_WORKER_SOCKET"}
-    command = [LEM, "experiment", config_file, "--out", "out", "--worker-socket", socket_file]
+    command: list[str | Path] = [LEM, "experiment", config_file, "--out", "out"]
+    command += ["--worker-socket", socket_file]
     return subprocess.run(
         [*command, *options], capture_output=True, text=True, env=env, cwd=tmp_path, check=False
     )
@@ -283,6 +284,17 @@ def test_every_message_survives_the_wire() -> None:
 def test_a_malformed_request_is_a_protocol_error(line: bytes, problem: str) -> None:
     with pytest.raises(ProtocolError, match=problem):
         decode_request(line)
+
+
+def test_a_request_of_another_protocol_version_names_both_versions() -> None:
+    future = json.dumps({"type": "run", "protocol": 2, "a_field_of_version_2": True})
+
+    with pytest.raises(ProtocolError) as refused:
+        decode_request(future.encode())
+
+    assert str(refused.value) == (
+        "the client speaks worker protocol 2, this worker 1: use the same lem version on both sides"
+    )
 
 
 def test_an_endless_line_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

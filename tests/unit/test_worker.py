@@ -357,6 +357,32 @@ def test_sigterm_unloads_removes_the_socket_and_exits(
     assert "SIGTERM: model unloaded, exiting" in fresh_worker.log.read_text(encoding="utf-8")
 
 
+def test_sigterm_during_an_experiment_exits_without_waiting_for_it(
+    fresh_worker: RunningWorker, own_model: Path, tmp_path: Path
+) -> None:
+    endless = experiment_config(
+        own_model, measurement={"warmup_prompts": 0, "min_window_seconds": 3600.0}
+    )
+    client: dict[str, subprocess.CompletedProcess[str]] = {}
+    running = threading.Thread(
+        target=lambda: client.update(
+            done=fresh_worker.experiment(endless, tmp_path / "endless", "--exp-id", "endless")
+        )
+    )
+    running.start()
+    wait_until_busy(fresh_worker, "endless")
+
+    code = fresh_worker.stop()
+    running.join()
+
+    assert code == 0
+    assert client["done"].returncode == 2
+    assert "the worker closed the connection before answering" in client["done"].stderr
+    assert not (tmp_path / "endless" / "result.json").exists()
+    log = fresh_worker.log.read_text(encoding="utf-8")
+    assert "SIGTERM during endless: exiting without waiting for it" in log
+
+
 def test_a_second_worker_on_the_same_socket_is_refused(
     fresh_worker: RunningWorker,
 ) -> None:

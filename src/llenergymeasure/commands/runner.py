@@ -34,6 +34,7 @@ from llenergymeasure.runner.protocol import (
     NeedsRestart,
     Progress,
     RequestIdentity,
+    RunRequest,
     socket_path,
 )
 
@@ -104,6 +105,7 @@ def experiment(
         exp_id=exp_id, campaign_name=campaign, config_hash=config_hash, cycle=cycle, host=host
     )
     cache = baseline_cache if baseline_cache is not None else default_baseline_cache(out)
+    result = None
     if not no_worker:
         request = run_request(
             config,
@@ -114,16 +116,21 @@ def experiment(
             baseline_cache=cache,
             gap_waited_seconds=gap_waited,
         )
-        try:
-            reply = run_on_worker(socket_path(worker_socket), request, print_progress)
-        except NoWorker as exc:
-            if socket_path(worker_socket).exists():
-                print(f"lem: {exc}: running in this process", file=sys.stderr)
-        else:
-            typer.echo(summary_line(worker_result(reply), out))
-            return
-    result = run_in_process(config, out, identity, cache, gap_waited)
+        result = run_through_worker(socket_path(worker_socket), request)
+    if result is None:
+        result = run_in_process(config, out, identity, cache, gap_waited)
     typer.echo(summary_line(result, out))
+
+
+def run_through_worker(path: Path, request: RunRequest) -> ExperimentResult | None:
+    """The result the worker at `path` wrote; None when no worker listens there."""
+    try:
+        reply = run_on_worker(path, request, print_progress)
+    except NoWorker as exc:
+        if path.exists():  # a stale socket file: worth saying why the worker is not used
+            print(f"lem: {exc}: running in this process", file=sys.stderr)
+        return None
+    return worker_result(reply)
 
 
 def run_in_process(
@@ -226,7 +233,10 @@ def worker(
     """
     path = socket_path(socket_option)
     if status:
-        typer.echo(json.dumps(worker_status(path).model_dump()))
+        try:
+            typer.echo(json.dumps(worker_status(path).model_dump()))
+        except NoWorker as exc:
+            raise fail(str(exc), code=1) from None
         return
     from llenergymeasure.runner.worker import MemoryTolerance, Worker, serve
 

@@ -62,7 +62,7 @@ class RunRequest(Message):
     identity: RequestIdentity = RequestIdentity()
     cold_start: bool = False
     baseline_cache: str | None = None
-    gap_waited_seconds: float | None = Field(None, ge=0.0)
+    gap_waited_seconds: float | None = Field(default=None, ge=0.0)
 
 
 class StatusRequest(Message):
@@ -74,12 +74,12 @@ class WorkerStats(Message):
 
     pid: int
     started_at: str
-    loads: int = Field(0, description="Successful model loads by this process")
-    experiments: int = Field(0, description="Experiments that wrote result.json")
+    loads: int = Field(default=0, description="Successful model loads by this process")
+    experiments: int = Field(default=0, description="Experiments that wrote result.json")
     failures: int = 0
     loaded_key: str | None = None
     loaded_model: str | None = None
-    busy_with: str | None = Field(None, description="Experiment being measured, if any")
+    busy_with: str | None = Field(default=None, description="Experiment being measured, if any")
 
 
 class Progress(Message):
@@ -178,16 +178,31 @@ def read_line(stream: Any) -> bytes:
 
 
 def decode_request(line: bytes) -> RunRequest | StatusRequest:
-    return _decode(REQUEST_ADAPTER, line, "request")
+    """A request; one of another protocol version is refused before its fields are read."""
+    data = _parse_json(line, "request")
+    version = data.get("protocol", PROTOCOL_VERSION) if isinstance(data, dict) else None
+    if version not in (None, PROTOCOL_VERSION):
+        raise ProtocolError(
+            f"the client speaks worker protocol {version!r}, this worker {PROTOCOL_VERSION}: "
+            "use the same lem version on both sides"
+        )
+    return _validate(REQUEST_ADAPTER, data, "request")
 
 
 def decode_reply(line: bytes) -> Progress | Done | Failed | NeedsRestart | StatusReply:
-    return _decode(REPLY_ADAPTER, line, "reply")
+    return _validate(REPLY_ADAPTER, _parse_json(line, "reply"), "reply")
 
 
-def _decode(adapter: TypeAdapter[Any], line: bytes, what: str) -> Any:
+def _parse_json(line: bytes, what: str) -> Any:
     try:
-        return adapter.validate_python(json.loads(line))
-    except (ValueError, ValidationError) as exc:
+        return json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError(f"not a worker {what}: not JSON ({exc})") from None
+
+
+def _validate(adapter: TypeAdapter[Any], data: Any, what: str) -> Any:
+    try:
+        return adapter.validate_python(data)
+    except ValidationError as exc:
         detail = " ".join(str(exc).split())[:300]
         raise ProtocolError(f"not a worker {what}: {detail}") from None

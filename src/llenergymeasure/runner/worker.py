@@ -35,6 +35,7 @@ from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.errors import LemError
 from llenergymeasure.measure import nvml
 from llenergymeasure.measure.gpus import visible_gpu_indices
+from llenergymeasure.results.schema import ExperimentResult
 from llenergymeasure.runner.experiment import (
     ColdStartMethod,
     LoadedModel,
@@ -47,7 +48,6 @@ from llenergymeasure.runner.experiment import (
 )
 from llenergymeasure.runner.loadkey import load_key
 from llenergymeasure.runner.protocol import (
-    PROTOCOL_VERSION,
     Done,
     Failed,
     FinalReply,
@@ -178,7 +178,8 @@ class Worker:
     def run_in_turn(self, request: RunRequest, emit: Emit) -> FinalReply:
         """Run `request` once no other experiment is being measured."""
         if not self._run_lock.acquire(blocking=False):
-            emit(Progress(stage="queued", message=f"waiting for {self.stats.busy_with} to finish"))
+            running = self.stats.busy_with or "the current experiment"
+            emit(Progress(stage="queued", message=f"waiting for {running} to finish"))
             self._run_lock.acquire()
         try:
             if self._stopping.is_set():
@@ -191,27 +192,14 @@ class Worker:
 
     def run(self, request: RunRequest, emit: Emit) -> FinalReply:
         """Load or reuse the model, measure, write result.json; never raises."""
-        if request.protocol != PROTOCOL_VERSION:
-            return self._failed(
-                f"client speaks worker protocol {request.protocol}, this worker "
-                f"{PROTOCOL_VERSION}: use the same lem version in both"
-            )
         if not Path(request.out_dir).is_absolute():
             return self._failed(f"out_dir {request.out_dir!r} must be an absolute path")
-        config: ExperimentConfig | None = None
         try:
             config = parse_experiment(request.config, request.config_source)
-            warnings = self.make_room(config, request.cold_start, emit)
-            model = self.ensure_loaded(config, request.cold_start, emit)
-            result = measure_experiment(
-                model,
-                config,
-                _run_identity(request),
-                baseline_cache=Path(request.baseline_cache) if request.baseline_cache else None,
-                gap_waited_seconds=request.gap_waited_seconds,
-                progress=lambda stage: emit(stage_progress(stage, config)),
-            )
-            result.warnings.extend(warnings)
+        except LemError as exc:
+            return self._failed(str(exc))
+        try:
+            result = self.measure(config, request, emit)
             path = write_result(Path(request.out_dir), result)
         except ColdStartNotMade as exc:
             self.stats.failures += 1
@@ -227,6 +215,23 @@ class Worker:
             load_seconds=result.timing.load_seconds,
             stats=self.snapshot(),
         )
+
+    def measure(
+        self, config: ExperimentConfig, request: RunRequest, emit: Emit
+    ) -> ExperimentResult:
+        """Make room, load or reuse, then warmup and window as for any experiment."""
+        warnings = self.make_room(config, request.cold_start, emit)
+        model = self.ensure_loaded(config, request.cold_start, emit)
+        result = measure_experiment(
+            model,
+            config,
+            RunIdentity(**request.identity.model_dump()),
+            baseline_cache=Path(request.baseline_cache) if request.baseline_cache else None,
+            gap_waited_seconds=request.gap_waited_seconds,
+            progress=lambda stage: emit(stage_progress(stage, config)),
+        )
+        result.warnings.extend(warnings)
+        return result
 
     def make_room(self, config: ExperimentConfig, cold_start: bool, emit: Emit) -> list[str]:
         """Unload what cannot serve `config`; check a cold start. Returns result warnings."""
@@ -289,14 +294,10 @@ class Worker:
         self.stats.failures += 1
         return Failed(cause=cause, stats=self.snapshot())
 
-    def _failed_unexpectedly(
-        self, exc: Exception, config: ExperimentConfig | None, emit: Emit
-    ) -> Failed:
+    def _failed_unexpectedly(self, exc: Exception, config: ExperimentConfig, emit: Emit) -> Failed:
         log.exception("experiment failed")
         if is_out_of_memory(exc):
             self.unload(emit, "out of memory")  # a half-run model may hold what the next needs
-        if config is None:
-            return self._failed(f"{type(exc).__name__}: {exc}")
         return self._failed(describe_failure(exc, config))
 
     def stop(self) -> bool:
@@ -366,10 +367,6 @@ STAGE_MESSAGES: dict[str, Callable[[ExperimentConfig], str]] = {
 def stage_progress(stage: str, config: ExperimentConfig) -> Progress:
     message = STAGE_MESSAGES.get(stage, lambda c: stage)(config)
     return Progress(stage=stage, message=message)
-
-
-def _run_identity(request: RunRequest) -> RunIdentity:
-    return RunIdentity(**request.identity.model_dump())
 
 
 def _request_label(request: RunRequest | StatusRequest) -> str:
