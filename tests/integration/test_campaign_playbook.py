@@ -158,3 +158,30 @@ def test_invalid_campaign_fails_in_the_controller_play_before_any_host_task(
     assert run.recap()["localhost"]["failed"] == 1
     assert not (tmp_path / "results" / CAMPAIGN).exists()
     assert not (host.root / "state").exists()
+
+
+def test_failed_experiments_are_recorded_and_the_campaign_goes_on(
+    tmp_path: Path, host: HostDirs, inventory: Path
+) -> None:
+    campaign = tiny_campaign(CAMPAIGN)
+    broken = campaign["configs"][0]
+    broken["config_name"] = "no-model"
+    broken["model"] = {"path": "/models/not-there"}
+    variables = campaign_vars(tmp_path, host, campaign)
+
+    run = run_campaign(inventory, variables, tmp_path)
+
+    assert run.returncode != 0
+    assert run.recap()["localhost"]["failed"] == 1
+    assert "2 experiment(s) failed on localhost" in run.output
+    entries = manifest_entries(host.manifest(CAMPAIGN))
+    statuses = {exp_id: entry["status"] for exp_id, entry in entries.items()}
+    assert statuses == {
+        f"{CAMPAIGN}__no-model__c01": "failed",
+        f"{CAMPAIGN}__no-model__c02": "failed",
+        f"{CAMPAIGN}__bs2__c01": "completed",
+        f"{CAMPAIGN}__bs2__c02": "completed",
+    }
+    assert all("/models/not-there" in entries[e]["error"] for e in statuses if "no-model" in e)
+    rows = read_json(tmp_path / "results" / CAMPAIGN / "summary.json")["rows"]
+    assert [(row["config_name"], row["n"]) for row in rows] == [("bs2", 2)]

@@ -34,4 +34,4 @@ def test_molecule_default_scenario_passes(tmp_path: Path, docker_engine: DockerC
     output = ANSI_ESCAPE.sub("", completed.stdout)
     assert completed.returncode == 0, output[-6000:]
     for step in ("converge", "idempotence", "verify", "destroy"):
-        assert re.search(rf"default ➜ {step}: Executed: Successful", output), output[-3000:]
+        assert re.search(rf"default \S+ {step}: Executed: Successful", output), output[-3000:]
