@@ -17,6 +17,11 @@ description:
     aggregates them into bootstrap confidence intervals per configuration and hardware,
     writes C(summary.json), C(summary.csv) and C(summary.md) in C(CAMPAIGN_DIR), and prints
     the table with the completed, failed and not-run counts.
+  - An incomplete campaign is marked in the summary's warnings and in the counts line,
+    which list, per host, the experiments of the plan with no outcome in this run, and
+    name the hosts that were unreachable.
+  - Releases the campaign's run lock taken by C(lem_plan) (C(run_lock) in its result) when
+    the playbook ends; a run that is killed leaves it to be taken over by the next run.
   - C(CAMPAIGN_DIR) is the directory of the plan file of the play's last C(lem_plan) task
     (normally C(results/<campaign>/)), or O(results_dir)C(/<campaign>) when no C(lem_plan)
     task ran.
@@ -41,6 +46,7 @@ options:
       - name: LEM_RESULTS_DIR
 """
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,7 @@ from ansible import context
 from ansible.plugins.callback import CallbackBase
 
 try:
+    from llenergymeasure.campaign.runlock import release_run_lock
     from llenergymeasure.files import atomic_write_text
     from llenergymeasure.results.aggregate import aggregate_results, format_value, render_table
     from llenergymeasure.results.aggregate import write_summary as write_summary_files
@@ -82,6 +89,9 @@ class Campaign:
     name: str | None = None
     total: int | None = None
     plan_dir: Path | None = None  # where lem_plan keeps plan.json: the summary goes there too
+    run_lock: Path | None = None  # held by this ansible-playbook process until the end
+    planned: dict[str, str] = field(default_factory=dict)  # exp_id -> host, from the plan
+    unreachable: set[str] = field(default_factory=set)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
 
     def record(self, outcome: Outcome) -> None:
@@ -89,6 +99,23 @@ class Campaign:
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == status)
+
+    def not_run(self) -> dict[str, list[str]]:
+        """Planned experiments with no outcome in this run, by host, in plan order."""
+        left: dict[str, list[str]] = {}
+        for exp_id, host in self.planned.items():
+            if exp_id not in self.outcomes:
+                left.setdefault(host, []).append(exp_id)
+        return left
+
+    def incomplete_notes(self) -> list[str]:
+        """One line per host with experiments left, saying why where it is known."""
+        return [
+            f"{host}{' unreachable' if host in self.unreachable else ''}: "
+            f"{len(exp_ids)} experiment(s) not run in this run ({', '.join(exp_ids)}); "
+            "run the playbook again to finish them"
+            for host, exp_ids in self.not_run().items()
+        ]
 
 
 def module_name(result: Any) -> str:
@@ -169,6 +196,9 @@ class CallbackModule(CallbackBase):
     def v2_runner_item_on_failed(self, result: Any) -> None:
         self._collect(result)
 
+    def v2_runner_on_unreachable(self, result: Any) -> None:
+        self.campaign.unreachable.add(result.host.get_name())
+
     def _collect(self, result: Any) -> None:
         name = module_name(result)
         data = result.result
@@ -194,6 +224,10 @@ class CallbackModule(CallbackBase):
         self.campaign.total = data.get("total")
         if data.get("plan_file"):
             self.campaign.plan_dir = Path(data["plan_file"]).parent
+        if data.get("run_lock"):
+            self.campaign.run_lock = Path(data["run_lock"])
+        experiments = (data.get("plan") or {}).get("experiments") or []
+        self.campaign.planned = {e["exp_id"]: e["host"] for e in experiments}
 
     def _on_manifest(self, data: dict[str, Any], host: str) -> None:
         if data.get("failed"):
@@ -222,6 +256,21 @@ class CallbackModule(CallbackBase):
     # -- at the end -------------------------------------------------------------------
 
     def v2_playbook_on_stats(self, stats: Any) -> None:
+        try:
+            self._report()
+        finally:
+            self._release_run_lock()
+
+    def _release_run_lock(self) -> None:
+        """Best effort: a lock left behind is taken over by the next run, with a note."""
+        if self.campaign.run_lock is None or LEM_IMPORT_ERROR:
+            return
+        try:
+            release_run_lock(self.campaign.run_lock, os.getpid())
+        except Exception as exc:
+            self._display.warning(f"lem_campaign: run lock not released: {exc}")
+
+    def _report(self) -> None:
         if self.hidden_results:
             self._display.warning(
                 f"lem_campaign: {self.hidden_results} lem result(s) hidden by no_log were "
@@ -247,6 +296,7 @@ class CallbackModule(CallbackBase):
         dry_run = bool(context.CLIARGS.get("check"))
         sources = None if dry_run else self._write_results(campaign_dir, completed, results)
         summary = aggregate_results(results, sources=sources)
+        summary.warnings.extend(self.campaign.incomplete_notes())
         self._display.display(render_table(summary).rstrip("\n"))
         self._display.display(self._counts_line())
         if dry_run:
@@ -290,4 +340,6 @@ class CallbackModule(CallbackBase):
         line = f"lem: campaign {name}: {completed} completed, {failed} failed"
         if self.campaign.total is not None:
             line += f", {max(self.campaign.total - completed - failed, 0)} not run"
+        if self.campaign.unreachable:
+            line += f" (unreachable: {', '.join(sorted(self.campaign.unreachable))})"
         return line

@@ -16,6 +16,16 @@ description:
     again; its stored result is returned with C(changed=false).
   - An experiment found C(running) was interrupted; its partial output is moved aside
     and it runs again. A C(failed) one runs again when O(retry_failed) is true.
+  - Before an interrupted experiment runs again, the module waits until no process of the
+    service still runs it (a C(lem experiment) left by a controller that was killed; at
+    most O(timeout) seconds and the grace period), then reads the manifest again. Each
+    manifest update is made only while the entry is still the one this attempt read, so
+    an older attempt never overwrites a newer one's entry.
+  - The service's main process is C(lem worker), which keeps the model loaded between
+    experiments sharing a load key; the exec is a thin client. With O(cold_start) the
+    worker loads the model from scratch; when only a restart of the service can give that
+    cold start (exit 75), the module restarts the service, waits until it is healthy and
+    runs the experiment again, once (see docs/worker.md).
   - Requires the C(llenergymeasure) package and C(python-on-whales) on the host's Python
     interpreter, and the Docker CLI with the Compose v2 plugin.
 version_added: "0.1.0"
@@ -94,10 +104,48 @@ options:
     default: true
   gap_seconds:
     description:
-      - Seconds to wait before the experiment, so the GPU cools down between runs.
+      - Seconds to wait before the experiment, so the GPU cools down between runs; with
+        O(gap_mode=thermal), the most to wait.
       - Only waited when the experiment will actually run, and never in check mode.
+      - The time actually waited is passed to C(lem experiment --gap-waited) and recorded
+        in the result (C(timing.gap_waited_seconds)).
     type: float
     default: 0
+  gap_mode:
+    description:
+      - C(fixed) sleeps O(gap_seconds).
+      - C(thermal) runs C(lem wait-cool) in the service, which returns once every GPU is
+        back within the tolerances of its idle temperature and power (from
+        C(baseline.json) in the state directory), at most O(gap_seconds) later. Where it
+        cannot tell (no NVML, no baseline) the gap is waited as C(fixed).
+    type: str
+    choices: [fixed, thermal]
+    default: fixed
+  thermal_temp_tolerance_c:
+    description: With O(gap_mode=thermal), degrees Celsius above idle that count as cool.
+    type: float
+    default: 2.0
+  thermal_power_tolerance_pct:
+    description: With O(gap_mode=thermal), percent above idle power that counts as cool.
+    type: float
+    default: 10.0
+  cold_start:
+    description:
+      - Load the model from scratch for this experiment (C(lem experiment --cold-start))
+        instead of reusing the one the service's worker holds.
+    type: bool
+    default: false
+  restart_allowed:
+    description:
+      - Whether the service may be restarted when the worker answers that only a restart
+        gives the cold start asked for (exit 75). When false the experiment is recorded
+        failed instead (the caller's restart budget is spent).
+    type: bool
+    default: true
+  wait_timeout:
+    description: Seconds to wait for the service to be healthy again after a restart.
+    type: int
+    default: 600
   timeout:
     description:
       - Seconds the experiment may take; it is stopped inside the container after that
@@ -113,6 +161,9 @@ options:
 notes:
   - The experiment's command line is an argument list, never a shell string, so values
     of the configuration are carried as data.
+  - The services of O(compose_files) are read with C(docker compose config) once and kept
+    in C(STATE_DIR/.compose-services.json), keyed by the files' paths, sizes and
+    modification times, so that each experiment does not pay for it again.
 seealso:
   - module: lem_manifest
   - module: lem_plan
@@ -207,10 +258,38 @@ stderr_tail:
   description: Last lines of the experiment's stderr.
   returned: when the experiment ran and failed
   type: str
+service_restarted:
+  description:
+    - Whether the service was restarted to give the experiment its cold start (exit 75).
+      Callers count it against their restart budget.
+  returned: when the experiment ran
+  type: bool
+gap:
+  description: The gap waited before the experiment.
+  returned: when the experiment ran
+  type: dict
+  contains:
+    mode:
+      description: C(fixed) or C(thermal), as asked.
+      type: str
+    outcome:
+      description:
+        - C(none) (no gap), C(fixed), or what C(lem wait-cool) answered (C(cool), C(cap));
+          C(no-gpu), C(no-baseline) or C(wait-cool-failed) when a thermal gap was waited
+          as fixed instead.
+      type: str
+    waited_seconds:
+      description: Seconds actually waited.
+      type: float
+  sample: {"mode": "thermal", "outcome": "cool", "waited_seconds": 41.0}
 """
 
+import contextlib
+import json
+import os
 import time
 import traceback
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -220,12 +299,13 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 try:
     from pydantic import TypeAdapter, ValidationError
 
+    from llenergymeasure.campaign.attempts import attempt_pids, wait_for_attempts_to_end
     from llenergymeasure.campaign.manifest import (
         ManifestEntry,
         decide,
         load_manifest,
         move_aside,
-        update_entry,
+        replace_entry,
     )
     from llenergymeasure.campaign.plan import config_hash, exp_id
     from llenergymeasure.config.loader import parse_experiment
@@ -251,6 +331,14 @@ else:
 STDERR_TAIL_LINES = 20
 TIMEOUT_EXIT_CODE = 124  # coreutils `timeout` exit status when the limit was hit
 TIMEOUT_KILL_AFTER_SECONDS = 30  # after TERM, time to exit cleanly before KILL
+SIGKILL_EXIT_CODE = 137  # a container's main process killed with SIGKILL (docker kill)
+# How long an earlier attempt left running by a killed controller is waited for, when
+# the experiments have no timeout of their own.
+EARLIER_ATTEMPT_WAIT_SECONDS = 3600
+NEEDS_RESTART_EXIT_CODE = 75  # `lem experiment`: only a service restart makes this cold start
+SERVICES_CACHE = ".compose-services.json"  # in state_dir; see the notes of DOCUMENTATION
+# `lem wait-cool` reasons meaning "cannot tell": the gap is then waited as a fixed one.
+THERMAL_UNKNOWN = ("no-gpu", "no-baseline")
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "exp_id": {"type": "str", "required": True},
@@ -268,6 +356,12 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},
     "retry_failed": {"type": "bool", "default": True},
     "gap_seconds": {"type": "float", "default": 0.0},
+    "gap_mode": {"type": "str", "default": "fixed", "choices": ["fixed", "thermal"]},
+    "thermal_temp_tolerance_c": {"type": "float", "default": 2.0},
+    "thermal_power_tolerance_pct": {"type": "float", "default": 10.0},
+    "cold_start": {"type": "bool", "default": False},
+    "restart_allowed": {"type": "bool", "default": True},
+    "wait_timeout": {"type": "int", "default": 600},
     "timeout": {"type": "int"},
     "environment": {"type": "dict", "default": {}, "no_log": True},
 }
@@ -283,6 +377,19 @@ class ExperimentFailed(Exception):
         self.stderr_tail = "\n".join(stderr.splitlines()[-STDERR_TAIL_LINES:])
 
 
+class NeedsRestart(ExperimentFailed):
+    """`lem experiment` exited 75: the cold start asked for needs a restart of the service."""
+
+
+@dataclass(frozen=True)
+class Gap:
+    """The gap waited before an experiment, as the task returns it."""
+
+    mode: str
+    outcome: str
+    waited_seconds: float
+
+
 class ExperimentRun:
     """One experiment: the module's parameters and the paths derived from them."""
 
@@ -292,7 +399,9 @@ class ExperimentRun:
         self.state_dir = Path(params["state_dir"])
         self.manifest_path = self.state_dir / "manifest.json"
         self.result_path = f"results/{self.exp_id}/result.json"  # relative to state_dir
+        self.services_cache = self.state_dir / SERVICES_CACHE
         self.config = self._checked_config()
+        self.service_restarted = False
 
     def _checked_config(self) -> ExperimentConfig:
         """The validated config; names, limits and the plan's fields are checked first.
@@ -308,7 +417,15 @@ class ExperimentRun:
                 f"campaign_name: {p['campaign_name']!r} is not a safe name "
                 "(letters, digits, '.', '_', '-'; no '..')"
             ) from None
-        for key, minimum in (("cycle", 1), ("gap_seconds", 0), ("timeout", 1)):
+        minimums = (
+            ("cycle", 1),
+            ("gap_seconds", 0),
+            ("timeout", 1),
+            ("wait_timeout", 1),
+            ("thermal_temp_tolerance_c", 0),
+            ("thermal_power_tolerance_pct", 0),
+        )
+        for key, minimum in minimums:
             if p[key] is not None and p[key] < minimum:
                 raise LemError(f"{key}: {p[key]} is less than the minimum {minimum}")
         config = parse_experiment(p["config"], self.exp_id, ("config",))
@@ -323,8 +440,10 @@ class ExperimentRun:
                 raise LemError(f"{key}: {p[key]!r} does not match the config (expected {value!r})")
         return config
 
-    def update(self, entry: ManifestEntry) -> None:
-        update_entry(self.manifest_path, self.params["campaign_name"], self.params["host"], entry)
+    def replace(self, expected: ManifestEntry | None, entry: ManifestEntry) -> None:
+        """Record `entry` while the manifest still holds `expected` (ManifestConflict if not)."""
+        p = self.params
+        replace_entry(self.manifest_path, p["campaign_name"], p["host"], expected, entry)
 
     def read_result(self) -> ExperimentResult:
         """This experiment's validated result; ExperimentFailed when missing or foreign."""
@@ -361,14 +480,47 @@ def compose_client(params: dict[str, Any]) -> DockerClient:
     )
 
 
-def check_service(docker: DockerClient, params: dict[str, Any]) -> None:
-    """Fail before anything is written when the service is not in the compose project."""
+def compose_files_key(params: dict[str, Any]) -> list[list[Any]]:
+    """What the services of the project depend on: each file's path, size and mtime."""
+    key: list[list[Any]] = [["project", params["project_name"]]]
+    for name in params["compose_files"]:
+        try:
+            info = os.stat(name)
+        except OSError:
+            return []  # a missing file: let `docker compose config` name the problem
+        key.append([name, info.st_size, info.st_mtime_ns])
+    return key
+
+
+def compose_services(docker: DockerClient, params: dict[str, Any], cache: Path | None) -> list[str]:
+    """The services of the compose project, from `cache` when its files are unchanged.
+
+    `docker compose config` costs a tenth of a second or more per call; an experiment
+    loop over an unchanged project asks it once. The cache is written only when given.
+    """
+    key = compose_files_key(params)
+    if cache is not None and key:
+        try:
+            cached = json.loads(cache.read_text(encoding="utf-8"))
+            if cached.get("key") == key:
+                return list(cached["services"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # no cache or a broken one: read the project and write it again
     try:
-        services = docker.compose.config(return_json=True).get("services") or {}
+        services = sorted(docker.compose.config(return_json=True).get("services") or {})
     except DockerException as exc:
         raise LemError(
             f"compose_files: cannot read {params['compose_files']}: {last_line(exc.stderr)}"
         ) from None
+    if cache is not None and key and params["service"] in services:
+        with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
+            atomic_write_text(cache, json.dumps({"key": key, "services": services}) + "\n")
+    return services
+
+
+def check_service(docker: DockerClient, params: dict[str, Any], cache: Path | None) -> None:
+    """Fail before anything is written when the service is not in the compose project."""
+    services = compose_services(docker, params, cache)
     if params["service"] not in services:
         raise LemError(
             f"service: {params['service']!r} is not a service of {params['compose_files']} "
@@ -376,7 +528,7 @@ def check_service(docker: DockerClient, params: dict[str, Any]) -> None:
         )
 
 
-def experiment_argv(params: dict[str, Any]) -> list[str]:
+def experiment_argv(params: dict[str, Any], gap_waited: float) -> list[str]:
     """The in-container command line of docs/architecture.md, as an argument list."""
     root = params["container_state_dir"].rstrip("/")
     name = params["exp_id"]
@@ -396,15 +548,20 @@ def experiment_argv(params: dict[str, Any]) -> list[str]:
         params["campaign_name"],
         "--host",
         params["host"],
+        "--gap-waited",
+        f"{gap_waited:.3f}",
     ]
+    if params["cold_start"]:
+        argv.append("--cold-start")
     if params["timeout"]:
         limit = ["timeout", f"--kill-after={TIMEOUT_KILL_AFTER_SECONDS}", str(params["timeout"])]
         return limit + argv
     return argv
 
 
-def execute(docker: DockerClient, params: dict[str, Any]) -> None:
-    """`docker compose exec --no-TTY SERVICE lem experiment ...`; ExperimentFailed on error.
+def execute(docker: DockerClient, params: dict[str, Any], gap_waited: float) -> None:
+    """`docker compose exec --no-TTY SERVICE lem experiment ...`; ExperimentFailed on error,
+    NeedsRestart when only a restart of the service can make the cold start asked for.
 
     Built from python-on-whales' compose command rather than `compose.execute(envs=...)`,
     which puts each variable's value on the docker CLI's command line (visible in `ps`):
@@ -414,7 +571,7 @@ def execute(docker: DockerClient, params: dict[str, Any]) -> None:
     command = [*docker.compose.docker_compose_cmd, "exec", "--no-TTY"]
     for name in sorted(environment):
         command += ["--env", name]
-    command += [params["service"], *experiment_argv(params)]
+    command += [params["service"], *experiment_argv(params, gap_waited)]
     try:
         run_docker_cli(command, env=environment)
     except DockerException as exc:
@@ -423,7 +580,116 @@ def execute(docker: DockerClient, params: dict[str, Any]) -> None:
             cause = f"timed out after {params['timeout']} s"
         else:
             cause = last_line(stderr) or f"lem experiment exited with status {exc.return_code}"
-        raise ExperimentFailed(cause, exc.return_code, stderr) from None
+        stopped = service_stopped(docker, params["service"])
+        if stopped:
+            cause = (
+                f"service {params['service']!r} stopped during the experiment ({stopped}): {cause}"
+            )
+        failure = NeedsRestart if exc.return_code == NEEDS_RESTART_EXIT_CODE else ExperimentFailed
+        raise failure(cause, exc.return_code, stderr) from None
+
+
+def service_stopped(docker: DockerClient, service: str) -> str | None:
+    """Why the service's container is not running, after a failed exec; None while it runs.
+
+    Asked only after a failure, so that "killed" or "daemon restarted" is said plainly
+    instead of the docker CLI's last line alone.
+    """
+    try:
+        states = [
+            (c.state.status, c.state.exit_code)
+            for c in docker.compose.ps(services=[service], all=True)
+        ]
+    except DockerException as exc:
+        return f"the Docker daemon did not answer: {last_line(exc.stderr) or exc.return_code}"
+    if any(status == "running" for status, _ in states):
+        return None
+    if not states:
+        return "its container is gone"
+    status, code = states[0]
+    killed = " (killed)" if code == SIGKILL_EXIT_CODE else ""
+    return f"its container is {status} with exit code {code}{killed}"
+
+
+def restart_service(docker: DockerClient, params: dict[str, Any]) -> None:
+    """Restart the service and wait until it is healthy (its fresh worker listens)."""
+    service = params["service"]
+    try:
+        docker.compose.restart(services=[service])
+        docker.compose.up(
+            services=[service],
+            detach=True,
+            wait=True,
+            wait_timeout=params["wait_timeout"],
+            recreate=False,
+            no_build=True,
+            pull="never",
+            quiet=True,
+        )
+    except DockerException as exc:
+        cause = f"restarting service {service!r} for a cold start failed: {last_line(exc.stderr)}"
+        raise ExperimentFailed(cause, exc.return_code, exc.stderr or "") from None
+
+
+def execute_with_restart(docker: DockerClient, task: ExperimentRun, gap_waited: float) -> None:
+    """Execute; when the worker answers that only a restart gives the cold start asked
+    for (exit 75), restart the service once, if allowed, and execute again."""
+    try:
+        execute(docker, task.params, gap_waited)
+        return
+    except NeedsRestart as exc:
+        if not task.params["restart_allowed"]:
+            raise ExperimentFailed(
+                f"{exc.cause} (no service restart left: health_check.max_restarts is spent)",
+                exc.rc,
+            ) from None
+    restart_service(docker, task.params)
+    task.service_restarted = True
+    try:
+        execute(docker, task.params, gap_waited)
+    except NeedsRestart as exc:
+        raise ExperimentFailed(
+            f"{exc.cause} (even after a restart of the service)", exc.rc
+        ) from None
+
+
+def wait_cool(docker: DockerClient, params: dict[str, Any]) -> dict[str, Any]:
+    """Run `lem wait-cool` in the service: its JSON answer (waited_seconds, reason, ...)."""
+    root = params["container_state_dir"].rstrip("/")
+    argv = [
+        "lem",
+        "wait-cool",
+        "--max-seconds",
+        str(params["gap_seconds"]),
+        "--baseline",
+        f"{root}/baseline.json",
+        "--temp-tolerance",
+        str(params["thermal_temp_tolerance_c"]),
+        "--power-tolerance-pct",
+        str(params["thermal_power_tolerance_pct"]),
+    ]
+    stdout = docker.compose.execute(params["service"], argv, tty=False) or ""
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def wait_gap(module: AnsibleModule, docker: DockerClient, params: dict[str, Any]) -> Gap:
+    """Wait the gap before the experiment: fixed, or until the GPUs are cool (capped)."""
+    seconds, mode = params["gap_seconds"], params["gap_mode"]
+    if seconds <= 0:
+        return Gap(mode, "none", 0.0)
+    outcome = "fixed"
+    if mode == "thermal":
+        try:
+            answer = wait_cool(docker, params)
+            outcome = str(answer["reason"])
+            if outcome not in THERMAL_UNKNOWN:
+                return Gap(mode, outcome, float(answer["waited_seconds"]))
+        except (DockerException, ValueError, KeyError, TypeError, IndexError) as exc:
+            module.warn(f"lem wait-cool failed ({exc}): waiting a fixed gap of {seconds} s")
+            outcome = "wait-cool-failed"
+    started = time.monotonic()
+    time.sleep(seconds)
+    return Gap(mode, outcome, round(time.monotonic() - started, 3))
 
 
 def entry_dict(entry: ManifestEntry | None) -> dict[str, Any]:
@@ -502,7 +768,7 @@ def run(module: AnsibleModule) -> None:
     base = {key: task.params[key] for key in ("exp_id", "config_name", "cycle", "host")}
     exit_if_settled(module, task, previous, base)
     docker = compose_client(task.params)
-    check_service(docker, task.params)
+    check_service(docker, task.params, None if module.check_mode else task.services_cache)
     started = started_entry(task, previous)
     if module.check_mode:
         module.exit_json(
@@ -512,17 +778,62 @@ def run(module: AnsibleModule) -> None:
             **diff_of(module, previous, started),
             **base,
         )
+    previous = settle_earlier_attempt(module, task, docker, previous, base)
+    started = started_entry(task, previous)
+    gap = wait_gap(module, docker, task.params)
     start(task, previous, started)
-    finish(module, task, docker, previous, started, base)
+    finish(module, task, docker, previous, started, base | {"gap": asdict(gap)})
+
+
+def earlier_attempt_pids(docker: DockerClient, params: dict[str, Any]) -> list[int]:
+    """Pids of processes in the service still running this experiment (`docker compose top`)."""
+    try:
+        top = run_docker_cli([*docker.compose.docker_compose_cmd, "top", params["service"]])
+    except DockerException:
+        return []  # the service is not running: nothing of an earlier attempt runs there
+    return attempt_pids(str(top or ""), params["exp_id"])
+
+
+def settle_earlier_attempt(
+    module: AnsibleModule,
+    task: ExperimentRun,
+    docker: DockerClient,
+    previous: ManifestEntry | None,
+    base: dict[str, Any],
+) -> ManifestEntry | None:
+    """After an interrupted attempt, wait for it to end in the service, then decide again.
+
+    The `lem experiment` exec'd by a controller that was killed keeps running in the
+    container and writes its result when it ends: measuring beside it would share the
+    machine, and it could write into this attempt's results directory. Its module, when
+    it survived too, may record it completed meanwhile: then there is nothing to run.
+    """
+    if previous is None or previous.status != "running":
+        return previous
+    limit = (task.params["timeout"] or EARLIER_ATTEMPT_WAIT_SECONDS) + TIMEOUT_KILL_AFTER_SECONDS
+    still_running = wait_for_attempts_to_end(
+        lambda: earlier_attempt_pids(docker, task.params), limit
+    )
+    if still_running:
+        raise LemError(
+            f"{task.exp_id}: an earlier attempt still runs in service {task.params['service']!r} "
+            f"(host pids {', '.join(map(str, still_running))}) after {limit} s: stop it, "
+            "then run the campaign again"
+        )
+    previous = load_manifest(task.manifest_path).entries.get(task.exp_id)
+    exit_if_settled(module, task, previous, base)
+    return previous
 
 
 def start(task: ExperimentRun, previous: ManifestEntry | None, started: ManifestEntry) -> None:
-    """Wait the gap, set earlier output aside, mark running, write the config file."""
-    if task.params["gap_seconds"] > 0:
-        time.sleep(task.params["gap_seconds"])
+    """Mark running, set earlier output aside, write the config file (after the gap).
+
+    Marked first, and only while the entry is still `previous`: a newer attempt never
+    has its output moved or its entry replaced by an older one.
+    """
+    task.replace(previous, started)
     if previous is not None:
         move_aside(task.state_dir / "results", task.exp_id)
-    task.update(started)
     config_file = task.state_dir / "configs" / f"{task.exp_id}.json"
     try:
         config_file.parent.mkdir(parents=True, exist_ok=True)
@@ -541,13 +852,13 @@ def finish(
 ) -> None:
     """Execute, then record the experiment completed or failed; exits the module."""
     try:
-        execute(docker, task.params)
+        execute_with_restart(docker, task, base["gap"]["waited_seconds"])
         result = task.read_result()
     except ExperimentFailed as exc:
         failed = started.model_copy(
             update={"status": "failed", "error": exc.cause, "completed_at": utc_now()}
         )
-        task.update(failed)
+        task.replace(started, failed)
         module.fail_json(
             msg=f"{task.exp_id}: {exc.cause}",
             changed=True,
@@ -556,15 +867,17 @@ def finish(
             error=exc.cause,
             rc=exc.rc,
             stderr_tail=exc.stderr_tail,
+            service_restarted=task.service_restarted,
             **diff_of(module, previous, failed),
             **base,
         )
     completed = started.model_copy(
         update={"status": "completed", "result_path": task.result_path, "completed_at": utc_now()}
     )
-    task.update(completed)
+    task.replace(started, completed)
     module.exit_json(
         changed=True,
+        service_restarted=task.service_restarted,
         **diff_of(module, previous, completed),
         **base,
         **completed_fields(completed, result),

@@ -11,9 +11,15 @@ description:
   - Validates the campaign file exactly as C(lem validate) does; an invalid campaign fails
     with the same message, naming the file, the key path and the bad value.
   - Expands the campaign into its plan (one experiment per configuration and cycle, in run
-    order, assigned to O(hosts)) and writes it to O(plan_file), or reuses the plan already
-    there when neither the campaign nor the hosts changed. A changed campaign is reported
-    config by config and the previous plan is kept beside the new one.
+    order, assigned to O(hosts)) and writes it to the plan file (O(plan_file), or
+    C(results_dir/<campaign>/plan.json)), or reuses the plan already there when neither the
+    campaign nor the hosts changed. A changed campaign is reported config by config and the
+    previous plan is kept beside the new one.
+  - Takes the campaign's run lock, C(run.lock) beside the plan file, for the
+    C(ansible-playbook) process it runs under, so that a second run of the same campaign
+    fails here, naming the campaign, the lock file and the pid of the run holding it. The
+    lock of a run that is no longer running (killed) is taken over and reported. The
+    C(lem_campaign) callback releases it when the playbook ends.
   - Runs on the controller (delegated to localhost, or in a play on localhost) and needs the
     C(llenergymeasure) package on that Python interpreter.
 version_added: "0.1.0"
@@ -23,7 +29,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: Validates and builds the plan; writes and renames nothing.
+    details: Validates and builds the plan; writes and renames nothing, takes no run lock.
   diff_mode:
     support: none
   platform:
@@ -41,10 +47,17 @@ options:
     type: list
     elements: str
     required: true
-  plan_file:
-    description: Where the plan is kept, usually C(results/<campaign>/plan.json).
+  results_dir:
+    description:
+      - Directory holding one subdirectory per campaign; the plan is kept in
+        C(results_dir/<campaign>/plan.json), the campaign's name being read from the file.
+      - Exactly one of O(results_dir) and O(plan_file) is given.
     type: path
-    required: true
+  plan_file:
+    description:
+      - Where the plan is kept, when not in O(results_dir).
+      - Exactly one of O(results_dir) and O(plan_file) is given.
+    type: path
   replan:
     description:
       - Build the plan afresh even when nothing changed (the previous plan is kept beside
@@ -59,11 +72,11 @@ requirements:
 """
 
 EXAMPLES = r"""
-- name: Validate the campaign and plan it over the play's hosts
+- name: Validate the campaign, take its run lock and plan it over the play's hosts
   lem_plan:
     campaign_file: "{{ lem_campaign_file }}"
     hosts: "{{ groups['lem_gpu_hosts'] }}"
-    plan_file: "{{ lem_results_dir }}/{{ lem_campaign_name }}/plan.json"
+    results_dir: "{{ lem_results_dir }}"
   register: lem_plan
   delegate_to: localhost
   run_once: true
@@ -105,6 +118,19 @@ plan_file:
   description: Path of the plan file.
   returned: success
   type: str
+run_lock:
+  description: Path of the campaign's run lock, now held by this run; null in check mode.
+  returned: success
+  type: str
+  sample: results/demo/run.lock
+run_lock_status:
+  description:
+    - C(acquired); C(taken-over) from a run that is no longer running (said in the report);
+      C(already-held) by this same run; null in check mode, or on a controller without
+      C(/proc), where the run is not locked.
+  returned: success
+  type: str
+  sample: acquired
 changed:
   description: True when the plan file was (or, in check mode, would be) written.
   returned: always
@@ -112,46 +138,88 @@ changed:
 """
 
 import traceback
+from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
     from llenergymeasure.campaign.plan import plan_or_reuse
-    from llenergymeasure.config.loader import load_campaign
+    from llenergymeasure.campaign.runlock import RUN_LOCK_NAME, acquire_run_lock, controller_pid
+    from llenergymeasure.config.loader import LoadedCampaign, load_campaign
     from llenergymeasure.errors import LemError
 except ImportError:
     LEM_IMPORT_ERROR: str | None = traceback.format_exc()
 else:
     LEM_IMPORT_ERROR = None
 
+PLAN_FILE_NAME = "plan.json"
+
 ARGUMENT_SPEC: dict[str, Any] = {
     "campaign_file": {"type": "path", "required": True},
     "hosts": {"type": "list", "elements": "str", "required": True},
-    "plan_file": {"type": "path", "required": True},
+    "results_dir": {"type": "path"},
+    "plan_file": {"type": "path"},
     "replan": {"type": "bool", "default": False},
 }
+PLAN_LOCATION = ("results_dir", "plan_file")
+
+
+def plan_path(params: dict[str, Any], loaded: LoadedCampaign) -> Path:
+    if params["plan_file"]:
+        return Path(params["plan_file"])
+    return Path(params["results_dir"]) / loaded.campaign.campaign_name / PLAN_FILE_NAME
+
+
+def take_run_lock(lock_path: Path, campaign: str) -> tuple[dict[str, Any], list[str]]:
+    """Hold the campaign's run lock for the ansible-playbook running this module.
+
+    Returns the module's run_lock fields and the lines to add to the plan report.
+    """
+    pid = controller_pid()
+    if pid is None:
+        line = (
+            f"{lock_path}: run lock not taken: no ansible-playbook process found above "
+            "this module (a controller without /proc?)"
+        )
+        return {"run_lock": None, "run_lock_status": None}, [line]
+    outcome = acquire_run_lock(lock_path, campaign, pid)
+    line = outcome.report_line()
+    return {"run_lock": str(lock_path), "run_lock_status": outcome.status}, [line] if line else []
 
 
 def plan_campaign(params: dict[str, Any], dry_run: bool) -> dict[str, Any]:
-    """Validate, then build or reuse the plan: the module's return values."""
+    """Validate, lock, then build or reuse the plan: the module's return values."""
     loaded = load_campaign(params["campaign_file"])
+    path = plan_path(params, loaded)
+    lock: dict[str, Any] = {"run_lock": None, "run_lock_status": None}
+    lock_report: list[str] = []
+    if not dry_run:  # a check-mode run writes nothing, so it may run beside a real one
+        lock, lock_report = take_run_lock(
+            path.parent / RUN_LOCK_NAME, loaded.campaign.campaign_name
+        )
     plan, report = plan_or_reuse(
-        loaded, params["hosts"], params["plan_file"], replan=params["replan"], dry_run=dry_run
+        loaded, params["hosts"], path, replan=params["replan"], dry_run=dry_run
     )
     return {
         "changed": report.status != "reused",
         "plan": plan.model_dump(mode="json"),
-        "report": report.lines(),
+        "report": report.lines() + lock_report,
         "status": report.status,
         "campaign_name": plan.campaign_name,
         "total": len(plan.experiments),
-        "plan_file": params["plan_file"],
+        "plan_file": str(path),
+        **lock,
     }
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec=ARGUMENT_SPEC,
+        mutually_exclusive=[PLAN_LOCATION],
+        required_one_of=[PLAN_LOCATION],
+        supports_check_mode=True,
+    )
     if LEM_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("llenergymeasure"), exception=LEM_IMPORT_ERROR)
     try:

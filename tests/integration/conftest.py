@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from fixtures.faults import PreparedHost, prepare_host
 from python_on_whales import DockerClient
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,3 +47,9 @@ def cpu_image(docker_engine: DockerClient) -> str:
     if build.returncode != 0:
         pytest.fail(f"scripts/build-images.sh failed:\n{build.stderr[-4000:]}")
     return build.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def prepared_host(tmp_path_factory: pytest.TempPathFactory) -> PreparedHost:
+    """A host venv and the tiny model, made once for the fault tests' campaign runs."""
+    return prepare_host(tmp_path_factory.mktemp("lem-prepared-host"))

@@ -9,12 +9,7 @@ installed from the controller's wheelhouse, services per host.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -26,94 +21,21 @@ from fixtures.campaign import (
     run_campaign,
     tiny_campaign,
     unique_name,
-    wait_for,
     write_yaml,
 )
+from fixtures.sshd import SshServers, ssh_inventory, ssh_servers
 from python_on_whales import DockerClient
 
 pytestmark = pytest.mark.docker
 
-SSHD = Path("/usr/sbin/sshd")
 ADDRESSES = {"host-a": "127.0.0.2", "host-b": "127.0.0.3"}
 CAMPAIGN = "sshtest"
 
 
-@dataclass(frozen=True)
-class SshServer:
-    port: int
-    client_key: Path
-
-
-def free_port(address: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((address, 0))
-        return probe.getsockname()[1]
-
-
-def accepts_connections(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def sshd_config(directory: Path, port: int) -> Path:
-    lines = [
-        f"Port {port}",
-        *(f"ListenAddress {address}" for address in ADDRESSES.values()),
-        f"HostKey {directory / 'host_key'}",
-        f"AuthorizedKeysFile {directory / 'authorized_keys'}",
-        f"PidFile {directory / 'sshd.pid'}",
-        "PermitRootLogin prohibit-password",
-        "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no",
-        "UsePAM no",
-        # The tmp dir's permissions are pytest's, not sshd's to judge.
-        "StrictModes no",
-        "MaxSessions 50",
-        "MaxStartups 50",
-    ]
-    return write_text(directory / "sshd_config", "\n".join(lines) + "\n")
-
-
-def write_text(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
-def keygen(path: Path) -> None:
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(path)], check=True)
-
-
 @pytest.fixture(scope="module")
-def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
-    if os.geteuid() != 0:
-        pytest.fail("the two-host SSH test runs sshd and logs in as root: run it as root")
-    directory = tmp_path_factory.mktemp("sshd")
-    keygen(directory / "host_key")
-    keygen(directory / "client_key")
-    shutil.copy(directory / "client_key.pub", directory / "authorized_keys")
-    port = free_port(ADDRESSES["host-a"])
-    # sshd refuses to start without its privilege separation directory.
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    log = (directory / "sshd.log").open("w")
-    server = subprocess.Popen(
-        [str(SSHD), "-D", "-e", "-f", str(sshd_config(directory, port))],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(
-            lambda: all(accepts_connections(a, port) for a in ADDRESSES.values()),
-            timeout=30,
-            what=f"sshd on port {port} (log: {directory / 'sshd.log'})",
-        )
-        yield SshServer(port=port, client_key=directory / "client_key")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+def ssh_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServers]:
+    with ssh_servers(tmp_path_factory.mktemp("sshd"), tuple(ADDRESSES.values())) as servers:
+        yield servers
 
 
 @pytest.fixture
@@ -132,35 +54,10 @@ def hosts(tmp_path: Path, docker_engine: DockerClient) -> Iterator[dict[str, Hos
         compose_down(host.project)
 
 
-def ssh_inventory(path: Path, server: SshServer, hosts: dict[str, HostDirs]) -> Path:
-    return write_yaml(
-        path,
-        {
-            "all": {
-                "hosts": {
-                    name: {"ansible_host": ADDRESSES[name], **host.variables()}
-                    for name, host in hosts.items()
-                },
-                "vars": {
-                    "ansible_connection": "ssh",
-                    "ansible_user": "root",
-                    "ansible_port": server.port,
-                    "ansible_ssh_private_key_file": str(server.client_key),
-                    "ansible_ssh_common_args": (
-                        "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
-                    ),
-                    "ansible_python_interpreter": "/usr/bin/python3",
-                    "lem_services_tiny_model": True,
-                },
-            }
-        },
-    )
-
-
 def test_campaign_splits_between_two_ssh_hosts_and_merges_the_summary(
-    tmp_path: Path, ssh_server: SshServer, hosts: dict[str, HostDirs]
+    tmp_path: Path, ssh_server: SshServers, hosts: dict[str, HostDirs]
 ) -> None:
-    inventory = ssh_inventory(tmp_path / "inventory.yml", ssh_server, hosts)
+    inventory = ssh_inventory(tmp_path / "inventory.yml", ssh_server, hosts, ADDRESSES)
     campaign_file = write_yaml(tmp_path / "campaign.yml", tiny_campaign(CAMPAIGN))
     results = tmp_path / "results" / CAMPAIGN
 

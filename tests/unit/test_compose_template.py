@@ -20,13 +20,15 @@ def services(**overrides: Any) -> dict[str, Any]:
     return yaml.safe_load(render_compose({**variables, **overrides}))["services"]
 
 
-def test_cpu_host_gets_one_idle_healthchecked_service_without_gpus() -> None:
+def test_cpu_host_gets_one_healthchecked_worker_service_without_gpus() -> None:
     (name, service), *others = services().items()
 
     assert (name, others) == ("pytorch", [])
     assert service["image"] == "lem-pytorch-cpu:0.1.0"
     assert service["init"] is True
-    assert service["healthcheck"]["test"] == ["CMD", "lem", "health", "--json"]
+    assert service["command"] == ["lem", "worker"]
+    assert service["healthcheck"]["test"] == ["CMD", "test", "-S", "/run/lem/worker.sock"]
+    assert "LEM_WORKER_SOCKET=/run/lem/worker.sock" in service["environment"]
     assert "deploy" not in service and "shm_size" not in service
     assert service["volumes"] == [
         {"type": "bind", "source": str(STATE), "target": "/lem/state"},

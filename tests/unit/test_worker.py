@@ -565,3 +565,17 @@ def test_out_of_memory_unloads_and_the_worker_keeps_serving(
     assert reply.cause.startswith(f"out of memory running {tiny_model_dir} (pytorch, float32)")
     assert worker.loaded is None and one_fake_gpu.memory_used == 600 * MIB
     assert (reply.stats.loads, reply.stats.failures) == (1, 1)
+
+
+def test_the_worker_reports_the_gpu_memory_it_holds(
+    one_fake_gpu: FakeGpu, tiny_model_dir: Path
+) -> None:
+    worker = Worker(loader=stand_in_loader(one_fake_gpu, releases_memory=True))
+    config = tiny_gpu_config(tiny_model_dir)
+
+    worker.ensure_loaded(config, cold_start=False, emit=lambda progress: None)
+    while_loaded = worker.snapshot().gpu_memory_held_mib
+    worker.unload()
+
+    assert while_loaded == {0: 6 * 1024.0}  # the stand-in model's 6 GiB
+    assert worker.snapshot().gpu_memory_held_mib == {0: 0.0}

@@ -182,6 +182,10 @@ def _claim(manifest: Manifest, path: Path, campaign: str, host: str) -> Manifest
     return manifest.model_copy(update={"campaign_name": campaign, "host": host})
 
 
+class ManifestConflict(ManifestError):
+    """The entry to replace is no longer the one the caller read: nothing was written."""
+
+
 def update_entry(
     path: str | Path, campaign: str, host: str, entry: ManifestEntry, timeout: float = 30.0
 ) -> tuple[ManifestEntry | None, ManifestEntry]:
@@ -193,6 +197,41 @@ def update_entry(
         manifest.entries[entry.exp_id] = entry
         save_manifest(path, manifest)
     return before, entry
+
+
+def replace_entry(
+    path: str | Path,
+    campaign: str,
+    host: str,
+    expected: ManifestEntry | None,
+    entry: ManifestEntry,
+    timeout: float = 30.0,
+) -> ManifestEntry:
+    """`update_entry`, but only while the manifest still holds `expected` for this exp_id.
+
+    An attempt records its start and its outcome this way, so that an attempt left
+    running by a killed controller can never overwrite the entry of a newer attempt
+    (or a newer attempt the outcome of an older one it did not see). Raises
+    ManifestConflict, writing nothing, when the entry changed since it was read.
+    """
+    path = Path(path)
+    with manifest_lock(path, campaign, timeout=timeout):
+        manifest = _claim(load_manifest(path), path, campaign, host)
+        current = manifest.entries.get(entry.exp_id)
+        if current != expected:
+            raise ManifestConflict(
+                f"{path}: entry {entry.exp_id} changed since it was read (now "
+                f"{_describe(current)}, expected {_describe(expected)}): not overwritten"
+            )
+        manifest.entries[entry.exp_id] = entry
+        save_manifest(path, manifest)
+    return entry
+
+
+def _describe(entry: ManifestEntry | None) -> str:
+    if entry is None:
+        return "absent"
+    return f"{entry.status}, attempt {entry.attempts}, started {entry.started_at}"
 
 
 def decide(entry: ManifestEntry | None, config_hash: str, retry_failed: bool) -> Decision:

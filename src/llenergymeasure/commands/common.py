@@ -5,12 +5,14 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from rich.console import Console
 
 from llenergymeasure.errors import LemError
+
+if TYPE_CHECKING:  # rich is imported when a table is printed, not by every command
+    from rich.console import Console
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -39,5 +41,7 @@ def wide_console(log_width: int = 200) -> Console:
 
     Rich would otherwise wrap tables at 80 columns in logs, cutting paths and names.
     """
+    from rich.console import Console
+
     console = Console()
     return console if console.is_terminal else Console(width=log_width)

@@ -51,16 +51,30 @@ def health(
     """Show each visible GPU's memory, utilisation, temperature and compute processes.
 
     Exits 0 also on a host without an NVIDIA driver (the report then says nvml: false).
+    When a `lem worker` answers on its socket, each GPU's memory_outside_worker_pct
+    leaves out what the worker holds (its resident model): the share a restart between
+    cycles is for.
 
     Example: lem health --json
     """
-    report = health_report()
+    report = health_report(worker_memory_held())
     if as_json:
         typer.echo(json.dumps(report))
     elif not report["nvml"]:
         typer.echo(f"no NVML on {report['hostname']}: {report['reason']}")
     else:
         Console().print(_health_table(report))
+
+
+def worker_memory_held() -> dict[int, float]:
+    """GPU memory the worker of this service holds per GPU; {} when no worker answers."""
+    from llenergymeasure.runner.client import NoWorker, worker_status
+    from llenergymeasure.runner.protocol import WorkerError, socket_path
+
+    try:
+        return worker_status(socket_path()).gpu_memory_held_mib
+    except (NoWorker, WorkerError):
+        return {}
 
 
 def baseline(

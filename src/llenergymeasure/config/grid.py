@@ -23,8 +23,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llenergymeasure.config.introspection import backend_of, is_known_key, unknown_key_hint
-from llenergymeasure.config.loader import describe_validation_error
+from llenergymeasure.config.introspection import (
+    backend_of,
+    is_known_key,
+    unknown_key_hint,
+    unknown_keys,
+)
+from llenergymeasure.config.loader import describe_validation_error, format_loc
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.errors import ConfigError
 
@@ -73,6 +78,7 @@ def expand_grid(
         raise ConfigError(
             f"{source}: {key_prefix}base: expected a mapping, got {type(base).__name__}"
         )
+    _check_base_keys(base, source, key_prefix)
     _check_vary(vary, source, key_prefix)
     backends = list(vary.get("backend", [base.get("backend")]))
     total = count_combinations(vary, backends)
@@ -159,6 +165,17 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _check_base_keys(base: dict[str, Any], source: str, key_prefix: str) -> None:
+    """Unknown keys of the base, named once each rather than once per combination."""
+    errors = [
+        f"{source}: {key_prefix}base.{format_loc(loc)}: unknown key (value {value!r}); "
+        + unknown_key_hint(ExperimentConfig, loc)
+        for loc, value in unknown_keys(ExperimentConfig, base)
+    ]
+    if errors:
+        raise ConfigError("\n".join(errors))
+
+
 def _check_vary(vary: Any, source: str, key_prefix: str) -> None:
     where = f"{source}: {key_prefix}vary"
     if not isinstance(vary, dict) or not vary:
@@ -172,7 +189,8 @@ def _check_vary(vary: Any, source: str, key_prefix: str) -> None:
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}.{key}: expected a non-empty list of values, got {values!r}")
         seen = [_canonical(v) for v in values]
-        repeated = [v for v, text in zip(values, seen, strict=True) if seen.count(text) > 1]
+        counts = Counter(seen)  # linear: a hostile list of a million values stays cheap
+        repeated = [v for v, text in zip(values, seen, strict=True) if counts[text] > 1]
         if repeated:
             raise ConfigError(f"{where}.{key}: value {repeated[0]!r} is listed more than once")
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import functools
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -123,3 +124,22 @@ def unknown_key_hint(root: type[BaseModel], loc: Sequence[str | int]) -> str:
     owners = backends_with_parameter(str(name), excluding=backend)
     owned_by = f" ({name!s} is a {' and '.join(owners)} parameter)" if owners else ""
     return f"{backend} accepts: {accepted}{owned_by}"
+
+
+def unknown_keys(
+    root: type[BaseModel], data: Mapping[Any, Any]
+) -> list[tuple[tuple[Any, ...], Any]]:
+    """(location, value) of each key of `data` that `root` does not accept, at every level.
+
+    For partial configs (a grid's base) that cannot be validated as a whole: only the
+    keys are checked, and only inside mappings that stand for a model.
+    """
+    found: list[tuple[tuple[Any, ...], Any]] = []
+    for key, value in data.items():
+        if key not in root.model_fields:
+            found.append(((key,), value))
+            continue
+        model = nested_model(root.model_fields[key].annotation)
+        if model is not None and isinstance(value, Mapping):
+            found.extend(((key, *loc), inner) for loc, inner in unknown_keys(model, value))
+    return found

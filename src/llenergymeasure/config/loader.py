@@ -14,7 +14,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from llenergymeasure.config.introspection import unknown_key_hint
-from llenergymeasure.config.models import CampaignConfig, ExperimentConfig, GridSpec
+from llenergymeasure.config.models import (
+    CampaignConfig,
+    ExperimentConfig,
+    GridSpec,
+    model_path_problem,
+)
 from llenergymeasure.errors import ConfigError
 
 
@@ -164,12 +169,13 @@ def load_campaign(path: str | Path) -> LoadedCampaign:
 
 
 def _resolve_configs(campaign: CampaignConfig, source: Path) -> list[ExperimentConfig]:
+    roots = campaign.allowed_model_roots
     if campaign.grid is not None:
-        return _configs_from_grid(campaign.grid, campaign.max_configs, source)
+        return _configs_from_grid(campaign.grid, campaign.max_configs, source, roots)
     configs, errors = [], []
     for index, entry in enumerate(campaign.configs or []):
         try:
-            configs.append(_config_entry(entry, index, source))
+            configs.append(_config_entry(entry, index, source, roots))
         except ConfigError as exc:  # report every bad config at once, not only the first
             errors.append(str(exc))
     if errors:
@@ -177,17 +183,46 @@ def _resolve_configs(campaign: CampaignConfig, source: Path) -> list[ExperimentC
     return configs
 
 
-def _config_entry(entry: dict[str, Any] | str, index: int, source: Path) -> ExperimentConfig:
+def _config_entry(
+    entry: dict[str, Any] | str, index: int, source: Path, roots: list[str]
+) -> ExperimentConfig:
     """An inline config, or one given by a path relative to the campaign file."""
     if isinstance(entry, dict):
-        return parse_experiment(entry, str(source), ("configs", index))
+        return _with_model_path_checked(
+            parse_experiment(entry, str(source), ("configs", index)),
+            roots,
+            f"{source}: configs[{index}].",
+        )
     config_path = source.parent / entry
     if not config_path.is_file():
         raise ConfigError(f"{source}: configs[{index}]: config file {entry!r} not found")
-    return parse_experiment(read_yaml(config_path), str(config_path))
+    config = parse_experiment(read_yaml(config_path), str(config_path))
+    return _with_model_path_checked(config, roots, f"{config_path}: ")
 
 
-def _configs_from_grid(grid: GridSpec, max_configs: int, source: Path) -> list[ExperimentConfig]:
+def _model_path_error(config: ExperimentConfig, roots: list[str], where: str) -> str | None:
+    """`where` + `model.path: problem` when the config's model path is refused, else None.
+
+    A campaign runs in the services, so its model paths must be where they mount models.
+    Checked for campaigns only, not in ExperimentConfig: `lem experiment` run by hand
+    still takes any local path.
+    """
+    problem = model_path_problem(config.model.path, roots)
+    return None if problem is None else f"{where}model.path: {problem}"
+
+
+def _with_model_path_checked(
+    config: ExperimentConfig, roots: list[str], where: str
+) -> ExperimentConfig:
+    error = _model_path_error(config, roots, where)
+    if error is not None:
+        raise ConfigError(error)
+    return config
+
+
+def _configs_from_grid(
+    grid: GridSpec, max_configs: int, source: Path, roots: list[str]
+) -> list[ExperimentConfig]:
     """The grid's configs; in a campaign every combination must be valid (none is dropped)."""
     from llenergymeasure.config.grid import expand_grid
 
@@ -207,6 +242,10 @@ def _configs_from_grid(grid: GridSpec, max_configs: int, source: Path) -> list[E
         if len(expansion.invalid) > len(shown):
             lines.append(f"{source}: grid: ... and {len(expansion.invalid) - len(shown)} more")
         raise ConfigError("\n".join(lines))
+    varied = "vary" if {"model", "model.path"} & set(grid.vary) else "base"
+    errors = [_model_path_error(c, roots, f"{source}: grid.{varied}.") for c in expansion.valid]
+    if any(errors):
+        raise ConfigError("\n".join(dict.fromkeys(e for e in errors if e is not None)))
     return expansion.valid
 
 

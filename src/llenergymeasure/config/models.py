@@ -8,6 +8,7 @@ never from a hand-kept list.
 from __future__ import annotations
 
 import re
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -31,11 +32,60 @@ def _check_safe_name(value: str) -> str:
 
 SafeName = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_check_safe_name)]
 
+# Where the services mount the models (docker/compose.yml.j2): a campaign's local model
+# paths must lie under one of these, since nothing else is there inside the containers.
+DEFAULT_MODEL_ROOTS: tuple[str, ...] = ("/models",)
+# A Hugging Face hub id: 'name' or 'org/name', each part starting with a letter or digit.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+
+
+def _check_model_root(value: str) -> str:
+    """An allowed model root: absolute, without '..', normalised ('/models/' -> '/models')."""
+    root = PurePosixPath(value)
+    if not root.is_absolute() or ".." in root.parts:
+        raise ValueError(f"{value!r} must be an absolute path without '..'")
+    return str(root)
+
+
+ModelRoot = Annotated[str, AfterValidator(_check_model_root)]
+
+
+def model_path_problem(path: str, roots: tuple[str, ...] | list[str]) -> str | None:
+    """Why `path` may not be a campaign's model path, or None when it may.
+
+    Accepted: an absolute path under one of `roots`, or a hub id (``org/name``). A
+    relative path is refused: in a service it would resolve against the container's
+    working directory (the state dir), not against the models mount.
+    """
+    if "\x00" in path:
+        return f"{path!r} contains a NUL character"
+    if not path.startswith("/"):
+        if _HUB_ID.fullmatch(path) and ".." not in path:
+            return None
+        return (
+            f"{path!r} is a relative path (or not a valid hub id 'org/name'); "
+            f"give an absolute path under {', '.join(roots)}"
+        )
+    absolute = PurePosixPath(path)
+    if ".." in absolute.parts:
+        return f"{path!r} must not contain '..'"
+    if any(absolute.is_relative_to(root) for root in roots):
+        return None
+    return (
+        f"{path!r} is outside the allowed model roots {', '.join(roots)} (where the "
+        "services mount models; add a root with the campaign's allowed_model_roots)"
+    )
+
 
 class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors."""
+    """Base of every config model: unknown keys are errors, and so are wrong types.
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    Strict: YAML already gives numbers, booleans and strings their types, so a value
+    of another type (``true`` for a count, ``"yes"`` for a flag, ``"3"`` for a
+    number) is a mistake to report, not something to convert.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, strict=True)
 
 
 class ModelSpec(StrictModel):
@@ -199,6 +249,11 @@ class CampaignConfig(StrictModel):
     configs: list[dict[str, Any] | str] | None = None
     grid: GridSpec | None = None
     max_configs: int = Field(1000, ge=1)
+    allowed_model_roots: list[ModelRoot] = Field(
+        default_factory=lambda: list(DEFAULT_MODEL_ROOTS),
+        min_length=1,
+        description="Absolute dirs where the services find models; model.path must be under one",
+    )
     execution: ExecutionConfig = ExecutionConfig()
     health_check: HealthCheckConfig = HealthCheckConfig()
     cold_start: ColdStartConfig = ColdStartConfig()
@@ -207,7 +262,9 @@ class CampaignConfig(StrictModel):
     @field_validator("grid", mode="after")
     @classmethod
     def _configs_or_grid(cls, value: GridSpec | None, info: ValidationInfo) -> GridSpec | None:
-        has_configs = bool(info.data.get("configs"))
+        if "configs" not in info.data:  # 'configs' is invalid: that error says enough
+            return value
+        has_configs = bool(info.data["configs"])
         if has_configs == (value is not None):
             raise ValueError("give exactly one of 'configs' (a non-empty list) or 'grid'")
         return value

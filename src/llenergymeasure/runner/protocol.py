@@ -80,6 +80,11 @@ class WorkerStats(Message):
     loaded_key: str | None = None
     loaded_model: str | None = None
     busy_with: str | None = Field(default=None, description="Experiment being measured, if any")
+    gpu_memory_held_mib: dict[int, float] = Field(
+        default_factory=dict,
+        description="GPU index -> MiB this worker holds (model, caches, CUDA context): "
+        "memory used after its last load, experiment or unload minus before its first load",
+    )
 
 
 class Progress(Message):

@@ -141,6 +141,17 @@ def check_memory_released(
     return MemoryCheck(True, "; ".join(levels))
 
 
+def memory_held_mib(
+    before_load: dict[int, tuple[float, float]], now: dict[int, tuple[float, float]]
+) -> dict[int, float]:
+    """MiB per GPU above its level before this process loaded anything (never negative)."""
+    return {
+        index: round(max(0.0, used - before_load[index][0]), 1)
+        for index, (used, _total) in sorted(now.items())
+        if index in before_load
+    }
+
+
 def release_cached_memory() -> None:
     """Collect garbage and, where torch is already imported, return its cached CUDA memory."""
     gc.collect()
@@ -209,6 +220,7 @@ class Worker:
         except Exception as exc:
             return self._failed_unexpectedly(exc, config, emit)
         self.stats.experiments += 1
+        self.record_memory_held()
         return Done(
             result_path=str(path),
             model_reused=result.timing.model_reused,
@@ -264,6 +276,7 @@ class Worker:
         self._used_gpu = self._used_gpu or model.backend.device == "cuda"
         self.stats.loads += 1
         self.stats.loaded_key, self.stats.loaded_model = model.load_key, config.model.path
+        self.record_memory_held()
         emit(
             Progress(
                 stage="loaded",
@@ -289,6 +302,14 @@ class Worker:
             model.backend.unload()
             del model
         release_cached_memory()
+        self.record_memory_held()
+
+    def record_memory_held(self) -> None:
+        """Update `stats.gpu_memory_held_mib`, so that the health check between cycles
+        counts only the memory this worker does not hold (measure/health.py)."""
+        if self._used_gpu:
+            held = memory_held_mib(self._memory_before_load, gpu_memory_snapshot())
+            self.stats.gpu_memory_held_mib = held
 
     def _failed(self, cause: str) -> Failed:
         self.stats.failures += 1
