@@ -37,6 +37,9 @@ from llenergymeasure.runner.protocol import (
     RunRequest,
     socket_path,
 )
+from llenergymeasure.runner.tiny_model import TinyModelSpec
+
+TINY_DEFAULTS = TinyModelSpec()
 
 STATE_RESULTS_DIR = "results"
 BASELINE_FILE = "baseline.json"
@@ -275,9 +278,11 @@ def tiny(
         ..., "--out", help="Directory for the model (created).", show_default=False
     ),
     seed: int = typer.Option(0, "--seed", help="Weights seed: same seed, same files."),
-    vocab_size: int = typer.Option(2048, "--vocab-size", min=300),
-    hidden_size: int = typer.Option(128, "--hidden-size", min=32, help="A multiple of 32."),
-    layers: int = typer.Option(2, "--layers", min=1),
+    vocab_size: int = typer.Option(TINY_DEFAULTS.vocab_size, "--vocab-size", min=300),
+    hidden_size: int = typer.Option(
+        TINY_DEFAULTS.hidden_size, "--hidden-size", min=32, help="A multiple of 32."
+    ),
+    layers: int = typer.Option(TINY_DEFAULTS.layers, "--layers", min=1),
 ) -> None:
     """Create a tiny random-initialised Llama-style model and its tokenizer, offline.
 
@@ -286,7 +291,7 @@ def tiny(
 
     Example: lem model tiny --out models/tiny
     """
-    from llenergymeasure.runner.tiny_model import TinyModelSpec, create_tiny_model
+    from llenergymeasure.runner.tiny_model import create_tiny_model
 
     try:
         spec = TinyModelSpec(

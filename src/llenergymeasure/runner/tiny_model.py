@@ -31,8 +31,8 @@ MAX_POSITIONS = 2048
 class TinyModelSpec:
     seed: int = 0
     vocab_size: int = 2048
-    hidden_size: int = 128
-    layers: int = 2
+    hidden_size: int = 256
+    layers: int = 4
 
     def __post_init__(self) -> None:
         if self.hidden_size < HEAD_DIM or self.hidden_size % HEAD_DIM:
