@@ -466,7 +466,7 @@ class ExperimentRun:
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def last_line(text: str | None) -> str:

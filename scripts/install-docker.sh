@@ -76,8 +76,10 @@ start_daemon() {
         wait_for_daemon "journalctl -u docker"
     else
         say "starting dockerd in the background, log in $DOCKERD_LOG"
-        # setsid: the daemon must outlive this script's process group.
-        as_root setsid sh -c "exec dockerd </dev/null >>'$DOCKERD_LOG' 2>&1" &
+        # setsid: the daemon must outlive this script's process group. The background
+        # job waits for the daemon: it must not hold this script's stdout and stderr,
+        # or whoever reads them (Ansible's script module) would wait as long.
+        as_root setsid sh -c "exec dockerd" </dev/null >>"$DOCKERD_LOG" 2>&1 &
         wait_for_daemon "$DOCKERD_LOG"
     fi
 }

@@ -39,7 +39,11 @@ from llenergymeasure.campaign.plan import read_plan
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 CAMPAIGN = "ctlfault"
-LONG_WINDOW_SECONDS = 15.0  # long enough for a re-run to start while it is measured
+# Long enough for `long` to be hit while it measures...
+LONG_WINDOW_SECONDS = 6.0
+# ... and, where the next run must find it still running, for that run to read the
+# manifest (a few seconds on an idle machine) with a wide margin for a loaded one.
+LONGER_WINDOW_SECONDS = 30.0
 
 
 @pytest.fixture
@@ -56,12 +60,12 @@ def inventory(tmp_path: Path) -> Path:
     return local_inventory(tmp_path / "inventory.yml")
 
 
-def long_and_short_campaign() -> dict:
-    """Two configs, one cycle: `long` measures for LONG_WINDOW_SECONDS, `short` briefly."""
+def long_and_short_campaign(long_window: float = LONG_WINDOW_SECONDS) -> dict:
+    """Two configs, one cycle: `long` measures for `long_window` seconds, `short` briefly."""
     campaign = tiny_campaign(CAMPAIGN, batch_sizes=(1, 2), cycles=1)
     long, short = campaign["configs"]
     long["config_name"], short["config_name"] = "long", "short"
-    long["measurement"]["min_window_seconds"] = LONG_WINDOW_SECONDS
+    long["measurement"]["min_window_seconds"] = long_window
     return campaign
 
 
@@ -143,7 +147,9 @@ def test_sigkill_of_the_main_process_the_rerun_waits_for_the_surviving_attempt(
 ) -> None:
     """A plain SIGKILL of ansible-playbook: its worker and module live on and record
     `long` themselves; the re-run started at once must not measure it a second time."""
-    campaign_file = write_yaml(tmp_path / "campaign.yml", long_and_short_campaign())
+    campaign_file = write_yaml(
+        tmp_path / "campaign.yml", long_and_short_campaign(LONGER_WINDOW_SECONDS)
+    )
     results = tmp_path / "results"
     variables = campaign_vars(campaign_file, results, host)
     manifest = host.manifest(CAMPAIGN)
@@ -163,3 +169,35 @@ def test_sigkill_of_the_main_process_the_rerun_waits_for_the_surviving_attempt(
     assert entries[exp("long")]["attempts"] == 1, entries
     assert not list((state_dir(host, CAMPAIGN) / "results").glob("*.interrupted-*"))
     assert summary_counts(results, CAMPAIGN) == {"long": 1, "short": 1}
+
+
+def test_an_edited_campaign_reruns_only_the_changed_config_and_reports_it(
+    tmp_path: Path, host: HostDirs, inventory: Path
+) -> None:
+    campaign = tiny_campaign(CAMPAIGN, cycles=1)
+    campaign_file = write_yaml(tmp_path / "campaign.yml", campaign)
+    results = tmp_path / "results"
+    variables = campaign_vars(campaign_file, results, host)
+    first = run_campaign(inventory, variables, tmp_path)
+    assert first.returncode == 0, first.output[-4000:]
+    before = manifest_entries(host.manifest(CAMPAIGN))
+    unchanged_result = state_dir(host, CAMPAIGN) / "results" / exp("bs1") / "result.json"
+    unchanged_bytes = unchanged_result.read_bytes()
+
+    campaign["configs"][1]["decoder"]["max_new_tokens"] = 6
+    write_yaml(campaign_file, campaign)
+    second = run_campaign(inventory, variables, tmp_path)
+
+    assert second.returncode == 0, second.output[-4000:]
+    assert "configs changed (config hash differs): bs2" in second.output
+    entries = assert_completed_exactly_once(host, CAMPAIGN, {exp("bs1"), exp("bs2")})
+    assert entries[exp("bs1")] == before[exp("bs1")]  # kept, not run again
+    assert unchanged_result.read_bytes() == unchanged_bytes
+    changed = entries[exp("bs2")]
+    assert changed["config_hash"] != before[exp("bs2")]["config_hash"]
+    assert changed["attempts"] == 2
+    rows = {
+        row["config_name"]: row for row in read_json(results / CAMPAIGN / "summary.json")["rows"]
+    }
+    assert {name: row["n"] for name, row in rows.items()} == {"bs1": 1, "bs2": 1}
+    assert rows["bs2"]["config_hash"] == changed["config_hash"]  # never mixed with the old one

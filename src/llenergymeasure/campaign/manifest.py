@@ -162,8 +162,11 @@ def manifest_lock(
         raise ManifestError(f"{lock_path}: cannot open lock file: {exc.strerror}") from None
     try:
         _acquire(fd, path, campaign, timeout, poll_interval)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        # The pid is only for the message a refused writer gets: on a full disk the
+        # lock still holds, and the manifest write itself reports the problem.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
         _remove_stale_temp_files(path)
         try:
             yield
