@@ -9,7 +9,7 @@ module: lem_experiment
 short_description: Run one LLenergyMeasure experiment in a running compose service
 description:
   - Runs C(lem experiment) inside the backend's running Docker Compose service through
-    C(docker compose exec) (python-on-whales, argv list, no TTY), reads the C(result.json)
+    C(docker compose exec) (an argv list, no TTY), reads the C(result.json)
     it writes on the shared state volume, and records the experiment in the host's
     manifest (C(STATE_DIR/manifest.json)) through the C(llenergymeasure) package.
   - Idempotent. An experiment already C(completed) with the same config hash is not run
@@ -285,14 +285,17 @@ gap:
 """
 
 import contextlib
+import functools
+import importlib.util
 import json
 import os
+import subprocess
 import time
 import traceback
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
@@ -319,14 +322,11 @@ else:
     LEM_IMPORT_ERROR = None
     SAFE_NAME: TypeAdapter[str] = TypeAdapter(SafeName)
 
-try:
-    from python_on_whales import DockerClient
-    from python_on_whales.exceptions import DockerException
-    from python_on_whales.utils import run as run_docker_cli
-except ImportError:
-    WHALES_IMPORT_ERROR: str | None = traceback.format_exc()
-else:
-    WHALES_IMPORT_ERROR = None
+if TYPE_CHECKING:
+    from python_on_whales.components.compose.cli_wrapper import ComposeCLI
+
+# python-on-whales is imported when a project operation needs it (see ComposeProject).
+WHALES_MISSING = importlib.util.find_spec("python_on_whales") is None
 
 STDERR_TAIL_LINES = 20
 TIMEOUT_EXIT_CODE = 124  # coreutils `timeout` exit status when the limit was hit
@@ -474,10 +474,43 @@ def last_line(text: str | None) -> str:
     return lines[-1] if lines else ""
 
 
-def compose_client(params: dict[str, Any]) -> DockerClient:
-    return DockerClient(
-        compose_files=params["compose_files"], compose_project_name=params["project_name"]
-    )
+class ComposeProject:
+    """The task's compose project: python-on-whales' compose client for the project
+    operations (config, ps, restart, up, the exec of `lem wait-cool`), and the
+    `docker compose` command line.
+
+    python-on-whales is imported on first use of `compose`: the import takes about a
+    tenth of a second, a good share of a task, and the one call every experiment makes,
+    the exec of `lem experiment`, runs the command line python-on-whales would build
+    with subprocess instead.
+    """
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.files: list[str] = list(params["compose_files"])
+        self.name: str = params["project_name"]
+
+    @functools.cached_property
+    def compose(self) -> ComposeCLI:
+        from python_on_whales import DockerClient
+
+        return DockerClient(compose_files=self.files, compose_project_name=self.name).compose
+
+    def command(self, *args: str) -> list[str]:
+        """`docker compose --file F ... --project-name P ARGS`, as python-on-whales builds it."""
+        files = [arg for name in self.files for arg in ("--file", name)]
+        return ["docker", "compose", *files, "--project-name", self.name, *args]
+
+
+def docker_error() -> type[Exception]:
+    """python-on-whales' DockerException, for the `except` clauses around its calls (a
+    failed call has imported it already)."""
+    from python_on_whales.exceptions import DockerException
+
+    return DockerException
+
+
+def compose_client(params: dict[str, Any]) -> ComposeProject:
+    return ComposeProject(params)
 
 
 def compose_files_key(params: dict[str, Any]) -> list[list[Any]]:
@@ -492,7 +525,9 @@ def compose_files_key(params: dict[str, Any]) -> list[list[Any]]:
     return key
 
 
-def compose_services(docker: DockerClient, params: dict[str, Any], cache: Path | None) -> list[str]:
+def compose_services(
+    docker: ComposeProject, params: dict[str, Any], cache: Path | None
+) -> list[str]:
     """The services of the compose project, from `cache` when its files are unchanged.
 
     `docker compose config` costs a tenth of a second or more per call; an experiment
@@ -508,7 +543,7 @@ def compose_services(docker: DockerClient, params: dict[str, Any], cache: Path |
             pass  # no cache or a broken one: read the project and write it again
     try:
         services = sorted(docker.compose.config(return_json=True).get("services") or {})
-    except DockerException as exc:
+    except docker_error() as exc:
         raise LemError(
             f"compose_files: cannot read {params['compose_files']}: {last_line(exc.stderr)}"
         ) from None
@@ -518,7 +553,7 @@ def compose_services(docker: DockerClient, params: dict[str, Any], cache: Path |
     return services
 
 
-def check_service(docker: DockerClient, params: dict[str, Any], cache: Path | None) -> None:
+def check_service(docker: ComposeProject, params: dict[str, Any], cache: Path | None) -> None:
     """Fail before anything is written when the service is not in the compose project."""
     services = compose_services(docker, params, cache)
     if params["service"] not in services:
@@ -559,37 +594,42 @@ def experiment_argv(params: dict[str, Any], gap_waited: float) -> list[str]:
     return argv
 
 
-def execute(docker: DockerClient, params: dict[str, Any], gap_waited: float) -> None:
+def execute(docker: ComposeProject, params: dict[str, Any], gap_waited: float) -> None:
     """`docker compose exec --no-TTY SERVICE lem experiment ...`; ExperimentFailed on error,
     NeedsRestart when only a restart of the service can make the cold start asked for.
 
-    Built from python-on-whales' compose command rather than `compose.execute(envs=...)`,
-    which puts each variable's value on the docker CLI's command line (visible in `ps`):
-    here only the names are there, and the values reach the CLI through its environment.
+    Not python-on-whales' `compose.execute(envs=...)`, which puts each variable's value on
+    the docker CLI's command line (visible in `ps`): here only the names are there, and
+    the values reach the CLI through its environment.
     """
     environment = {str(name): str(value) for name, value in params["environment"].items()}
-    command = [*docker.compose.docker_compose_cmd, "exec", "--no-TTY"]
-    for name in sorted(environment):
-        command += ["--env", name]
-    command += [params["service"], *experiment_argv(params, gap_waited)]
+    env_names = [arg for name in sorted(environment) for arg in ("--env", name)]
+    command = docker.command("exec", "--no-TTY", *env_names, params["service"])
     try:
-        run_docker_cli(command, env=environment)
-    except DockerException as exc:
-        stderr = exc.stderr or ""
-        if exc.return_code == TIMEOUT_EXIT_CODE and params["timeout"]:
-            cause = f"timed out after {params['timeout']} s"
-        else:
-            cause = last_line(stderr) or f"lem experiment exited with status {exc.return_code}"
-        stopped = service_stopped(docker, params["service"])
-        if stopped:
-            cause = (
-                f"service {params['service']!r} stopped during the experiment ({stopped}): {cause}"
-            )
-        failure = NeedsRestart if exc.return_code == NEEDS_RESTART_EXIT_CODE else ExperimentFailed
-        raise failure(cause, exc.return_code, stderr) from None
+        completed = subprocess.run(
+            [*command, *experiment_argv(params, gap_waited)],
+            env={**os.environ, **environment},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        raise ExperimentFailed(f"cannot run the docker CLI: {exc.strerror or exc}") from None
+    if completed.returncode == 0:
+        return
+    rc, stderr = completed.returncode, completed.stderr
+    if rc == TIMEOUT_EXIT_CODE and params["timeout"]:
+        cause = f"timed out after {params['timeout']} s"
+    else:
+        cause = last_line(stderr) or f"lem experiment exited with status {rc}"
+    stopped = service_stopped(docker, params["service"])
+    if stopped:
+        cause = f"service {params['service']!r} stopped during the experiment ({stopped}): {cause}"
+    failure = NeedsRestart if rc == NEEDS_RESTART_EXIT_CODE else ExperimentFailed
+    raise failure(cause, rc, stderr)
 
 
-def service_stopped(docker: DockerClient, service: str) -> str | None:
+def service_stopped(docker: ComposeProject, service: str) -> str | None:
     """Why the service's container is not running, after a failed exec; None while it runs.
 
     Asked only after a failure, so that "killed" or "daemon restarted" is said plainly
@@ -600,7 +640,7 @@ def service_stopped(docker: DockerClient, service: str) -> str | None:
             (c.state.status, c.state.exit_code)
             for c in docker.compose.ps(services=[service], all=True)
         ]
-    except DockerException as exc:
+    except docker_error() as exc:
         return f"the Docker daemon did not answer: {last_line(exc.stderr) or exc.return_code}"
     if any(status == "running" for status, _ in states):
         return None
@@ -611,7 +651,7 @@ def service_stopped(docker: DockerClient, service: str) -> str | None:
     return f"its container is {status} with exit code {code}{killed}"
 
 
-def restart_service(docker: DockerClient, params: dict[str, Any]) -> None:
+def restart_service(docker: ComposeProject, params: dict[str, Any]) -> None:
     """Restart the service and wait until it is healthy (its fresh worker listens)."""
     service = params["service"]
     try:
@@ -626,12 +666,12 @@ def restart_service(docker: DockerClient, params: dict[str, Any]) -> None:
             pull="never",
             quiet=True,
         )
-    except DockerException as exc:
+    except docker_error() as exc:
         cause = f"restarting service {service!r} for a cold start failed: {last_line(exc.stderr)}"
         raise ExperimentFailed(cause, exc.return_code, exc.stderr or "") from None
 
 
-def execute_with_restart(docker: DockerClient, task: ExperimentRun, gap_waited: float) -> None:
+def execute_with_restart(docker: ComposeProject, task: ExperimentRun, gap_waited: float) -> None:
     """Execute; when the worker answers that only a restart gives the cold start asked
     for (exit 75), restart the service once, if allowed, and execute again."""
     try:
@@ -653,7 +693,7 @@ def execute_with_restart(docker: DockerClient, task: ExperimentRun, gap_waited: 
         ) from None
 
 
-def wait_cool(docker: DockerClient, params: dict[str, Any]) -> dict[str, Any]:
+def wait_cool(docker: ComposeProject, params: dict[str, Any]) -> dict[str, Any]:
     """Run `lem wait-cool` in the service: its JSON answer (waited_seconds, reason, ...)."""
     root = params["container_state_dir"].rstrip("/")
     argv = [
@@ -672,7 +712,7 @@ def wait_cool(docker: DockerClient, params: dict[str, Any]) -> dict[str, Any]:
     return json.loads(stdout.strip().splitlines()[-1])
 
 
-def wait_gap(module: AnsibleModule, docker: DockerClient, params: dict[str, Any]) -> Gap:
+def wait_gap(module: AnsibleModule, docker: ComposeProject, params: dict[str, Any]) -> Gap:
     """Wait the gap before the experiment: fixed, or until the GPUs are cool (capped)."""
     seconds, mode = params["gap_seconds"], params["gap_mode"]
     if seconds <= 0:
@@ -684,7 +724,7 @@ def wait_gap(module: AnsibleModule, docker: DockerClient, params: dict[str, Any]
             outcome = str(answer["reason"])
             if outcome not in THERMAL_UNKNOWN:
                 return Gap(mode, outcome, float(answer["waited_seconds"]))
-        except (DockerException, ValueError, KeyError, TypeError, IndexError) as exc:
+        except (docker_error(), ValueError, KeyError, TypeError, IndexError) as exc:
             module.warn(f"lem wait-cool failed ({exc}): waiting a fixed gap of {seconds} s")
             outcome = "wait-cool-failed"
     started = time.monotonic()
@@ -785,19 +825,20 @@ def run(module: AnsibleModule) -> None:
     finish(module, task, docker, previous, started, base | {"gap": asdict(gap)})
 
 
-def earlier_attempt_pids(docker: DockerClient, params: dict[str, Any]) -> list[int]:
+def earlier_attempt_pids(docker: ComposeProject, params: dict[str, Any]) -> list[int]:
     """Pids of processes in the service still running this experiment (`docker compose top`)."""
-    try:
-        top = run_docker_cli([*docker.compose.docker_compose_cmd, "top", params["service"]])
-    except DockerException:
+    top = subprocess.run(
+        docker.command("top", params["service"]), capture_output=True, text=True, check=False
+    )
+    if top.returncode != 0:
         return []  # the service is not running: nothing of an earlier attempt runs there
-    return attempt_pids(str(top or ""), params["exp_id"])
+    return attempt_pids(top.stdout.strip(), params["exp_id"])
 
 
 def settle_earlier_attempt(
     module: AnsibleModule,
     task: ExperimentRun,
-    docker: DockerClient,
+    docker: ComposeProject,
     previous: ManifestEntry | None,
     base: dict[str, Any],
 ) -> ManifestEntry | None:
@@ -845,7 +886,7 @@ def start(task: ExperimentRun, previous: ManifestEntry | None, started: Manifest
 def finish(
     module: AnsibleModule,
     task: ExperimentRun,
-    docker: DockerClient,
+    docker: ComposeProject,
     previous: ManifestEntry | None,
     started: ManifestEntry,
     base: dict[str, Any],
@@ -888,10 +929,8 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     if LEM_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("llenergymeasure"), exception=LEM_IMPORT_ERROR)
-    if WHALES_IMPORT_ERROR:
-        module.fail_json(
-            msg=missing_required_lib("python-on-whales"), exception=WHALES_IMPORT_ERROR
-        )
+    if WHALES_MISSING:
+        module.fail_json(msg=missing_required_lib("python-on-whales"))
     try:
         run(module)
     except LemError as exc:
