@@ -142,5 +142,5 @@ def test_service_stops_on_sigterm_without_being_killed(service: DockerClient) ->
     service.compose.stop(timeout=60)
 
     container.reload()
-    # 128 + SIGTERM: the main process ended on the signal; 137 would mean SIGKILL.
-    assert container.state.exit_code == 143
+    # `lem worker` unloads and exits 0 on SIGTERM; 137 would mean Docker had to SIGKILL it.
+    assert container.state.exit_code == 0

@@ -326,3 +326,38 @@ def test_a_cold_start_without_a_restart_left_is_recorded_failed(
     assert stand_in.starts() == 1
     entry = manifest_entries(stand_in.state_dir / "manifest.json")[second.exp_id]
     assert (entry["status"], entry["error"]) == ("failed", done[1]["error"])
+
+
+# -- the compose services cache of lem_experiment ------------------------------------------
+
+
+def test_the_services_cache_follows_a_changed_compose_file(tmp_path: Path) -> None:
+    first, _ = two_experiments(tmp_path)
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    compose_file = tmp_path / "compose.yml"
+    compose_file.write_text(yaml.safe_dump({"services": {"pytorch": {"image": "x"}}}))
+    args = {
+        "exp_id": first.exp_id,
+        "campaign_name": CAMPAIGN,
+        "host": first.host,
+        "config_name": first.config_name,
+        "cycle": first.cycle,
+        "backend": first.backend,
+        "config": first.config.model_dump(mode="json"),
+        "config_hash": first.config_hash,
+        "state_dir": str(state_dir),
+        "project_name": unique_name("lem-cache"),  # never started: the exec fails
+        "compose_files": [str(compose_file)],
+        "service": "pytorch",
+    }
+
+    (not_running,) = run_experiments(tmp_path, [args])
+    cached = read_json(state_dir / ".compose-services.json")
+    compose_file.write_text(yaml.safe_dump({"services": {"vllm": {"image": "x"}}}))
+    (gone,) = run_experiments(tmp_path, [args])
+
+    assert not_running["status"] == "failed"  # the service was found, its exec failed
+    assert cached["services"] == ["pytorch"]
+    assert gone["failed"] is True and "status" not in gone
+    assert "'pytorch' is not a service of" in gone["msg"] and "(services: vllm)" in gone["msg"]
