@@ -25,6 +25,7 @@ import argparse
 import itertools
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from bench_plan import campaign_file
 from benchlib import DEFAULT_CACHE_DIR, REPO, Playbook, cpu_image, describe, tiny_config
 
 # benchlib (imported first) puts tests/ on sys.path: the fixtures run the real playbook.
+from fixtures.campaign import compose_down
 from fixtures.faults import ControllerRun
 from fixtures.results import make_result, write_result
 
@@ -159,24 +161,26 @@ def report_edges(loads: list[ExperimentLoad]) -> None:
 
 def run_long_campaign(experiments: int, cache_dir: Path, interval: float) -> None:
     cpu_image()
-    with tempfile.TemporaryDirectory(prefix="lem-bench-load-") as directory:
-        playbook = Playbook(Path(directory), cache_dir)
-        host = playbook.host("load")
-        campaign = playbook.work / "campaign.json"
-        campaign.write_text(json.dumps(long_campaign(experiments)), encoding="utf-8")
-        variables = {
-            **host.variables(),
-            "lem_campaign_file": str(campaign),
-            "lem_results_dir": str(host.root / "results"),
-        }
-        started = time.perf_counter()
-        with ControllerRun(playbook.inventory(), variables, playbook.work) as run:
-            samples = sample_until_done(run, interval)
-            outcome = run.finish()
-        wall = time.perf_counter() - started
-        if outcome.returncode != 0:
-            sys.exit(f"the campaign playbook failed:\n{outcome.output[-4000:]}")
-        results = playbook.results(host, CAMPAIGN)
+    work = Path(tempfile.mkdtemp(prefix="lem-bench-load-"))
+    playbook = Playbook(work, cache_dir)
+    host = playbook.host("load")
+    campaign = work / "campaign.json"
+    campaign.write_text(json.dumps(long_campaign(experiments)), encoding="utf-8")
+    variables = {
+        **host.variables(),
+        "lem_campaign_file": str(campaign),
+        "lem_results_dir": str(host.root / "results"),
+    }
+    started = time.perf_counter()
+    with ControllerRun(playbook.inventory(), variables, work) as run:
+        samples = sample_until_done(run, interval)
+        outcome = run.finish()
+    wall = time.perf_counter() - started
+    if outcome.returncode != 0:  # the work directory stays, for the log and the state
+        compose_down(host.project)
+        sys.exit(f"the campaign playbook failed: see {run.log_path}")
+    results = playbook.results(host, CAMPAIGN)
+    shutil.rmtree(work)
     loads = per_experiment(results, samples)
     print(
         f"campaign: {len(results)} experiments in {wall:.0f} s "
