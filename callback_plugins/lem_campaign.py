@@ -11,12 +11,18 @@ description:
     those found already completed (C(lem_experiment) results, and the C(completed) items
     of C(lem_manifest) results), one per exp_id.
   - Prints one progress line per C(lem_experiment) result, such as
-    C([12/60] cfg=tiny-bs1 cycle=2 host=localhost 41.2 J 1520 tok/s).
-  - At the end of the playbook, writes each result to
+    C([12/60] cfg=tiny-bs1 cycle=2 host=localhost 41.2 J 1520 tok/s, completed in 14 s;
+    48 left, ETA 11m12s). The ETA is the slowest host's experiments left times its median
+    interval between two experiments finishing (gaps and checks included); hosts run in
+    parallel.
+  - When the summary play starts (below), or else at the end of the playbook, writes each
+    result to
     C(CAMPAIGN_DIR/hosts/<host>/<exp_id>/result.json) (only when its content changed),
     aggregates them into bootstrap confidence intervals per configuration and hardware,
     writes C(summary.json), C(summary.csv) and C(summary.md) in C(CAMPAIGN_DIR), and prints
-    the table with the completed, failed and not-run counts.
+    the table with the completed, failed and not-run counts. Then writes
+    C(CAMPAIGN_DIR/report.html) and its C(figures/*.png), as C(lem report) does (a report
+    that cannot be drawn, e.g. without matplotlib, is a warning, not a failure).
   - An incomplete campaign is marked in the summary's warnings and in the counts line,
     which list, per host, the experiments of the plan with no outcome in this run, and
     name the hosts that were unreachable.
@@ -25,8 +31,16 @@ description:
   - C(CAMPAIGN_DIR) is the directory of the plan file of the play's last C(lem_plan) task
     (normally C(results/<campaign>/)), or O(results_dir)C(/<campaign>) when no C(lem_plan)
     task ran.
-  - In check mode (C(--check)) it prints but writes nothing. A failure to write is a
-    warning; it never fails the play. Playbooks without these modules are left alone.
+  - In check mode (C(--check)) it prints but writes nothing. Playbooks without these
+    modules are left alone.
+  - A malformed result (one that is not a valid result, or a module return it cannot
+    read) is named, left out, and listed in the summary's warnings; the rest is summarised.
+  - The summary is written when a play with the variable C(lem_campaign_summary_play)
+    set to true starts (the last play of C(playbooks/campaign.yml)); when it cannot be
+    written, the callback sets the play variable C(lem_campaign_summary_error) to the
+    reason, and that play fails on it. A callback cannot fail a play by itself. A
+    playbook without such a play gets its summary at the end, where a failure to write
+    it is printed as an error.
 requirements:
   - the llenergymeasure package on the controller's Python
   - enabled in ansible.cfg (C(callbacks_enabled = lem_campaign))
@@ -44,9 +58,21 @@ options:
         key: results_dir
     env:
       - name: LEM_RESULTS_DIR
+  baseline:
+    description:
+      - Config name; when set, the summary also holds each config's ratio to it per
+        metric, paired by cycle (and C(comparison.csv) is written), as C(lem compare) prints.
+    type: str
+    ini:
+      - section: callback_lem_campaign
+        key: baseline
+    env:
+      - name: LEM_BASELINE
 """
 
 import os
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,9 +81,18 @@ from ansible import context
 from ansible.plugins.callback import CallbackBase
 
 try:
+    from pydantic import ValidationError
+
+    from llenergymeasure.campaign.progress import Pace
     from llenergymeasure.campaign.runlock import release_run_lock
+    from llenergymeasure.errors import LemError
     from llenergymeasure.files import atomic_write_text
-    from llenergymeasure.results.aggregate import aggregate_results, format_value, render_table
+    from llenergymeasure.results.aggregate import (
+        Summary,
+        aggregate_results,
+        format_value,
+        render_table,
+    )
     from llenergymeasure.results.aggregate import write_summary as write_summary_files
     from llenergymeasure.results.schema import ExperimentResult
 
@@ -66,6 +101,8 @@ except ImportError as exc:
     LEM_IMPORT_ERROR = str(exc)
 
 MODULES = ("lem_plan", "lem_manifest", "lem_experiment")
+SUMMARY_PLAY_VAR = "lem_campaign_summary_play"
+SUMMARY_ERROR_VAR = "lem_campaign_summary_error"
 
 
 @dataclass
@@ -93,6 +130,7 @@ class Campaign:
     planned: dict[str, str] = field(default_factory=dict)  # exp_id -> host, from the plan
     unreachable: set[str] = field(default_factory=set)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    malformed: list[str] = field(default_factory=list)  # results left out, with the reason
 
     def record(self, outcome: Outcome) -> None:
         self.outcomes[outcome.exp_id] = outcome
@@ -180,9 +218,15 @@ class CallbackModule(CallbackBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.campaign = Campaign()
+        self.pace = Pace()  # per-host intervals between experiments, for the ETA
         self.hidden_results = 0
+        self.summary_done = False
 
     # -- collecting -------------------------------------------------------------------
+
+    def v2_runner_on_start(self, host: Any, task: Any) -> None:
+        if task.action.rsplit(".", 1)[-1] == "lem_experiment":
+            self.pace.started(host.get_name(), time.monotonic())
 
     def v2_runner_on_ok(self, result: Any) -> None:
         self._collect(result)
@@ -214,8 +258,13 @@ class CallbackModule(CallbackBase):
                 "lem_manifest": self._on_manifest,
                 "lem_experiment": self._on_experiment,
             }[name](data, result.host.get_name())
-        except Exception as exc:  # a malformed result must not break the play
-            self._display.warning(f"lem_campaign: ignoring a {name} result: {exc}")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            # a module return this callback cannot read: named, and left out
+            problem = (
+                f"a {name} result of host {result.host.get_name()} is malformed, left out: {exc!r}"
+            )
+            self.campaign.malformed.append(problem)
+            self._display.warning(f"lem_campaign: {problem}")
 
     def _on_plan(self, data: dict[str, Any], host: str) -> None:
         if data.get("failed") or "campaign_name" not in data:
@@ -251,13 +300,32 @@ class CallbackModule(CallbackBase):
         self.campaign.record(outcome)
         done = len(self.campaign.outcomes)
         skipped = not data.get("changed", False)
-        self._display.display(progress_line(outcome, done, self.campaign.total, skipped))
+        line = progress_line(outcome, done, self.campaign.total, skipped)
+        duration = self.pace.finished(host, time.monotonic(), skipped)
+        if not skipped:
+            left = Counter(
+                h for e, h in self.campaign.planned.items() if e not in self.campaign.outcomes
+            )
+            line += self.pace.line_suffix(outcome.status, duration, left)
+        self._display.display(line)
 
     # -- at the end -------------------------------------------------------------------
 
+    def v2_playbook_on_play_start(self, play: Any) -> None:
+        """Write the summary as the summary play starts; its tasks fail on a write error."""
+        if self.summary_done or play.vars.get(SUMMARY_PLAY_VAR) is not True:
+            return
+        self.summary_done = True
+        error = self._report()
+        if error is not None:
+            play.vars[SUMMARY_ERROR_VAR] = error
+
     def v2_playbook_on_stats(self, stats: Any) -> None:
         try:
-            self._report()
+            if not self.summary_done:
+                error = self._report()
+                if error is not None:
+                    self._display.error(f"lem_campaign: {error}")
         finally:
             self._release_run_lock()
 
@@ -267,24 +335,26 @@ class CallbackModule(CallbackBase):
             return
         try:
             release_run_lock(self.campaign.run_lock, os.getpid())
-        except Exception as exc:
+        except (LemError, OSError) as exc:
             self._display.warning(f"lem_campaign: run lock not released: {exc}")
 
-    def _report(self) -> None:
+    def _report(self) -> str | None:
+        """Print the summary and write its files; the reason when they were not written."""
         if self.hidden_results:
             self._display.warning(
                 f"lem_campaign: {self.hidden_results} lem result(s) hidden by no_log were "
                 "left out of the summary"
             )
         if not self.campaign.outcomes and self.campaign.name is None:
-            return
+            return None
         if LEM_IMPORT_ERROR:
-            self._display.warning(f"lem_campaign: no summary: {LEM_IMPORT_ERROR}")
-            return
+            return f"summary not written: {LEM_IMPORT_ERROR}"
         try:
             self._summarize()
-        except Exception as exc:  # a summary that cannot be written must not fail the play
-            self._display.warning(f"lem_campaign: summary not written: {exc}")
+        except Exception as exc:  # whatever the cause, it is named and fails the summary play
+            reason = str(exc) if isinstance(exc, LemError) else f"{type(exc).__name__}: {exc}"
+            return f"summary not written: {reason}"
+        return None
 
     def _summarize(self) -> None:
         completed = [o for o in self.campaign.outcomes.values() if o.status == "completed"]
@@ -292,11 +362,11 @@ class CallbackModule(CallbackBase):
             self._display.display(self._counts_line())
             return
         campaign_dir = self._campaign_dir()
-        results = [ExperimentResult.model_validate(o.result) for o in completed]
+        completed, results = self._valid_results(completed)
         dry_run = bool(context.CLIARGS.get("check"))
         sources = None if dry_run else self._write_results(campaign_dir, completed, results)
-        summary = aggregate_results(results, sources=sources)
-        summary.warnings.extend(self.campaign.incomplete_notes())
+        summary = aggregate_results(results, sources=sources, baseline=self.get_option("baseline"))
+        summary.warnings.extend(self.campaign.malformed + self.campaign.incomplete_notes())
         self._display.display(render_table(summary).rstrip("\n"))
         self._display.display(self._counts_line())
         if dry_run:
@@ -304,6 +374,40 @@ class CallbackModule(CallbackBase):
             return
         for path in write_summary_files(summary, campaign_dir):
             self._display.display(f"lem: wrote {path}")
+        self._write_report(summary, results, campaign_dir)
+
+    def _write_report(
+        self, summary: Summary, results: list[ExperimentResult], campaign_dir: Path
+    ) -> None:
+        """report.html next to the summary; matplotlib is imported only here."""
+        try:
+            from llenergymeasure.results.report import manifest_failures, write_report_files
+
+            failures = manifest_failures(campaign_dir)
+            report = write_report_files(summary, results, campaign_dir, failures)
+        except Exception as exc:  # the report is a view of the summary, not a result
+            self._display.warning(f"lem_campaign: report not written: {exc}")
+        else:
+            self._display.display(f"lem: wrote {report.html}")
+
+    def _valid_results(
+        self, completed: list[Outcome]
+    ) -> tuple[list[Outcome], list[ExperimentResult]]:
+        """The outcomes whose result is valid, with it; each other one is named and left out."""
+        kept: list[tuple[Outcome, ExperimentResult]] = []
+        for outcome in completed:
+            try:
+                kept.append((outcome, ExperimentResult.model_validate(outcome.result)))
+            except ValidationError as exc:
+                first = exc.errors(include_url=False)[0]
+                where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+                problem = (
+                    f"result of {outcome.exp_id} on host {outcome.host} is malformed, left "
+                    f"out of the summary: {where}: {first['msg']}"
+                )
+                self.campaign.malformed.append(problem)
+                self._display.warning(f"lem_campaign: {problem}")
+        return [o for o, _ in kept], [r for _, r in kept]
 
     def _campaign_dir(self) -> Path:
         if self.campaign.plan_dir is not None:

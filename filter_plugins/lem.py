@@ -85,17 +85,20 @@ def lem_backends(experiments: Iterable[PlanEntry]) -> list[str]:
 
 
 def lem_cycle_segments(pending: Iterable[PlanEntry]) -> list[dict[str, Any]]:
-    """Split `pending` into runs of consecutive entries with the same cycle.
+    """Split `pending` into runs of consecutive entries of one cycle and one backend.
 
-    Each segment is ``{"cycle": N, "experiments": [...]}``, in plan order; the roles run
-    a health check between segments. A cycle can appear in several segments when the
-    plan interleaves hosts' shares or the order is grouped.
+    Each segment is ``{"cycle": N, "backend": B, "experiments": [...]}``, in plan order.
+    Before each segment the roles hand the GPU to B's service (the other services
+    release it) and run a health check, so a segment is one holder of the GPU. The plan
+    keeps a cycle's experiments of one backend together; a (cycle, backend) pair can
+    still appear in several segments when the order is grouped or the plan predates that.
     """
     segments: list[dict[str, Any]] = []
     for i, entry in enumerate(_entries(pending, "lem_cycle_segments")):
         cycle = int(_require(entry, "cycle", "lem_cycle_segments", i))
-        if not segments or segments[-1]["cycle"] != cycle:
-            segments.append({"cycle": cycle, "experiments": []})
+        backend = str(_require(entry, "backend", "lem_cycle_segments", i))
+        if not segments or (segments[-1]["cycle"], segments[-1]["backend"]) != (cycle, backend):
+            segments.append({"cycle": cycle, "backend": backend, "experiments": []})
         segments[-1]["experiments"].append(dict(entry))
     return segments
 

@@ -18,11 +18,15 @@ description:
     and it runs again. A C(failed) one runs again when O(retry_failed) is true.
   - Before an interrupted experiment runs again, the module waits until no process of the
     service still runs it (a C(lem experiment) left by a controller that was killed; at
-    most O(timeout) seconds and the grace period), then reads the manifest again. Each
+    most O(timeout) seconds and the grace period), then reads the manifest again. When
+    the service's processes cannot be listed (C(docker compose top) fails), the task
+    fails and the experiment is not started. Each
     manifest update is made only while the entry is still the one this attempt read, so
     an older attempt never overwrites a newer one's entry.
   - The service's main process is C(lem worker), which keeps the model loaded between
-    experiments sharing a load key; the exec is a thin client. With O(cold_start) the
+    experiments sharing a load key; the exec is a thin client, run with
+    C(--require-worker), so that the experiment fails when no worker answers instead of
+    running cold in the exec's own process. With O(cold_start) the
     worker loads the model from scratch; when only a restart of the service can give that
     cold start (exit 75), the module restarts the service, waits until it is healthy and
     runs the experiment again, once (see docs/worker.md).
@@ -138,8 +142,9 @@ options:
   restart_allowed:
     description:
       - Whether the service may be restarted when the worker answers that only a restart
-        gives the cold start asked for (exit 75). When false the experiment is recorded
-        failed instead (the caller's restart budget is spent).
+        gives the cold start asked for (exit 75), or when its worker is frozen or does not
+        stop an experiment past O(timeout). When false the experiment is recorded failed
+        without the restart (the caller's restart budget is spent).
     type: bool
     default: true
   wait_timeout:
@@ -148,8 +153,13 @@ options:
     default: 600
   timeout:
     description:
-      - Seconds the experiment may take; it is stopped inside the container after that
-        (C(timeout) from coreutils) and recorded as failed.
+      - Seconds the experiment may take; it is then recorded failed, C(timed out after N s).
+      - The exec (a thin client) is stopped by C(timeout) from coreutils, and the worker is
+        asked to stop the experiment (C(lem worker --status --cancel)); it stops at its next
+        stage. When the worker does not answer within seconds (frozen), or has not stopped
+        it after a grace period, the service is restarted (if O(restart_allowed)) and
+        C(service_restarted) is returned true, so that the next experiments find a worker that
+        serves them (see docs/reliability.md).
     type: int
   environment:
     description:
@@ -260,7 +270,8 @@ stderr_tail:
   type: str
 service_restarted:
   description:
-    - Whether the service was restarted to give the experiment its cold start (exit 75).
+    - Whether the service was restarted to give the experiment its cold start (exit 75),
+      or because its worker was frozen or kept running the experiment past O(timeout).
       Callers count it against their restart budget.
   returned: when the experiment ran
   type: bool
@@ -302,7 +313,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 try:
     from pydantic import TypeAdapter, ValidationError
 
-    from llenergymeasure.campaign.attempts import attempt_pids, wait_for_attempts_to_end
+    from llenergymeasure.campaign.attempts import attempt_pids_from_top, wait_for_attempts_to_end
     from llenergymeasure.campaign.manifest import (
         ManifestEntry,
         decide,
@@ -313,9 +324,11 @@ try:
     from llenergymeasure.campaign.plan import config_hash, exp_id
     from llenergymeasure.config.loader import parse_experiment
     from llenergymeasure.config.models import ExperimentConfig, SafeName
+    from llenergymeasure.dispatch.timeouts import stop_timed_out, wait_for_worker
     from llenergymeasure.errors import LemError
     from llenergymeasure.files import atomic_write_text
     from llenergymeasure.results.schema import ExperimentResult
+    from llenergymeasure.runner.protocol import WorkerStats
 except ImportError:
     LEM_IMPORT_ERROR: str | None = traceback.format_exc()
 else:
@@ -336,6 +349,9 @@ SIGKILL_EXIT_CODE = 137  # a container's main process killed with SIGKILL (docke
 # the experiments have no timeout of their own.
 EARLIER_ATTEMPT_WAIT_SECONDS = 3600
 NEEDS_RESTART_EXIT_CODE = 75  # `lem experiment`: only a service restart makes this cold start
+# The docker exec of `lem worker --status`, whose own reply timeout (seconds) tells a
+# frozen worker; this one only bounds a docker CLI that hangs.
+WORKER_PROBE_EXEC_TIMEOUT = 60
 SERVICES_CACHE = ".compose-services.json"  # in state_dir; see the notes of DOCUMENTATION
 # `lem wait-cool` reasons meaning "cannot tell": the gap is then waited as a fixed one.
 THERMAL_UNKNOWN = ("no-gpu", "no-baseline")
@@ -379,6 +395,10 @@ class ExperimentFailed(Exception):
 
 class NeedsRestart(ExperimentFailed):
     """`lem experiment` exited 75: the cold start asked for needs a restart of the service."""
+
+
+class TimedOut(ExperimentFailed):
+    """The exec was stopped by `timeout`: the worker may still run the experiment."""
 
 
 @dataclass(frozen=True)
@@ -586,6 +606,7 @@ def experiment_argv(params: dict[str, Any], gap_waited: float) -> list[str]:
         "--gap-waited",
         f"{gap_waited:.3f}",
     ]
+    argv.append("--require-worker")  # never a cold in-process run inside a warm campaign
     if params["cold_start"]:
         argv.append("--cold-start")
     if params["timeout"]:
@@ -618,13 +639,17 @@ def execute(docker: ComposeProject, params: dict[str, Any], gap_waited: float) -
     if completed.returncode == 0:
         return
     rc, stderr = completed.returncode, completed.stderr
-    if rc == TIMEOUT_EXIT_CODE and params["timeout"]:
+    timed_out = rc == TIMEOUT_EXIT_CODE and bool(params["timeout"])
+    if timed_out:
         cause = f"timed out after {params['timeout']} s"
     else:
         cause = last_line(stderr) or f"lem experiment exited with status {rc}"
     stopped = service_stopped(docker, params["service"])
     if stopped:
         cause = f"service {params['service']!r} stopped during the experiment ({stopped}): {cause}"
+        raise ExperimentFailed(cause, rc, stderr)  # nothing of it runs any more
+    if timed_out:
+        raise TimedOut(cause, rc, stderr)
     failure = NeedsRestart if rc == NEEDS_RESTART_EXIT_CODE else ExperimentFailed
     raise failure(cause, rc, stderr)
 
@@ -651,8 +676,8 @@ def service_stopped(docker: ComposeProject, service: str) -> str | None:
     return f"its container is {status} with exit code {code}{killed}"
 
 
-def restart_service(docker: ComposeProject, params: dict[str, Any]) -> None:
-    """Restart the service and wait until it is healthy (its fresh worker listens)."""
+def restart_service(docker: ComposeProject, params: dict[str, Any], why: str) -> None:
+    """Restart the service and wait until it is healthy and its fresh worker answers."""
     service = params["service"]
     try:
         docker.compose.restart(services=[service])
@@ -667,30 +692,79 @@ def restart_service(docker: ComposeProject, params: dict[str, Any]) -> None:
             quiet=True,
         )
     except docker_error() as exc:
-        cause = f"restarting service {service!r} for a cold start failed: {last_line(exc.stderr)}"
+        cause = f"restarting service {service!r} {why} failed: {last_line(exc.stderr)}"
         raise ExperimentFailed(cause, exc.return_code, exc.stderr or "") from None
+    limit = params["wait_timeout"]
+    if wait_for_worker(lambda: worker_stats(docker, service, None), limit) is None:
+        raise ExperimentFailed(
+            f"service {service!r} restarted {why}, but its worker did not answer within {limit} s"
+        )
 
 
 def execute_with_restart(docker: ComposeProject, task: ExperimentRun, gap_waited: float) -> None:
     """Execute; when the worker answers that only a restart gives the cold start asked
-    for (exit 75), restart the service once, if allowed, and execute again."""
+    for (exit 75), restart the service once, if allowed, and execute again. Past the
+    timeout, the experiment is stopped in the worker too (`stop_in_worker`)."""
     try:
-        execute(docker, task.params, gap_waited)
-        return
-    except NeedsRestart as exc:
-        if not task.params["restart_allowed"]:
+        try:
+            execute(docker, task.params, gap_waited)
+            return
+        except NeedsRestart as exc:
+            if not task.params["restart_allowed"]:
+                raise ExperimentFailed(
+                    f"{exc.cause} (no service restart left: health_check.max_restarts is spent)",
+                    exc.rc,
+                ) from None
+        restart_service(docker, task.params, "for a cold start")
+        task.service_restarted = True
+        try:
+            execute(docker, task.params, gap_waited)
+        except NeedsRestart as exc:
             raise ExperimentFailed(
-                f"{exc.cause} (no service restart left: health_check.max_restarts is spent)",
-                exc.rc,
+                f"{exc.cause} (even after a restart of the service)", exc.rc
             ) from None
-    restart_service(docker, task.params)
-    task.service_restarted = True
+    except TimedOut as exc:
+        stop_in_worker(docker, task, exc)
+
+
+def stop_in_worker(docker: ComposeProject, task: ExperimentRun, timed_out: TimedOut) -> None:
+    """After the exec timed out: have the worker stop the experiment, or restart the
+    service when the worker is frozen or does not stop it; raises ExperimentFailed."""
+    service = task.params["service"]
+    outcome = stop_timed_out(task.exp_id, lambda cancel: worker_stats(docker, service, cancel))
+    cause = f"{timed_out.cause}: {outcome.detail}"
+    if outcome.restart and not task.params["restart_allowed"]:
+        cause += f"; service {service!r} not restarted: health_check.max_restarts is spent"
+    elif outcome.restart:
+        try:
+            restart_service(docker, task.params, "after a timed-out experiment")
+        except ExperimentFailed as exc:
+            raise ExperimentFailed(f"{cause}; {exc.cause}", exc.rc, exc.stderr_tail) from None
+        task.service_restarted = True
+        cause += f"; service {service!r} restarted"
+    raise ExperimentFailed(cause, timed_out.rc, timed_out.stderr_tail)
+
+
+def worker_stats(docker: ComposeProject, service: str, cancel: str | None) -> WorkerStats | None:
+    """`lem worker --status [--cancel EXP_ID]` in the service; None when the worker does
+    not answer (frozen, gone) or the exec cannot be made."""
+    argv = ["lem", "worker", "--status", *(["--cancel", cancel] if cancel else [])]
     try:
-        execute(docker, task.params, gap_waited)
-    except NeedsRestart as exc:
-        raise ExperimentFailed(
-            f"{exc.cause} (even after a restart of the service)", exc.rc
-        ) from None
+        probe = subprocess.run(
+            docker.command("exec", "--no-TTY", service, *argv),
+            capture_output=True,
+            text=True,
+            timeout=WORKER_PROBE_EXEC_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if probe.returncode != 0:
+        return None
+    try:
+        return WorkerStats.model_validate_json(last_line(probe.stdout))
+    except ValidationError:
+        return None
 
 
 def wait_cool(docker: ComposeProject, params: dict[str, Any]) -> dict[str, Any]:
@@ -826,13 +900,15 @@ def run(module: AnsibleModule) -> None:
 
 
 def earlier_attempt_pids(docker: ComposeProject, params: dict[str, Any]) -> list[int]:
-    """Pids of processes in the service still running this experiment (`docker compose top`)."""
-    top = subprocess.run(
-        docker.command("top", params["service"]), capture_output=True, text=True, check=False
-    )
-    if top.returncode != 0:
-        return []  # the service is not running: nothing of an earlier attempt runs there
-    return attempt_pids(top.stdout.strip(), params["exp_id"])
+    """Pids of processes in the service still running this experiment (`docker compose top`);
+    AttemptLookupFailed (a LemError: the task fails, nothing started) when top fails."""
+    try:
+        top = subprocess.run(
+            docker.command("top", params["service"]), capture_output=True, text=True, check=False
+        )
+    except OSError as exc:
+        return attempt_pids_from_top(127, "", f"cannot run the docker CLI: {exc}", params["exp_id"])
+    return attempt_pids_from_top(top.returncode, top.stdout, top.stderr, params["exp_id"])
 
 
 def settle_earlier_attempt(

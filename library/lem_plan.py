@@ -20,6 +20,10 @@ description:
     fails here, naming the campaign, the lock file and the pid of the run holding it. The
     lock of a run that is no longer running (killed) is taken over and reported. The
     C(lem_campaign) callback releases it when the playbook ends.
+  - Fails, before writing anything, when no C(ansible-playbook) process is found above
+    it (run over SSH, even to localhost, or by another program), as a run that cannot be
+    locked is not started, so two runs never interleave; the campaign playbook runs it
+    with a local connection.
   - Runs on the controller (delegated to localhost, or in a play on localhost) and needs the
     C(llenergymeasure) package on that Python interpreter.
 version_added: "0.1.0"
@@ -126,8 +130,7 @@ run_lock:
 run_lock_status:
   description:
     - C(acquired); C(taken-over) from a run that is no longer running (said in the report);
-      C(already-held) by this same run; null in check mode, or on a controller without
-      C(/proc), where the run is not locked.
+      C(already-held) by this same run; null in check mode.
   returned: success
   type: str
   sample: acquired
@@ -147,7 +150,7 @@ try:
     from llenergymeasure.campaign.plan import plan_or_reuse
     from llenergymeasure.campaign.runlock import RUN_LOCK_NAME, acquire_run_lock, controller_pid
     from llenergymeasure.config.loader import LoadedCampaign, load_campaign
-    from llenergymeasure.errors import LemError
+    from llenergymeasure.errors import LemError, ManifestLockError
 except ImportError:
     LEM_IMPORT_ERROR: str | None = traceback.format_exc()
 else:
@@ -175,14 +178,16 @@ def take_run_lock(lock_path: Path, campaign: str) -> tuple[dict[str, Any], list[
     """Hold the campaign's run lock for the ansible-playbook running this module.
 
     Returns the module's run_lock fields and the lines to add to the plan report.
+    Without an ansible-playbook above it there is no run to hold the lock: refused,
+    never run unlocked.
     """
     pid = controller_pid()
     if pid is None:
-        line = (
-            f"{lock_path}: run lock not taken: no ansible-playbook process found above "
-            "this module (a controller without /proc?)"
+        raise ManifestLockError(
+            f"{lock_path}: cannot take the run lock of campaign {campaign!r}: no "
+            "ansible-playbook process above this module (reached over SSH?); run lem_plan "
+            "on the controller with a local connection, as playbooks/campaign.yml does"
         )
-        return {"run_lock": None, "run_lock_status": None}, [line]
     outcome = acquire_run_lock(lock_path, campaign, pid)
     line = outcome.report_line()
     return {"run_lock": str(lock_path), "run_lock_status": outcome.status}, [line] if line else []

@@ -66,7 +66,7 @@ inputs_hash() {
     {
         echo "$BACKEND $TAG"
         docker image inspect --format '{{.Id}}' "$BASE_IMAGE"
-        cat "$DOCKERFILE" pyproject.toml
+        cat "$DOCKERFILE" pyproject.toml scripts/image_requirements.py
         [ "$BACKEND" != pytorch-cpu ] || cat requirements/cpu.txt
         find src -type f ! -name '*.pyc' ! -path '*/__pycache__/*' ! -path '*.egg-info/*' \
             -print0 | LC_ALL=C sort -z | xargs -0 sha256sum

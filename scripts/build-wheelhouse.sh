@@ -5,14 +5,17 @@
 #
 #   scripts/build-wheelhouse.sh BACKEND OUTDIR
 #
-# BACKEND: pytorch-cpu (the package with its pytorch extra, CPU torch pinned by
-# requirements/cpu.txt), or pytorch | vllm | tensorrt (the package and its core
-# dependencies only: the upstream GPU images already carry the engine), or host
-# (the package and its host extra: the venv the Ansible modules run in on a host).
+# BACKEND: a wheelhouse of pyproject.toml's [tool.llenergymeasure.wheelhouse]:
+# pytorch-cpu | pytorch | vllm | tensorrt (an image's: the package, its core
+# dependencies and its backend's extra; what the upstream GPU base image already
+# carries, e.g. torch, is not downloaded but checked at image build), or host (the
+# package and its host extra: the venv the Ansible modules run in on a host).
+# scripts/image_requirements.py turns that table into requirement lines.
 #
 # Layout of OUTDIR (the image build context):
 #   deps/*.whl, deps/requirements.txt, deps/constraints.txt   dependency layer
-#   lem/llenergymeasure-*.whl                                 the package layer
+#   deps/base-requirements.txt     what the base image must carry already
+#   lem/llenergymeasure-*.whl      the package layer
 #
 # Cached: dependencies are downloaded only when the wheelhouse cannot satisfy
 # them any more (a changed requirement or constraint); OUTDIR only grows.
@@ -36,22 +39,6 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 TARGET_PYTHON="${LEM_WHEEL_PYTHON:-3.11}"
 TARGET_GLIBC="${LEM_WHEEL_GLIBC:-2.36}"
 
-case "$BACKEND" in
-pytorch-cpu)
-    EXTRAS=pytorch
-    CONSTRAINTS="$REPO/requirements/cpu.txt"
-    ;;
-pytorch | vllm | tensorrt)
-    EXTRAS=
-    CONSTRAINTS=
-    ;;
-host)
-    EXTRAS=host
-    CONSTRAINTS=
-    ;;
-*) die "unknown backend '$BACKEND' (expected pytorch-cpu, pytorch, vllm, tensorrt or host)" ;;
-esac
-
 if [ -n "${LEM_PYTHON:-}" ]; then
     PY="$LEM_PYTHON"
 elif [ -x "$REPO/.venv/bin/python" ]; then
@@ -60,21 +47,13 @@ else
     PY=python3
 fi
 
-# The requirement lines of the package and the chosen extras, from pyproject.toml,
-# plus pip itself: the image build runs pip from its wheel.
-write_requirements() {
-    "$PY" - "$REPO/pyproject.toml" "$EXTRAS" <<'EOF'
-import sys
-import tomllib
-
-with open(sys.argv[1], "rb") as file:
-    project = tomllib.load(file)["project"]
-lines = ["pip", *project["dependencies"]]
-for extra in filter(None, sys.argv[2].split(",")):
-    lines += project["optional-dependencies"][extra]
-print("\n".join(lines))
-EOF
+# One view of the wheelhouse's table (download | base | constraints).
+requirements() {
+    "$PY" "$REPO/scripts/image_requirements.py" "$REPO/pyproject.toml" "$BACKEND" "$1"
 }
+
+# Also the check that BACKEND names a wheelhouse.
+CONSTRAINTS="$(requirements constraints)" || die "usage: $0 BACKEND OUTDIR"
 
 # pip does not widen manylinux_2_X to older glibc tags by itself: list them all.
 platform_args() {
@@ -97,9 +76,10 @@ pip_download() {
 
 download_dependencies() {
     mkdir -p "$OUTDIR/deps"
-    write_requirements >"$OUTDIR/deps/requirements.txt"
+    requirements download >"$OUTDIR/deps/requirements.txt"
+    requirements base >"$OUTDIR/deps/base-requirements.txt"
     if [ -n "$CONSTRAINTS" ]; then
-        cp "$CONSTRAINTS" "$OUTDIR/deps/constraints.txt"
+        cp "$REPO/$CONSTRAINTS" "$OUTDIR/deps/constraints.txt"
     else
         : >"$OUTDIR/deps/constraints.txt"
     fi

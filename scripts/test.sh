@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: lint, unit tests, and the integration tests against the
 # real Docker engine and real ansible-playbook (Molecule included).
-# Sets the machine up first (scripts/bootstrap.sh), so it runs on a fresh one.
+# Sets the machine up first (scripts/bootstrap.sh, then the system tools the tests use:
+# scripts/install-test-tools.sh), so it runs on a fresh one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/bootstrap.sh
+scripts/install-test-tools.sh
 
 echo "== ruff"
 .venv/bin/ruff check .

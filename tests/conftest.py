@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -13,6 +14,13 @@ import pytest
 # Set before any test imports transformers, which reads them once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Ansible's module_utils replace sys.intern with an object, and torch._dynamo (which
+# transformers imports lazily) fails to import once that is done. Tests of modules and
+# plugins bring Ansible into the same process as the CPU backend tests: torch comes first.
+# The product never has both in one process (Ansible on the controller, torch in images).
+with contextlib.suppress(ImportError):  # a venv without the pytorch extra: nothing to protect
+    import torch._dynamo  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import typer
 
 from llenergymeasure import __version__
 
-ALL_MODULES: tuple[str, ...] = ("campaign", "health", "manifest", "results", "runner")
+ALL_MODULES: tuple[str, ...] = ("campaign", "health", "manifest", "playbook", "results", "runner")
 # The module of `llenergymeasure.commands` that registers each command (a unit test
 # checks this against what the modules register).
 COMMAND_MODULES: dict[str, str] = {
@@ -27,8 +27,12 @@ COMMAND_MODULES: dict[str, str] = {
     "health": "health",
     "baseline": "health",
     "wait-cool": "health",
+    "release": "health",
     "status": "manifest",
     "aggregate": "results",
+    "compare": "results",
+    "run": "playbook",
+    "report": "results",
     "experiment": "runner",
     "worker": "runner",
     "model": "runner",

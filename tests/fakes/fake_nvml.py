@@ -1,12 +1,18 @@
 """A thin fake of the pynvml calls that `llenergymeasure.measure.nvml` makes.
 
 It stands in for the library only (same function names, same units: mW, mJ,
-bytes), so everything above that boundary runs for real. Each `FakeGpu`'s energy
-counter advances with real time at its `power_w`, like the device's would.
+bytes, and pynvml's own exception classes), so everything above that boundary runs
+for real. Each `FakeGpu`'s energy counter advances with real time at its
+`energy_rate_w` (default: its `power_w`), like the device's would.
+
+The fake may only have names the installed pynvml has, with the same number of
+positional parameters: `check_names` runs when this module (or a subclass) is defined,
+so a fake can never make a call pass that the real binding would not have.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,18 +20,36 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import pynvml
+
 from llenergymeasure.measure import nvml
 
-NVML_SUCCESS = 0
-NVML_ERROR_NOT_SUPPORTED = 3
-NVML_ERROR_DRIVER_NOT_LOADED = 9
-NVML_ERROR_INVALID_ARGUMENT = 2
+NVML_SUCCESS = pynvml.NVML_SUCCESS
+NVML_ERROR_NOT_SUPPORTED = pynvml.NVML_ERROR_NOT_SUPPORTED
+NVML_ERROR_DRIVER_NOT_LOADED = pynvml.NVML_ERROR_DRIVER_NOT_LOADED
+NVML_ERROR_INVALID_ARGUMENT = pynvml.NVML_ERROR_INVALID_ARGUMENT
+NVML_ERROR_NOT_FOUND = pynvml.NVML_ERROR_NOT_FOUND
+# pynvml's own classes: NVMLError(code) builds the subclass for the code (NVMLError_NotSupported…).
+NVMLError = pynvml.NVMLError
 
 
-class NVMLError(Exception):
-    def __init__(self, value: int) -> None:
-        super().__init__(f"NVML error {value}")
-        self.value = value
+def check_names(cls: type) -> None:
+    """TypeError when `cls` has an nvml*/NVML* name the installed pynvml lacks, or a function
+    whose positional parameters (without self) differ in number from pynvml's."""
+    for name, value in vars(cls).items():
+        if not name.startswith(("nvml", "NVML")):
+            continue
+        real = getattr(pynvml, name, None)
+        if real is None:
+            raise TypeError(f"{cls.__name__}.{name}: the installed pynvml has no {name}")
+        if callable(value) and not isinstance(value, type):
+            fake_params = list(inspect.signature(value).parameters)[1:]
+            real_params = list(inspect.signature(real).parameters)
+            if len(fake_params) != len(real_params):
+                raise TypeError(
+                    f"{cls.__name__}.{name}{tuple(fake_params)}: "
+                    f"pynvml's takes {tuple(real_params)}"
+                )
 
 
 @dataclass
@@ -47,30 +71,59 @@ class FakeGpu:
     power_supported: bool = True  # False: neither power reading answers
     event_reasons_api: bool = True  # False: only the older ClocksThrottleReasons answers
     energy_offset_mj: int = 1_000_000_000
+    # What the energy counter advances at (W); None: at `power_w`. Power readings are instant
+    # values, the counter integrates the true draw: they differ on a real GPU.
+    energy_rate_w: float | None = None
+    processes_v3: bool = True  # False: a driver before R510, only the _v2 process list answers
+    mig_uuids: list[str] = field(default_factory=list)
     created: float = field(default_factory=time.monotonic)
 
     def energy_mj(self) -> int:
-        return self.energy_offset_mj + int(self.power_w * (time.monotonic() - self.created) * 1000)
+        rate = self.power_w if self.energy_rate_w is None else self.energy_rate_w
+        return self.energy_offset_mj + int(rate * (time.monotonic() - self.created) * 1000)
+
+
+@dataclass(frozen=True)
+class MigHandle:
+    parent: int
 
 
 class FakeNvml:
-    """The pynvml surface: module-level names become attributes of an instance."""
+    """The pynvml surface: module-level names become attributes of an instance.
+
+    `missing` names bindings this fake pretends not to have (an older or renamed pynvml).
+    """
 
     NVMLError = NVMLError
+    NVMLLibraryMismatchError = pynvml.NVMLLibraryMismatchError
     NVML_SUCCESS = NVML_SUCCESS
     NVML_FI_DEV_POWER_INSTANT = 186
     NVML_TEMPERATURE_GPU = 0
     NVML_CLOCK_SM = 1
     NVML_CLOCK_MEM = 2
 
-    def __init__(self, gpus: list[FakeGpu], driver_loaded: bool = True) -> None:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check_names(cls)
+
+    def __init__(
+        self, gpus: list[FakeGpu], driver_loaded: bool = True, missing: frozenset[str] = frozenset()
+    ) -> None:
         self.gpus = gpus
         self.driver_loaded = driver_loaded
+        self.missing = missing
         self.driver = "550.54.15"
         self.cuda = 12040
         self.calls: list[str] = []
 
+    def __getattribute__(self, name: str) -> Any:
+        if name.startswith(("nvml", "NVML")) and name in object.__getattribute__(self, "missing"):
+            raise AttributeError(f"module 'pynvml' has no attribute '{name}'")
+        return object.__getattribute__(self, name)
+
     def _gpu(self, handle: int) -> FakeGpu:
+        if isinstance(handle, MigHandle):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
         return self.gpus[handle]
 
     def nvmlInit(self) -> None:
@@ -85,6 +138,22 @@ class FakeNvml:
         if not 0 <= index < len(self.gpus):
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
         return index
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str) -> int | MigHandle:
+        self.calls.append("handle_by_uuid")
+        for index, gpu in enumerate(self.gpus):
+            if gpu.uuid == uuid:
+                return index
+            if uuid in gpu.mig_uuids:
+                return MigHandle(parent=index)
+        raise NVMLError(NVML_ERROR_NOT_FOUND)
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, migDevice: MigHandle) -> int:
+        return migDevice.parent
+
+    def nvmlDeviceGetIndex(self, handle: int) -> int:
+        self._gpu(handle)
+        return handle
 
     def nvmlDeviceGetName(self, handle: int) -> str:
         return self._gpu(handle).name
@@ -138,12 +207,18 @@ class FakeNvml:
         return self._gpu(handle).clock_event_bits
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: int) -> list[Any]:
+        if not self._gpu(handle).processes_v3:
+            # what pynvml's @throwOnVersionMismatch raises when the driver lacks the _v3 call
+            raise pynvml.NVMLLibraryMismatchError("Unversioned function called")
+        return self.nvmlDeviceGetComputeRunningProcesses_v2(handle)
+
+    def nvmlDeviceGetComputeRunningProcesses_v2(self, handle: int) -> list[Any]:
         return [
             SimpleNamespace(pid=pid, usedGpuMemory=used)
             for pid, used in self._gpu(handle).processes
         ]
 
-    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:
+    def nvmlDeviceGetMemoryInfo(self, handle: int, version: Any = None) -> Any:
         gpu = self._gpu(handle)
         return SimpleNamespace(
             used=gpu.memory_used, total=gpu.memory_total, free=gpu.memory_total - gpu.memory_used
@@ -158,6 +233,9 @@ class FakeNvml:
     def nvmlDeviceGetClockInfo(self, handle: int, clock_type: int) -> int:
         gpu = self._gpu(handle)
         return gpu.sm_clock_mhz if clock_type == self.NVML_CLOCK_SM else gpu.mem_clock_mhz
+
+
+check_names(FakeNvml)
 
 
 def gpus(count: int, **overrides: Any) -> list[FakeGpu]:

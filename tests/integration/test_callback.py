@@ -87,13 +87,19 @@ class Campaign:
         ]
         return [localhost_play(tasks)]
 
-    def run(self, *options: str, extra_tasks: list[dict[str, Any]] | None = None) -> PlaybookRun:
+    def run(
+        self,
+        *options: str,
+        extra_tasks: list[dict[str, Any]] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> PlaybookRun:
         return run_playbook(
             self.root,
             self.plays(extra_tasks or []),
             options=options,
             json_output=False,
             callback=True,
+            env=env,
         )
 
 
@@ -159,6 +165,23 @@ def test_summary_written_from_completed_results(campaign: Campaign) -> None:
     assert summary["sources"] == sorted(
         str(campaign.results_dir / "hosts" / "localhost" / name / "result.json") for name in stored
     )
+
+
+def test_baseline_adds_paired_ratios_and_the_report_is_written(campaign: Campaign) -> None:
+    run = campaign.run(env={"LEM_BASELINE": "a"})
+
+    assert run.returncode == 0, run.stdout + run.stderr
+    summary = json.loads((campaign.results_dir / "summary.json").read_text())
+    assert summary["baseline"] == "a"
+    energy = next(c for c in summary["comparisons"] if c["metric"] == "energy_j")
+    # b over a on the cycles both ran (1, 2): (300 + 330) / (400 + 410)
+    assert (energy["config_name"], energy["cycles"]) == ("b", [1, 2])
+    assert energy["ratio"]["mean"] == pytest.approx(630.0 / 810.0)
+    assert (campaign.results_dir / "comparison.csv").read_text().startswith("config_name,")
+    assert "Paired ratios to baseline a" in run.stdout
+    page = (campaign.results_dir / "report.html").read_text()
+    assert "Paired ratios to baseline a" in page and "data:image/png;base64," in page
+    assert f"lem: wrote {campaign.results_dir / 'report.html'}" in run.stdout
 
 
 def test_progress_summary_table_and_counts_are_printed(campaign: Campaign) -> None:

@@ -1,18 +1,17 @@
 """Faults of the backend service (issue 5, items 2 and 3): its container killed during an
-experiment, and the Docker daemon restarted during a campaign. Real ansible-playbook,
-real Docker, the CPU image, localhost."""
+experiment, and the Docker daemon restarted during a campaign (a private engine of the
+test's own: issue 10, item 9). Real ansible-playbook, real Docker, the CPU image,
+localhost."""
 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fixtures.campaign import (
-    REPO,
     HostDirs,
     compose_down,
     container_runs,
@@ -25,10 +24,13 @@ from fixtures.campaign import (
 from fixtures.faults import (
     ControllerRun,
     PreparedHost,
+    PrivateEngine,
     assert_completed_exactly_once,
     campaign_vars,
     edit_yaml,
     local_inventory,
+    private_engine,
+    running_exp_id,
     summary_counts,
 )
 from python_on_whales import DockerClient
@@ -38,8 +40,6 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 CAMPAIGN = "svcfault"
 ALL = {f"{CAMPAIGN}__bs{b}__c{c:02d}" for b in (1, 2) for c in (1, 2)}
 FIRST = f"{CAMPAIGN}__bs1__c01"  # interleaved order: bs1 c1, bs2 c1, bs1 c2, bs2 c2
-DOCKER_PIDFILE = Path("/var/run/docker.pid")
-INSTALL_DOCKER = REPO / "scripts" / "install-docker.sh"
 
 
 @pytest.fixture
@@ -113,64 +113,85 @@ def test_a_killed_container_fails_its_experiment_the_service_comes_back_a_rerun_
 
 
 # -- the Docker daemon ---------------------------------------------------------------------
+# Stopped and started again under a running campaign: a private engine of the test's own
+# (tests/fixtures/faults.py), never the machine's, whose containers belong to others too.
+
+BASE_IMAGE = "lem-base:bookworm"  # scripts/build-base-image.sh's: the CPU image's inputs hash
 
 
-def docker_answers() -> bool:
-    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
-
-
-def start_dockerd() -> None:
-    """Start dockerd the way the product does (scripts/install-docker.sh, installing nothing)."""
-    subprocess.run(
-        [str(INSTALL_DOCKER)],
-        env={**os.environ, "LEM_DOCKER_INSTALL": "0"},
-        capture_output=True,
-        check=True,
-    )
-
-
-def stop_dockerd() -> None:
-    """SIGTERM dockerd (it stops its containers) and wait until it has exited."""
-    pid = int(DOCKER_PIDFILE.read_text(encoding="ascii").strip())
-    os.kill(pid, signal.SIGTERM)
-    wait_for(lambda: not Path(f"/proc/{pid}").exists(), 120, f"dockerd (pid {pid}) to exit")
-
-
-def running_containers() -> set[str]:
-    listing = subprocess.run(
-        ["docker", "ps", "--quiet", "--no-trunc"], capture_output=True, text=True, check=True
-    )
-    return set(listing.stdout.split())
+def system_docker(*args: str, check: bool = True) -> str:
+    """A docker command on the machine's own engine, whatever DOCKER_HOST says."""
+    env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
+    done = subprocess.run(["docker", *args], env=env, capture_output=True, text=True, check=check)
+    return done.stdout.strip()
 
 
 @pytest.fixture
-def dockerd_restored() -> Iterator[None]:
-    """Whatever happens in the test, the Docker daemon answers again afterwards, and the
-    containers that ran before it (other work on a shared machine) run again."""
-    before = running_containers()
-    yield
-    if not docker_answers():
-        start_dockerd()
-    stopped = before - running_containers()
-    if stopped:
-        subprocess.run(["docker", "start", *sorted(stopped)], capture_output=True, check=False)
+def system_sentinel() -> Iterator[str]:
+    """A container of this test on the machine's engine: still running at the end with the
+    same start time, it shows that engine was neither stopped nor restarted."""
+    sentinel = system_docker(
+        "run", "--detach", "--rm", "--network", "none", BASE_IMAGE, "sleep", "infinity"
+    )
+    try:
+        yield sentinel
+    finally:
+        system_docker("rm", "--force", sentinel, check=False)
+
+
+def started(container: str) -> str:
+    return system_docker(
+        "inspect", "--format", "{{.State.Running}} {{.State.StartedAt}}", container
+    )
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory, cpu_image: str) -> Iterator[PrivateEngine]:
+    with private_engine(tmp_path_factory.mktemp("engine"), [cpu_image, BASE_IMAGE]) as engine:
+        yield engine
+
+
+@pytest.fixture
+def engine_host(
+    tmp_path: Path,
+    prepared_host: PreparedHost,
+    engine: PrivateEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[HostDirs]:
+    """A host whose services run on the private engine: DOCKER_HOST for the playbook (its
+    modules, compose, build-images.sh) and for this test's own docker commands."""
+    monkeypatch.setenv("DOCKER_HOST", engine.host)
+    dirs = prepared_host.dirs(tmp_path / "host", "lem-svcfault")
+    yield dirs
+    compose_down(dirs.project)
 
 
 def test_a_docker_daemon_restart_fails_clearly_and_a_rerun_completes(
-    tmp_path: Path, host: HostDirs, inventory: Path, dockerd_restored: None
+    tmp_path: Path,
+    engine: PrivateEngine,
+    engine_host: HostDirs,
+    inventory: Path,
+    system_sentinel: str,
 ) -> None:
+    sentinel_before = started(system_sentinel)
     campaign_file = campaign_with_a_longer_first_window(tmp_path)
     results = tmp_path / "results"
-    variables = campaign_vars(campaign_file, results, host)
+    variables = campaign_vars(campaign_file, results, engine_host)
 
     with ControllerRun(inventory, variables, tmp_path) as run:
-        wait_for(lambda: container_runs(host.project, FIRST), 600, f"{FIRST} to run", poll=0.1)
-        stop_dockerd()
-        start_dockerd()
+        # the manifest, not `docker compose top`: the engine is the test's, the file the host's
+        wait_for(
+            lambda: running_exp_id(engine_host.manifest(CAMPAIGN)) == FIRST,
+            600,
+            f"{FIRST} to run",
+            poll=0.1,
+        )
+        engine.stop()
+        engine.start()
         interrupted = run.finish()
 
     assert interrupted.returncode != 0
-    entries = manifest_entries(host.manifest(CAMPAIGN))
+    entries = manifest_entries(engine_host.manifest(CAMPAIGN))
     assert entries[FIRST]["status"] == "failed"
     assert "service 'pytorch' stopped during the experiment" in entries[FIRST]["error"]
     assert (
@@ -181,6 +202,8 @@ def test_a_docker_daemon_restart_fails_clearly_and_a_rerun_completes(
     rerun = run_campaign(inventory, variables, tmp_path)
 
     assert rerun.returncode == 0, rerun.output[-4000:]
-    final = assert_completed_exactly_once(host, CAMPAIGN, ALL)
+    final = assert_completed_exactly_once(engine_host, CAMPAIGN, ALL)
     assert final[FIRST]["attempts"] == 2
     assert summary_counts(results, CAMPAIGN) == {"bs1": 2, "bs2": 2}
+    assert sentinel_before.startswith("true ")
+    assert started(system_sentinel) == sentinel_before  # the machine's engine never stopped

@@ -127,6 +127,49 @@ def test_a_campaign_file_that_does_not_exist_fails_naming_it(tmp_path: Path, mis
     assert not (tmp_path / "pwned").exists() and not (REPO / "pwned").exists()
 
 
+def alias_bomb() -> str:
+    """1 KB of YAML whose aliases expand to 9^9 strings (billion laughs)."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    return f"campaign_name: {CAMPAIGN}\n" + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        pytest.param(
+            alias_bomb().encode(),
+            "line 7: more than 200000 values once its YAML aliases are expanded; refused",
+            id="alias-bomb",
+        ),
+        pytest.param(
+            b"campaign_name: caf\xe9\n",
+            "line 1, column 19: not UTF-8 text (byte 0xe9); save the file as UTF-8",
+            id="not-utf-8",
+        ),
+        pytest.param(
+            b"campaign_name: x\nexecution:\n  cycles: " + b"9" * 5000 + b"\n",
+            "line 3: a number of 5000 characters",
+            id="integer-of-5000-digits",
+        ),
+    ],
+)
+def test_a_hostile_campaign_file_fails_on_the_controller_in_one_line(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    """Refused by lem_plan with one line naming the file: no traceback, no host task."""
+    campaign_file = tmp_path / "campaign.yml"
+    campaign_file.write_bytes(content)
+
+    run = run_campaign(LOCAL_INVENTORY, campaign_variables(tmp_path, campaign_file), tmp_path)
+
+    assert_refused_before_any_host_task(run, tmp_path)
+    assert "Traceback" not in run.output and "MODULE FAILURE" not in run.output
+    (failed,) = [line for line in run.output.splitlines() if "Module failed: " in line]
+    message = failed.split("Module failed: ", 1)[1]
+    assert message.startswith(f"{campaign_file}: {problem}") and len(message) < 300
+
+
 @pytest.mark.docker
 def test_jinja_and_shell_syntax_in_a_config_value_are_carried_as_data(
     tmp_path: Path, docker_engine: DockerClient

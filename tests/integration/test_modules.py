@@ -581,8 +581,23 @@ def test_experiment_past_its_timeout_is_stopped_and_recorded_failed(
 
     _, result = run_task(tmp_path, "lem_experiment", args)
 
+    # The worker answers the cancel but is inside a 600 s window (it stops between
+    # stages): after the grace, the service is restarted and the work is really gone.
+    error = (
+        "timed out after 2 s: its worker did not stop it within 30 s; "
+        f"service {args['service']!r} restarted"
+    )
     assert result["failed"] is True and result["rc"] == 124
-    assert result["msg"] == f"{experiment.exp_id}: timed out after 2 s"
+    assert result["msg"] == f"{experiment.exp_id}: {error}"
+    assert result["service_restarted"] is True
     manifest = json.loads((service.state_dir / "manifest.json").read_text())
     assert manifest["entries"][experiment.exp_id]["status"] == "failed"
-    assert manifest["entries"][experiment.exp_id]["error"] == "timed out after 2 s"
+    assert manifest["entries"][experiment.exp_id]["error"] == error
+    status = subprocess.run(
+        service.compose("exec", "-T", args["service"], "lem", "worker", "--status"),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    fresh = json.loads(status.stdout)
+    assert (fresh["busy_with"], fresh["experiments"], fresh["failures"]) == (None, 0, 0)

@@ -168,10 +168,11 @@ STAND_IN_LEM = r'''#!/usr/bin/env python3
 """Stand-in for `lem`: a worker whose engine never gives its memory back.
 
 `lem worker` listens on the socket (so the service is healthy) under a new boot id;
-`lem experiment --cold-start` exits 75 once this boot has served an experiment, and
-otherwise copies the result the test prepared to --out.
+`lem worker --status` answers once it listens; `lem experiment --cold-start` exits 75
+once this boot has served an experiment, and otherwise copies the result the test
+prepared to --out.
 """
-import shutil, socket, sys, uuid
+import json, shutil, socket, sys, uuid
 from pathlib import Path
 
 RUN = Path("/run/lem")
@@ -192,6 +193,13 @@ def worker():
         listener.accept()[0].close()
 
 
+def status():
+    probe = socket.socket(socket.AF_UNIX)
+    probe.connect(str(RUN / "worker.sock"))  # refused until the worker listens
+    probe.close()
+    print(json.dumps({"pid": 1, "started_at": "2026-01-01T00:00:00+00:00"}))
+
+
 def experiment(argv):
     served = RUN / ("served-" + (RUN / "boot").read_text())
     if "--cold-start" in argv and served.exists():
@@ -203,7 +211,9 @@ def experiment(argv):
     served.touch()
 
 
-if sys.argv[1] == "worker":
+if sys.argv[1:3] == ["worker", "--status"]:
+    status()
+elif sys.argv[1] == "worker":
     worker()
 else:
     experiment(sys.argv)

@@ -14,8 +14,10 @@ from fixtures.results import A100, H100, LAPTOP_CPU, make_result, write_result
 
 from llenergymeasure.errors import LemError
 from llenergymeasure.results.aggregate import (
+    COMPARISON_FILE,
     CSV_COLUMNS,
     METRIC_LABELS,
+    SUMMARY_FILES,
     Summary,
     SummaryRow,
     aggregate_directory,
@@ -70,13 +72,27 @@ def test_means_are_computed_from_the_result_files(results_dir: Path) -> None:
     assert (row.n, row.cycles, row.hardware) == (3, [1, 2, 3], f"1x {A100}")
     assert row.exp_ids == [f"demo__tiny-bs1__c0{c}" for c in (1, 2, 3)]
     assert row.sources == [str(results_dir / e / "result.json") for e in row.exp_ids]
-    assert row.warnings == []
+    assert row.warnings == ["3 cycles: fewer than 5, wide Student-t intervals"]
 
 
-def test_interval_is_the_bootstrap_of_the_cycle_values(results_dir: Path) -> None:
+def test_interval_is_the_ci_of_the_cycle_values(results_dir: Path) -> None:
     energy = only_row(aggregate_directory(results_dir), "tiny-bs1").metrics["energy_j"]
     assert energy == bootstrap_ci(ENERGIES_J)
+    # 3 cycles: Student-t, mean +- t(0.975, 2) * sd / sqrt(3), wider than [min, max]
+    half = 4.302652729911275 * energy.std / len(ENERGIES_J) ** 0.5  # type: ignore[operator]
+    assert energy.method == "student-t"
+    assert (energy.ci_lower, energy.ci_upper) == pytest.approx(
+        (energy.mean - half, energy.mean + half)  # type: ignore[operator]
+    )
+    assert energy.ci_lower < min(ENERGIES_J) and energy.ci_upper > max(ENERGIES_J)  # type: ignore[operator]
+
+
+def test_percentile_method_by_name_stays_within_the_sample(results_dir: Path) -> None:
+    summary = aggregate_directory(results_dir, method="percentile")
+    energy = only_row(summary, "tiny-bs1").metrics["energy_j"]
+    assert energy.method == "percentile" and summary.method == "percentile"
     assert min(ENERGIES_J) <= energy.ci_lower <= energy.ci_upper <= max(ENERGIES_J)  # type: ignore[operator]
+    assert "percentile bootstrap" in render_table(summary)
 
 
 def test_printed_numbers_match_the_result_files(results_dir: Path) -> None:
@@ -185,7 +201,7 @@ def test_few_cycles_and_throttling_are_flagged() -> None:
     results = [make_result("tiny", 1, throttled=True), make_result("tiny", 2)]
     [row] = aggregate_results(results).rows
     assert row.warnings == [
-        "2 cycles: CI unreliable (fewer than 3)",
+        "2 cycles: fewer than 5, wide Student-t intervals",
         "1 of 2 result(s) measured while throttled",
     ]
     assert "tiny on 1x" in render_table(aggregate_results(results))
@@ -223,3 +239,41 @@ def test_write_failure_names_the_path(results_dir: Path, tmp_path: Path) -> None
 def test_missing_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(LemError, match=f"{tmp_path / 'nope'}: not a directory"):
         load_results(tmp_path / "nope")
+
+
+def test_wh_per_1000_requests_sits_beside_j_per_token(results_dir: Path) -> None:
+    summary = aggregate_directory(results_dir)
+    wh = only_row(summary, "tiny-bs1").metrics["wh_per_1k_requests"]
+    # make_result: 20 requests; J per request / 3.6 = Wh per 1,000 requests
+    assert wh.mean == pytest.approx(sum(e / 20 / 3.6 for e in ENERGIES_J) / len(ENERGIES_J))
+    metrics = summary.metrics
+    assert metrics.index("wh_per_1k_requests") == metrics.index("j_per_output_token") + 2
+    assert "Wh / 1,000 requests" in render_table(summary)
+
+
+def test_paired_ratios_to_a_baseline_are_in_every_summary_file(tmp_path: Path) -> None:
+    base = {1: 400.0, 2: 440.0, 3: 420.0, 4: 410.0}
+    other = {1: 300.0, 2: 333.0, 3: 318.0}  # cycle 4 not run: only cycles 1-3 are paired
+    for cycle, energy in base.items():
+        write_result(tmp_path, make_result("base", cycle, energy_j=energy))
+    for cycle, energy in other.items():
+        write_result(tmp_path, make_result("fast", cycle, energy_j=energy, config_hash="f" * 16))
+    summary = aggregate_directory(tmp_path, baseline="base")
+    [ratio] = [c for c in summary.comparisons if c.metric == "energy_j"]
+    assert (ratio.config_name, ratio.baseline, ratio.cycles) == ("fast", "base", [1, 2, 3])
+    assert ratio.ratio.mean == pytest.approx(sum(other.values()) / (400.0 + 440.0 + 420.0))
+    assert ratio.ratio.method == "student-t" and ratio.excludes_one is True
+    paths = write_summary(summary, tmp_path / "out")
+    assert [p.name for p in paths] == [*SUMMARY_FILES, COMPARISON_FILE]
+    assert Summary.model_validate_json(paths[0].read_text()) == summary
+    lines = list(csv.DictReader(io.StringIO(paths[3].read_text())))
+    energy_line = next(line for line in lines if line["metric"] == "energy_j")
+    assert float(energy_line["ratio"]) == ratio.ratio.mean
+    assert (energy_line["excludes_one"], energy_line["cycles"]) == ("true", "1;2;3")
+    assert "## Paired ratios to baseline base" in paths[2].read_text()
+
+
+def test_an_absent_baseline_is_a_warning(results_dir: Path) -> None:
+    summary = aggregate_directory(results_dir, baseline="nope")
+    assert summary.comparisons == []
+    assert "baseline 'nope': no results, nothing compared" in summary.warnings

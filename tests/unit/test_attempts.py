@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from llenergymeasure.campaign.attempts import attempt_pids, wait_for_attempts_to_end
+from llenergymeasure.campaign.attempts import (
+    AttemptLookupFailed,
+    attempt_pids,
+    attempt_pids_from_top,
+    wait_for_attempts_to_end,
+)
 from llenergymeasure.campaign.manifest import (
     ManifestConflict,
     ManifestEntry,
@@ -116,3 +121,32 @@ def test_an_older_attempt_cannot_overwrite_a_newer_one(tmp_path: Path) -> None:
     assert path.read_bytes() == before
     with pytest.raises(ManifestConflict):  # nor a new attempt start on an unseen entry
         replace_entry(path, "demo", "localhost", None, entry("running", 1))
+
+
+# -- a failed `docker compose top` is a failure, never "no earlier attempt" ----------------
+
+
+def test_a_failed_top_is_an_error_not_an_empty_list() -> None:
+    stderr = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock.\n"
+
+    with pytest.raises(AttemptLookupFailed) as failed:
+        attempt_pids_from_top(1, "", stderr, EXP)
+
+    assert str(failed.value) == (
+        f"cannot tell whether an earlier attempt of {EXP} still runs (docker compose top "
+        "failed: Cannot connect to the Docker daemon at unix:///var/run/docker.sock.): "
+        "not started; run the campaign again"
+    )
+
+
+def test_a_failed_top_without_stderr_names_its_status_and_a_long_one_is_shortened() -> None:
+    with pytest.raises(AttemptLookupFailed, match=r"failed: exit status 125\)"):
+        attempt_pids_from_top(125, TOP, "", EXP)  # the table does not count: top failed
+    with pytest.raises(AttemptLookupFailed) as failed:
+        attempt_pids_from_top(1, "", "x" * 10_000, EXP)
+    assert len(str(failed.value)) < 500
+
+
+def test_a_successful_top_is_read_and_a_stopped_service_has_no_attempt() -> None:
+    assert attempt_pids_from_top(0, TOP, "", EXP) == [26260, 26270]
+    assert attempt_pids_from_top(0, "", "", EXP) == []  # compose's answer for a stopped service

@@ -1,4 +1,5 @@
-"""Idle baseline: sampling, the JSON cache, the re-check and the 10 % drift rule."""
+"""Idle baseline: counter or samples, the per-GPU JSON cache, the re-check, the 10 % drift
+rule, and never a warm value stored as idle."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from fakes.fake_nvml import FakeGpu, FakeNvml, gpus, installed
 
 from llenergymeasure.measure.baseline import (
     BaselinePolicy,
+    IdleReading,
     drifted,
     idle_baseline,
     load_baseline,
+    measure_idle,
 )
+from llenergymeasure.measure.thermal import GpuState, idle_states
 
 SECONDS = 0.1
 POLICY = BaselinePolicy(
@@ -150,3 +154,111 @@ def test_gpu_without_power_readings_gives_no_baseline(clock: Clock, tmp_path: Pa
 )
 def test_drift_rule_is_relative_per_gpu(fresh: list[float], expected: bool) -> None:
     assert drifted([60.0, 40.0], fresh, 0.10) is expected
+
+
+def test_a_one_gpu_experiment_reads_its_gpu_s_entry_and_keeps_the_others(
+    fake: FakeNvml, clock: Clock, tmp_path: Path
+) -> None:
+    cache = tmp_path / "baseline.json"
+    baseline(cache, clock)  # `lem baseline` on both GPUs of the service
+    reads, before = power_reads(fake), cache.read_text()
+    fake.gpus[1].power_w = 300.0  # a model is on GPU 1 now
+    clock.now += 30.0
+    assert idle_baseline([1], SECONDS, cache, POLICY, clock) == [40.0]
+    assert power_reads(fake) == reads
+    assert cache.read_text() == before
+
+
+def test_a_gpu_missing_from_the_cache_is_measured_alone_and_added(
+    fake: FakeNvml, clock: Clock, tmp_path: Path
+) -> None:
+    cache = tmp_path / "baseline.json"
+    assert idle_baseline([0], SECONDS, cache, POLICY, clock) == [60.0]
+    fake.gpus[0].power_w = 250.0  # busy: must not be sampled again
+    clock.now += 10.0
+    assert idle_baseline([1], SECONDS, cache, POLICY, clock) == [40.0]
+    stored = load_baseline(cache)
+    assert stored is not None
+    assert {gpu.uuid: gpu.power_w for gpu in stored.gpus} == {
+        fake.gpus[0].uuid: 60.0,
+        "GPU-b": 40.0,
+    }
+    assert [gpu.measured_at for gpu in stored.gpus] == [clock.now - 10.0, clock.now]
+
+
+def test_an_entry_is_found_by_uuid_when_the_gpu_changed_index(clock: Clock, tmp_path: Path) -> None:
+    cache = tmp_path / "baseline.json"
+    first, second = FakeGpu(power_w=60.0, uuid="GPU-a"), FakeGpu(power_w=40.0, uuid="GPU-b")
+    with installed(FakeNvml([first, second])):
+        idle_baseline([0, 1], SECONDS, cache, POLICY, clock)
+    with installed(FakeNvml([second])) as fake:  # the container now sees GPU-b alone, as 0
+        second.power_w = 300.0
+        assert idle_baseline([0], SECONDS, cache, POLICY, clock) == [40.0]
+        assert power_reads(fake) == 0
+        stored = load_baseline(cache)
+        assert stored is not None
+        assert idle_states(stored, [0]) == [GpuState(index=0, temperature_c=40.0, power_w=40.0)]
+
+
+def test_idle_power_is_the_energy_counter_s_delta_not_instant_samples(
+    clock: Clock, tmp_path: Path
+) -> None:
+    # Instant power readings catch spikes; the counter integrates the true idle draw.
+    gpu = FakeGpu(power_w=500.0, energy_rate_w=55.0)
+    policy = BaselinePolicy(counter_min_seconds=0.0, interval_s=0.02)
+    with installed(FakeNvml([gpu])) as fake:
+        power = idle_baseline([0], 0.3, tmp_path / "baseline.json", policy, clock)
+        assert power is not None and power[0] == pytest.approx(55.0, rel=0.05)
+        assert power_reads(fake) == 0
+    stored = load_baseline(tmp_path / "baseline.json")
+    assert stored is not None and stored.gpus[0].method == "energy_counter"
+
+
+def test_without_the_counter_idle_power_is_sampled(clock: Clock, tmp_path: Path) -> None:
+    policy = BaselinePolicy(counter_min_seconds=0.0, interval_s=0.02)
+    with installed(FakeNvml([FakeGpu(power_w=70.0, energy_supported=False)])):
+        readings = measure_idle([0], 0.1, policy)
+    assert readings == [IdleReading(power_w=70.0, method="power_samples", temperature_c=40.0)]
+
+
+def test_a_busy_gpu_never_rechecks_nor_overwrites_the_idle_value(
+    fake: FakeNvml, clock: Clock, tmp_path: Path
+) -> None:
+    cache = tmp_path / "baseline.json"
+    baseline(cache, clock)
+    before, reads = cache.read_text(), power_reads(fake)
+    fake.gpus[0].power_w = 200.0  # the worker's model is loaded: far from idle
+    clock.now += POLICY.recheck_after_s * 10  # a re-check is due
+    busy = idle_baseline([0, 1], SECONDS, cache, POLICY, clock, gpu_idle=False)
+    assert busy == [60.0, 40.0]
+    assert cache.read_text() == before
+    assert power_reads(fake) == reads
+
+
+def test_a_busy_gpu_without_a_cached_idle_value_has_no_baseline(
+    fake: FakeNvml, clock: Clock, tmp_path: Path
+) -> None:
+    cache = tmp_path / "baseline.json"
+    assert idle_baseline([0], SECONDS, cache, POLICY, clock, gpu_idle=False) is None
+    assert not cache.exists()
+    assert power_reads(fake) == 0
+
+
+def test_a_baseline_of_the_first_version_is_measured_again(
+    fake: FakeNvml, clock: Clock, tmp_path: Path
+) -> None:
+    # Version 1 files could hold values measured with a model loaded (issue 9, point 7).
+    cache = tmp_path / "baseline.json"
+    cache.write_text(
+        json.dumps(
+            {
+                "baseline_version": 1,
+                "measured_at": clock.now,
+                "checked_at": clock.now,
+                "seconds": 30,
+                "gpus": [{"index": 0, "uuid": fake.gpus[0].uuid, "power_w": 300.0}],
+            }
+        )
+    )
+    assert load_baseline(cache) is None
+    assert idle_baseline([0], SECONDS, cache, POLICY, clock) == [60.0]

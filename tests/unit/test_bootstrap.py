@@ -1,4 +1,6 @@
-"""bootstrap_ci: agreement with scipy, edge cases, and the vectorized many-groups path."""
+"""bootstrap_ci: agreement with scipy, edge cases, and the vectorized many-groups path.
+
+Coverage by simulation is in test_intervals.py."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ FIXED_DATA = {
 @pytest.mark.parametrize("confidence", [0.90, 0.95])
 def test_bounds_agree_with_scipy_percentile_bootstrap(name: str, confidence: float) -> None:
     data = np.array(FIXED_DATA[name])
-    ours = bootstrap_ci(data, confidence=confidence)
+    ours = bootstrap_ci(data, confidence=confidence, method="percentile")
     reference = stats.bootstrap(
         (data,),
         np.mean,
@@ -46,7 +48,7 @@ def test_mean_and_std_are_the_sample_statistics() -> None:
     assert ci.ci_lower is not None and ci.ci_upper is not None
     assert ci.ci_lower < ci.mean < ci.ci_upper
     assert (ci.n, ci.n_dropped, ci.confidence, ci.n_resamples) == (12, 0, 0.95, 10_000)
-    assert ci.method == "percentile"
+    assert ci.method == "bootstrap-t"
     assert ci.warning is None
 
 
@@ -65,6 +67,9 @@ def test_same_seed_same_interval_other_seed_other_interval() -> None:
 def test_equal_samples_give_an_exact_zero_width_interval() -> None:
     ci = bootstrap_ci([0.05, 0.05, 0.05])
     assert (ci.mean, ci.std, ci.ci_lower, ci.ci_upper) == (0.05, 0.0, 0.05, 0.05)
+    for method in ("student-t", "bootstrap-t", "percentile"):
+        ci = bootstrap_ci([0.05] * 6, method=method)  # type: ignore[arg-type]
+        assert (ci.mean, ci.ci_lower, ci.ci_upper) == (0.05, 0.05, 0.05), method
 
 
 def test_null_and_nan_samples_are_dropped_and_counted() -> None:
@@ -76,7 +81,10 @@ def test_null_and_nan_samples_are_dropped_and_counted() -> None:
         clean.ci_lower,
         clean.ci_upper,
     )
-    assert with_nulls.warning == "3 null sample(s) left out"
+    assert (
+        with_nulls.warning
+        == "3 samples: fewer than 5, student-t interval, wide; 3 null sample(s) left out"
+    )
 
 
 def test_no_samples_means_no_mean() -> None:
@@ -98,11 +106,39 @@ def test_one_sample_has_a_mean_but_no_interval() -> None:
     assert ci.warning == "1 sample: no confidence interval"
 
 
-def test_two_samples_are_flagged_unreliable() -> None:
+def test_fewer_than_five_samples_use_student_t_and_warn() -> None:
     ci = bootstrap_ci([1.0, 2.0])
-    assert (ci.ci_lower, ci.ci_upper) == (1.0, 2.0)
-    assert ci.warning == "2 samples: CI unreliable (fewer than 3)"
-    assert bootstrap_ci([1.0, 2.0, 3.0]).warning is None
+    # mean 1.5, sd 0.7071, SE 0.5, t_{0.975, 1} = 12.706
+    assert (ci.ci_lower, ci.ci_upper) == pytest.approx((1.5 - 6.353102, 1.5 + 6.353102))
+    assert (ci.method, ci.n_resamples) == ("student-t", 0)
+    assert ci.warning == "2 samples: fewer than 5, student-t interval, wide"
+    assert bootstrap_ci([1.0, 2.0, 3.0, 4.0]).warning is not None
+    five = bootstrap_ci([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (five.warning, five.method) == (None, "bootstrap-t")
+
+
+@pytest.mark.parametrize("name", sorted(FIXED_DATA))
+@pytest.mark.parametrize("confidence", [0.90, 0.95, 0.99])
+def test_student_t_agrees_with_scipy(name: str, confidence: float) -> None:
+    data = np.array(FIXED_DATA[name])
+    ours = bootstrap_ci(data, confidence=confidence, method="student-t")
+    low, high = stats.t.interval(confidence, len(data) - 1, loc=data.mean(), scale=stats.sem(data))
+    assert (ours.ci_lower, ours.ci_upper) == pytest.approx((low, high), rel=1e-9)
+
+
+def test_bootstrap_t_is_wider_on_the_long_tail_side() -> None:
+    # Right-skewed data: the studentized bootstrap stretches the upper side, unlike
+    # the symmetric t interval; both hold the mean.
+    data = FIXED_DATA["lognormal_12"]
+    boot, student = bootstrap_ci(data), bootstrap_ci(data, method="student-t")
+    assert boot.method == "bootstrap-t"
+    assert boot.ci_upper - boot.mean > boot.mean - boot.ci_lower  # type: ignore[operator]
+    assert boot.ci_upper > student.ci_upper  # type: ignore[operator]
+
+
+def test_unknown_method_is_rejected() -> None:
+    with pytest.raises(ValueError, match="method must be one of"):
+        bootstrap_ci([1.0, 2.0, 3.0], method="bca")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -130,10 +166,14 @@ def test_many_groups_equal_one_call_per_group() -> None:
         assert from_many == alone
 
 
-def test_coverage_of_the_true_mean_is_near_the_confidence_level() -> None:
-    # 400 samples of 30 draws from N(10, 2): a 95 % interval should hold 10 about
-    # 95 % of the time (the percentile bootstrap runs slightly narrow at this n).
-    samples = np.random.default_rng(2024).normal(10.0, 2.0, size=(400, 30))
-    cis = bootstrap_ci_many(samples.tolist(), n_resamples=2_000)
-    covered = sum(ci.ci_lower <= 10.0 <= ci.ci_upper for ci in cis)  # type: ignore[operator]
-    assert 0.89 <= covered / len(cis) <= 0.99
+def test_tied_samples_do_not_stretch_the_bootstrap_t_interval_without_bound() -> None:
+    # 4 of 5 values tied: a third of the resamples hold only the ties (SE* = 0); with no
+    # floor on SE* their t* is unbounded and so would be the interval.
+    data = [10.0, 10.0, 10.0, 10.0, 11.0]
+    boot = bootstrap_ci(data)
+    student = bootstrap_ci(data, method="student-t")
+    half = student.ci_upper - student.mean  # type: ignore[operator]
+    assert boot.method == "bootstrap-t"
+    assert boot.ci_lower <= boot.mean <= boot.ci_upper  # type: ignore[operator]
+    assert boot.ci_upper - boot.mean < 4 * half  # type: ignore[operator]
+    assert boot.mean - boot.ci_lower < 4 * half  # type: ignore[operator]

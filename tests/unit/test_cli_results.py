@@ -23,8 +23,10 @@ def test_aggregate_prints_the_table_and_writes_summaries_next_to_results(tmp_pat
     assert result.exit_code == 0, result.output
     rows = [re.split(r"\s{2,}", line.strip()) for line in result.stdout.splitlines()]
     [energy_row] = [cells for cells in rows if "energy (J)" in cells]
-    # config, hardware, cycles, metric, n, mean (400+410+395)/3, CI, std
-    assert energy_row[0] == "tiny-bs1" and energy_row[5] == "401.7"
+    # config, hardware, cycles, CI method, metric, n, mean (400+410+395)/3, CI, std
+    assert energy_row[0] == "tiny-bs1" and energy_row[3] == "student-t"
+    assert energy_row[6] == "401.7"
+    assert "Student-t below 5 cycles, studentized bootstrap from 5" in result.stdout
     for name in SUMMARY_FILES:
         assert f"wrote {tmp_path / name}" in result.stdout
         assert (tmp_path / name).is_file()
@@ -135,3 +137,21 @@ def test_status_without_manifests_fails(tmp_path: Path) -> None:
     missing = runner.invoke(app, ["status", str(tmp_path / "nope")])
     assert missing.exit_code == 2
     assert f"{tmp_path / 'nope'}: no such file or directory" in missing.stderr
+
+
+def test_compare_prints_paired_ratios_and_fails_without_a_baseline(tmp_path: Path) -> None:
+    for cycle, (base, fast) in enumerate(((400.0, 300.0), (440.0, 330.0), (420.0, 318.0)), 1):
+        write_result(tmp_path, make_result("base", cycle, energy_j=base))
+        write_result(tmp_path, make_result("fast", cycle, energy_j=fast, config_hash="f" * 16))
+    result = runner.invoke(app, ["compare", str(tmp_path), "--baseline", "base"])
+    assert result.exit_code == 0, result.output
+    rows = [re.split(r"\s{2,}", line.strip()) for line in result.stdout.splitlines()]
+    [energy] = [cells for cells in rows if "energy (J)" in cells]
+    # config, hardware, metric, pairs, ratio (300+330+318)/(400+440+420), CI, excludes 1
+    assert energy[0] == "fast" and energy[3:5] == ["3", "0.7524"] and energy[-1] == "yes"
+    assert not (tmp_path / "summary.json").exists()  # compare prints, writes nothing
+    missing = runner.invoke(app, ["compare", str(tmp_path), "--baseline", "nope"])
+    assert missing.exit_code == 1
+    assert "baseline 'nope': no results" in missing.stdout
+    bad = runner.invoke(app, ["compare", str(tmp_path), "--baseline", "base", "--method", "x"])
+    assert bad.exit_code == 2 and "--method: 'x' is not one of" in bad.stderr

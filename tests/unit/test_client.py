@@ -320,3 +320,53 @@ def test_the_socket_path_comes_from_the_option_the_environment_or_the_default(
     )
     with pytest.raises(ProtocolError, match="longer than 107 bytes"):
         check_socket_path(Path("/tmp") / ("s" * 120))
+
+
+# -- --require-worker: a campaign never mixes a cold in-process run into warm ones --------
+
+
+def test_require_worker_fails_when_no_worker_answers_and_runs_nothing_here(
+    short_dir: Path, tmp_path: Path
+) -> None:
+    stale = short_dir / "w.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as left_behind:
+        left_behind.bind(str(stale))
+    absent = short_dir / "absent.sock"
+
+    runs = [lem_experiment(tmp_path, path, "--require-worker") for path in (stale, absent)]
+
+    # in this process the missing model would be the error: it is never reached
+    assert [run.returncode for run in runs] == [2, 2]
+    assert runs[0].stderr == (
+        f"error: nothing listens on the worker socket {stale} (stale file): --require-worker: "
+        "not running it in this process (a cold run would mix with the worker's warm ones); "
+        "start the service's worker, or run with --no-worker on purpose\n"
+    )
+    assert runs[1].stderr.startswith(f"error: no worker socket at {absent}: --require-worker:")
+    assert not (tmp_path / "out").exists()
+
+
+def test_require_worker_and_no_worker_together_are_refused(short_dir: Path, tmp_path: Path) -> None:
+    completed = lem_experiment(
+        tmp_path, short_dir / "absent.sock", "--no-worker", "--require-worker"
+    )
+
+    assert completed.returncode == 2
+    assert completed.stderr == (
+        "error: --no-worker and --require-worker contradict each other: choose one\n"
+    )
+
+
+def test_cancel_is_sent_with_the_status_request(canned: Any, short_dir: Path) -> None:
+    peer = canned(StatusReply(stats=STATS))
+
+    completed = subprocess.run(
+        [LEM, "worker", "--status", "--cancel", "demo__c__c01", "--socket", peer.path],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert json.loads(completed.stdout)["pid"] == STATS.pid
+    assert peer.requests == [{"type": "status", "cancel": "demo__c__c01"}]

@@ -112,3 +112,55 @@ def test_backend_dockerfiles_build_the_same_way() -> None:
     )
 
     assert vllm == pytorch and tensorrt == pytorch
+
+
+def test_engines_get_a_start_period_for_their_import_while_checks_stay_frequent() -> None:
+    images = {"pytorch": "p:1", "vllm": "v:1", "tensorrt": "t:1"}
+
+    rendered = services(lem_backends=["pytorch", "vllm", "tensorrt"], lem_images=images)
+
+    health = {name: service["healthcheck"] for name, service in rendered.items()}
+    # A failed check during the start period does not count: `up --wait` keeps waiting
+    # for a worker still importing its engine; the first passing check makes it healthy.
+    assert {name: h["start_period"] for name, h in health.items()} == {
+        "pytorch": "2m",
+        "vllm": "10m",
+        "tensorrt": "10m",
+    }
+    assert {h["interval"] for h in health.values()} == {"5s"}
+
+
+def test_start_period_is_settable_per_backend() -> None:
+    images = {"pytorch": "p:1", "vllm": "v:1"}
+
+    rendered = services(
+        lem_backends=["pytorch", "vllm"],
+        lem_images=images,
+        lem_health_start_period={"vllm": "20m"},
+    )
+
+    assert rendered["vllm"]["healthcheck"]["start_period"] == "20m"
+    assert rendered["pytorch"]["healthcheck"]["start_period"] == "2m"
+
+
+def test_role_passes_the_start_periods_that_fit_its_wait_timeout() -> None:
+    defaults = yaml.safe_load((REPO / "roles/lem_services/defaults/main.yml").read_text())
+    tasks = yaml.safe_load((REPO / "roles/lem_services/tasks/main.yml").read_text())
+    (render,) = [task for task in tasks if task.get("name") == "Render the compose file"]
+    minutes = [
+        int(value.removesuffix("m"))
+        for value in defaults["lem_services_health_start_period"].values()
+    ]
+
+    assert render["vars"]["lem_health_start_period"] == "{{ lem_services_health_start_period }}"
+    assert defaults["lem_services_wait_timeout"] > 60 * max(minutes)
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_cuda_numbers_gpus_in_nvml_order(gpu: bool) -> None:
+    images = {"pytorch": "p:1", "vllm": "v:1"}
+
+    rendered = services(lem_backends=["pytorch", "vllm"], lem_images=images, lem_gpu=gpu)
+
+    for service in rendered.values():
+        assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in service["environment"]

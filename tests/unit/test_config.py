@@ -175,3 +175,42 @@ def test_not_yaml_and_not_a_mapping(tmp_path: Path) -> None:
     assert rejection(broken).startswith(f"{broken}: not valid YAML")
     listed = write_yaml(tmp_path / "list.yml", [1, 2])
     assert rejection(listed) == f"{listed}: expected a mapping at the top level"
+
+
+TENSORRT_CONFIG = {**CONFIG, "backend": "tensorrt", "pytorch": None, "precision": "float16"}
+
+
+def test_tensorrt_refuses_float32_naming_the_key(tmp_path: Path) -> None:
+    path = campaign_with(tmp_path, {"configs": [{**TENSORRT_CONFIG, "precision": "float32"}]})
+    assert rejection(path) == (
+        f"{path}: configs[0].precision: 'float32' is not supported by backend 'tensorrt': "
+        "TensorRT-LLM's PyTorch flow runs float16 or bfloat16; set one of them"
+    )
+
+
+def test_tensorrt_refuses_on_the_fly_quantization_naming_the_key(tmp_path: Path) -> None:
+    config = {**TENSORRT_CONFIG, "tensorrt": {"quantization": "FP8"}}
+    message = rejection(campaign_with(tmp_path, {"configs": [config]}))
+    assert "configs[0].tensorrt.quantization: 'FP8' is not supported: TensorRT-LLM's " in message
+    assert "does not quantize on the fly" in message
+
+
+def test_float32_stays_valid_for_the_other_backends(tmp_path: Path) -> None:
+    vllm_config = {**CONFIG, "config_name": "v", "backend": "vllm", "pytorch": None}
+    path = campaign_with(tmp_path, {"configs": [CONFIG, {**vllm_config, "precision": "float32"}]})
+    assert [c.precision for c in load_campaign(path).configs] == ["float32", "float32"]
+
+
+@pytest.mark.parametrize(
+    ("backend", "key"), [("vllm", "enable_prefix_caching"), ("tensorrt", "enable_block_reuse")]
+)
+def test_prefix_caching_is_off_by_default_and_in_the_resolved_config(
+    tmp_path: Path, backend: str, key: str
+) -> None:
+    config = {**TENSORRT_CONFIG, "backend": backend}
+    path = campaign_with(tmp_path, {"configs": [config]})
+    (loaded,) = load_campaign(path).configs
+    assert loaded.model_dump(mode="json")[backend][key] is False  # what result.config holds
+    on = {**config, backend: {key: True}}
+    (loaded,) = load_campaign(campaign_with(tmp_path, {"configs": [on]})).configs
+    assert getattr(loaded.backend_section(), key) is True

@@ -120,3 +120,12 @@ def test_throttled_flag_comes_from_performance_limiting_reasons(
     _, _, thermal = build_energy(readings(clock_event_reasons=reasons), None, 1, 1)
     assert thermal.throttle_reasons == sorted(reasons)
     assert thermal.throttled is throttled
+
+
+def test_integrated_gpu_power_is_gpu_energy_of_its_own_source() -> None:
+    energy, _, _ = build_energy(
+        readings(source="nvml_power"), [100.0, 50.0], output_tokens=800, requests=40
+    )
+    assert energy.source == "nvml_power"
+    assert energy.gpu_energy_j == energy.total_energy_j == 4000.0
+    assert energy.idle_adjusted_energy_j == pytest.approx(4000.0 - 150.0 * 10.0)

@@ -141,7 +141,11 @@ def test_cycle_segments_split_on_each_cycle_change() -> None:
         entry(4, "a", 3),
     ]
     segments = lem.lem_cycle_segments(pending)
-    assert [s["cycle"] for s in segments] == [1, 2, 3]
+    assert [(s["cycle"], s["backend"]) for s in segments] == [
+        (1, "pytorch"),
+        (2, "pytorch"),
+        (3, "pytorch"),
+    ]
     assert [ids(s["experiments"]) for s in segments] == [
         ["demo__a__c01", "demo__b__c01"],
         ["demo__a__c02", "demo__b__c02"],
@@ -159,3 +163,34 @@ def test_cycle_segments_grouped_order_gives_one_segment_per_run() -> None:
 
 def test_cycle_segments_of_nothing_is_empty() -> None:
     assert lem.lem_cycle_segments([]) == []
+
+
+def test_cycle_segments_split_on_each_backend_change_within_a_cycle() -> None:
+    pending = [
+        entry(0, "p1", 1),
+        entry(1, "p2", 1),
+        entry(2, "v1", 1, backend="vllm"),
+        entry(3, "v1", 2, backend="vllm"),
+        entry(4, "p1", 2),
+        entry(5, "t1", 2, backend="tensorrt"),
+        entry(6, "p2", 2),  # an older plan may mix backends within a cycle
+    ]
+    segments = lem.lem_cycle_segments(pending)
+    assert [(s["cycle"], s["backend"], ids(s["experiments"])) for s in segments] == [
+        (1, "pytorch", ["demo__p1__c01", "demo__p2__c01"]),
+        (1, "vllm", ["demo__v1__c01"]),
+        (2, "vllm", ["demo__v1__c02"]),
+        (2, "pytorch", ["demo__p1__c02"]),
+        (2, "tensorrt", ["demo__t1__c02"]),
+        (2, "pytorch", ["demo__p2__c02"]),
+    ]
+
+
+def test_cycle_segments_name_an_entry_without_a_backend() -> None:
+    broken = entry(1, "b", 1)
+    del broken["backend"]
+    with pytest.raises(
+        AnsibleFilterError,
+        match=r"lem_cycle_segments: entry \[1\] \(demo__b__c01\) has no key 'backend'",
+    ):
+        lem.lem_cycle_segments([entry(0, "a", 1), broken])

@@ -12,6 +12,7 @@ from fakes.fake_nvml import FakeGpu, FakeNvml, gpus, installed
 from typer.testing import CliRunner
 
 from llenergymeasure.commands import health as health_commands
+from llenergymeasure.measure import window
 from llenergymeasure.measure.health import health_report
 
 
@@ -43,6 +44,8 @@ def test_report_per_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
         temperature_c=71,
         processes=[(os.getpid(), 70 << 30), (os.getppid(), 1 << 30)],
     )
+    # These PIDs have no NVIDIA device open, as every process NVML lists would (window.py)
+    monkeypatch.setattr(window, "uses_nvidia_device", lambda proc_root, pid: True)
     with installed(FakeNvml([FakeGpu(), gpu])):
         monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
         report = health_report()

@@ -8,7 +8,9 @@ that the output directory a command was given stays absent.
 from __future__ import annotations
 
 import copy
+import os
 import re
+import resource
 import subprocess
 import sys
 import uuid
@@ -21,7 +23,14 @@ from typer.testing import CliRunner
 
 import llenergymeasure.config.grid as grid_module
 from llenergymeasure.cli import app
-from llenergymeasure.config.loader import load_campaign, load_experiment
+from llenergymeasure.config.loader import (
+    MAX_FILE_BYTES,
+    MAX_LINE_CHARS,
+    MAX_MESSAGE_LINES,
+    load_campaign,
+    load_experiment,
+)
+from llenergymeasure.errors import ConfigError
 
 runner = CliRunner()
 
@@ -115,7 +124,13 @@ def test_a_name_that_is_not_path_safe_is_refused_on_one_line(
 # -- unknown keys at every level --------------------------------------------------------
 
 VLLM_CONFIG = {**CONFIG, "backend": "vllm", "pytorch": None, "vllm": {"max_num_seqs": 8}}
-TENSORRT_CONFIG = {**CONFIG, "backend": "tensorrt", "pytorch": None, "tensorrt": {}}
+TENSORRT_CONFIG = {
+    **CONFIG,
+    "backend": "tensorrt",
+    "precision": "float16",
+    "pytorch": None,
+    "tensorrt": {},
+}
 
 
 GRID = grid_campaign(CONFIG, {"pytorch.batch_size": [1, 2]})
@@ -371,3 +386,181 @@ def test_lem_experiment_carries_shell_syntax_in_the_config_as_data(tmp_path: Pat
     assert hostile in completed.stderr  # the value reaches the message verbatim
     assert not marker.exists()
     assert not (tmp_path / "out" / "result.json").exists()
+
+
+# -- hostile files: one bounded line naming the file, never a traceback ------------------
+
+
+def alias_bomb(levels: int = 9) -> str:
+    """1 KB of YAML whose aliases expand to 9^9 strings (billion laughs)."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * 9)}]")
+    return "campaign_name: demo\n" + "\n".join(lines) + "\n"
+
+
+def merge_bomb() -> str:
+    """Merge keys (`<<`) that would copy 9^20 key lists while the mapping is built."""
+    lines = ["m0: &m0 {k: 1}"]
+    lines += [f"m{i}: &m{i} {{<<: [{', '.join([f'*m{i - 1}'] * 9)}]}}" for i in range(1, 20)]
+    return "campaign_name: demo\n" + "\n".join(lines) + "\n"
+
+
+HOSTILE_FILES: dict[str, tuple[bytes, str]] = {
+    "alias-bomb": (
+        alias_bomb().encode(),
+        "line 7: more than 200000 values once its YAML aliases are expanded; refused",
+    ),
+    "merge-bomb": (merge_bomb().encode(), "once its YAML aliases are expanded"),
+    "alias-to-itself": (b"campaign_name: demo\nk: &a [1, *a]\n", "a YAML alias refers to itself"),
+    "not-utf-8": (
+        b"campaign_name: caf\xe9\n",
+        "line 1, column 19: not UTF-8 text (byte 0xe9); save the file as UTF-8",
+    ),
+    "deep-nesting": (
+        b"campaign_name: demo\nk: " + b"[" * 60 + b"]" * 60 + b"\n",
+        "line 2: nested more than 50 levels deep",
+    ),
+    "deeper-than-libyaml": (
+        b"campaign_name: demo\nk: " + b"[" * 100_000 + b"]" * 100_000 + b"\n",
+        "not valid YAML: line 2, column 1003:",
+    ),
+    "empty": (b"", "the file is empty; expected a campaign mapping"),
+    "only-a-comment": (b"# nothing here\n", "the file is empty; expected a campaign mapping"),
+    "top-level-list": (b"- campaign_name: demo\n", "expected a mapping at the top level"),
+    "integer-of-5000-digits": (
+        b"campaign_name: demo\nexecution:\n  cycles: " + b"9" * 5000 + b"\n",
+        "line 3: a number of 5000 characters ('99999",
+    ),
+    "base-60-integer": (
+        b"campaign_name: demo\nseed: " + b":".join([b"59"] * 5000) + b"\n",
+        "line 2: a number of 14999 characters",
+    ),
+    "tab-indent": (
+        b"campaign_name: demo\nexecution:\n\tcycles: 2\n",
+        "not valid YAML: line 3, column 1: while scanning for the next token: found character "
+        "that cannot start any token (a tab: YAML indents with spaces only)",
+    ),
+    "impossible-date": (b"campaign_name: demo\nday: 2024-13-45\n", "a value cannot be read"),
+    "two-documents": (
+        b"campaign_name: a\n---\ncampaign_name: b\n",
+        "not valid YAML: line 2, column 1: expected a single document in the stream",
+    ),
+}
+
+
+def validate_refuses(path: Path, named: Path | None = None) -> str:
+    """`lem validate` on `path`: exit 2, nothing on stdout, one bounded line naming `named`
+    (default: `path`); that line."""
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2, result.output[-2000:]
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: {named or path}: ") and len(line) < 600, line[:2000]
+    return line
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_FILES))
+def test_a_hostile_campaign_file_is_refused_on_one_line_naming_it(
+    tmp_path: Path, name: str
+) -> None:
+    content, problem = HOSTILE_FILES[name]
+    path = tmp_path / "campaign.yml"
+    path.write_bytes(content)
+    assert problem in validate_refuses(path)
+
+
+@pytest.mark.parametrize("name", ["alias-bomb", "not-utf-8", "integer-of-5000-digits"])
+def test_a_hostile_config_file_of_a_campaign_is_named(tmp_path: Path, name: str) -> None:
+    content, problem = HOSTILE_FILES[name]
+    config = tmp_path / "configs" / "bad.yml"
+    config.parent.mkdir()
+    config.write_bytes(content)
+    campaign = write_yaml(tmp_path / "campaign.yml", {**CAMPAIGN, "configs": ["configs/bad.yml"]})
+    assert problem in validate_refuses(campaign, named=config)
+
+
+def test_a_directory_is_refused_as_not_a_file(tmp_path: Path) -> None:
+    (tmp_path / "campaign.yml").mkdir()
+    assert validate_refuses(tmp_path / "campaign.yml").endswith("is a directory, not a file")
+
+
+def test_a_fifo_is_refused_without_being_opened(tmp_path: Path) -> None:
+    """Opening a FIFO with no writer would block for ever."""
+    os.mkfifo(tmp_path / "campaign.yml")
+    assert validate_refuses(tmp_path / "campaign.yml").endswith("not a regular file")
+
+
+def test_a_file_over_the_size_limit_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "campaign.yml"
+    path.write_bytes(b"campaign_name: demo\n" + b"#" * MAX_FILE_BYTES)
+    assert validate_refuses(path).endswith("larger than 8 MiB; refused")
+
+
+def test_a_5_mb_campaign_name_comes_back_shortened(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path / "campaign.yml", {**CAMPAIGN, "campaign_name": "a" * 5_000_000})
+    line = validate_refuses(path)
+    assert "campaign_name: String should have at most 128 characters (got 'aaaa" in line
+    assert "aaaa...aaaa" in line and line.endswith("aaaa')") and len(line) < 300
+
+
+def test_a_long_value_quoted_by_a_validator_is_clipped(tmp_path: Path) -> None:
+    path, lines = refused(tmp_path, edited(CAMPAIGN, "configs.0.model.path", "/etc/" + "x" * 10**6))
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: configs[0].model.path: '/etc/xxx")
+    assert len(lines[0]) <= MAX_LINE_CHARS and "characters cut)" in lines[0]
+
+
+def test_a_huge_unknown_value_is_shortened(tmp_path: Path) -> None:
+    path, lines = refused(tmp_path, {**CAMPAIGN, "extra": {"k": list(range(10**5)), "l": "x"}})
+    (line,) = lines
+    assert line.startswith(f"{path}: extra: unknown key (value {{'k': [0, 1, 2, 3, 4, ...], 'l'")
+
+
+def test_many_errors_are_capped_with_a_count(tmp_path: Path) -> None:
+    configs = [{**CONFIG, "config_name": f"c{i}", "nope": i} for i in range(100)]
+    _, lines = refused(tmp_path, {**CAMPAIGN, "configs": configs})
+    assert len(lines) == MAX_MESSAGE_LINES + 1
+    assert lines[-1] == f"... and {100 - MAX_MESSAGE_LINES} more errors"
+
+
+def test_an_alias_bomb_is_refused_in_bounded_memory(tmp_path: Path) -> None:
+    """In a process capped at 1 GiB of address space (today's main needed over 2 GB)."""
+    path = tmp_path / "campaign.yml"
+    path.write_text(alias_bomb(), encoding="utf-8")
+    lem = Path(sys.executable).parent / "lem"
+
+    def cap_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    completed = subprocess.run(
+        [str(lem), "validate", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        preexec_fn=cap_memory,
+    )
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert completed.stderr.splitlines() == [
+        f"error: {path}: line 7: more than 200000 values once its YAML aliases are expanded; "
+        "refused (an alias bomb?)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "cannot read JSON config: maximum recursion depth"),
+        (b'{"decoder": {"seed": ' + b"9" * 5000 + b"}}", "cannot read JSON config: Exceeds"),
+        (b'{"config_name": "caf\xe9"}', "line 1, column 21: not UTF-8 text (byte 0xe9)"),
+    ],
+)
+def test_a_hostile_json_config_of_lem_experiment_is_one_line(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as refused_error:
+        load_experiment(path)
+    (line,) = str(refused_error.value).splitlines()
+    assert line.startswith(f"{path}: ") and problem in line and len(line) <= MAX_LINE_CHARS

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fakes.fake_nvml import FakeNvml, gpus, installed
 
-from llenergymeasure.measure.gpus import visible_gpu_indices
+from llenergymeasure.measure.gpus import mig_warning, order_warning, visible_gpu_indices
 
 
 @pytest.fixture
@@ -66,3 +66,39 @@ def test_cuda_visible_devices_decides_over_an_unapplied_runtime_list(four_gpus: 
     # Outside a container runtime CUDA ignores NVIDIA_VISIBLE_DEVICES: the engine uses GPU 1.
     environ = {"NVIDIA_VISIBLE_DEVICES": "2,3", "CUDA_VISIBLE_DEVICES": "1"}
     assert visible_gpu_indices(environ) == [1]
+
+
+def test_a_full_uuid_is_looked_up_through_nvml(four_gpus: FakeNvml) -> None:
+    assert visible_gpu_indices({"CUDA_VISIBLE_DEVICES": uuid_of(four_gpus, 2)}) == [2]
+    assert "handle_by_uuid" in four_gpus.calls
+
+
+def test_a_mig_instance_is_metered_on_the_gpu_that_holds_it() -> None:
+    devices = gpus(2)
+    devices[1].mig_uuids = ["MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"]
+    with installed(FakeNvml(devices)):
+        environ = {"CUDA_VISIBLE_DEVICES": "MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"}
+        assert visible_gpu_indices(environ) == [1]
+        assert mig_warning(environ) is not None
+        assert mig_warning({"CUDA_VISIBLE_DEVICES": "0"}) is None
+
+
+@pytest.mark.parametrize(
+    ("environ", "warned"),
+    [
+        ({}, True),
+        ({"CUDA_VISIBLE_DEVICES": "1,0"}, True),
+        ({"CUDA_DEVICE_ORDER": "FASTEST_FIRST"}, True),
+        ({"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}, False),
+        ({"CUDA_VISIBLE_DEVICES": "GPU-00000001-aaaa-bbbb-cccc-000000000001"}, False),
+    ],
+)
+def test_an_index_in_cuda_s_default_order_is_flagged(
+    four_gpus: FakeNvml, environ: dict[str, str], warned: bool
+) -> None:
+    assert (order_warning(environ) is not None) is warned
+
+
+def test_one_gpu_has_no_order_to_get_wrong() -> None:
+    with installed(FakeNvml(gpus(1))):
+        assert order_warning({}) is None

@@ -11,7 +11,13 @@ from fakes.fake_nvml import FakeGpu, FakeNvml, gpus, installed
 
 from llenergymeasure.measure.energy import build_energy
 from llenergymeasure.measure.rapl import RaplReader
-from llenergymeasure.measure.window import EnergyMeter, WindowReadings, process_owner
+from llenergymeasure.measure.window import (
+    EnergyMeter,
+    Sample,
+    WindowReadings,
+    integrate_power,
+    process_owner,
+)
 
 WINDOW_S = 0.6
 
@@ -71,20 +77,92 @@ def test_throttle_reasons_seen_during_the_window_are_collected(tmp_path: Path) -
     assert readings.clock_events_measured
 
 
+def fake_process(
+    proc: Path, pid: int, ppid: int, devices: list[str] | None = ("/dev/nvidia0",)
+) -> None:
+    """A /proc/PID with a parent and, unless `devices` is None (unreadable), open files."""
+    (proc / str(pid)).mkdir(parents=True)
+    (proc / str(pid) / "status").write_text(f"Name:\tx\nPPid:\t{ppid}\n")
+    if devices is not None:
+        (proc / str(pid) / "fd").mkdir()
+        for number, target in enumerate(["/dev/null", *devices]):
+            (proc / str(pid) / "fd" / str(number)).symlink_to(target)
+
+
 def test_processes_of_others_are_foreign_and_ours_are_not(tmp_path: Path) -> None:
-    other_pid = os.getppid()  # the parent process: visible here, not ours
-    processes = [(os.getpid(), 1 << 30), (other_pid, 2 << 30), (2**22 + 7, None)]
+    proc, me = tmp_path / "proc", os.getpid()
+    fake_process(proc, me, 1)
+    fake_process(proc, 500, me)  # the engine's worker process, a child of ours
+    fake_process(proc, 600, 1)  # another process using the GPU
+    processes = [(500, 1 << 30), (600, 2 << 30), (2**22 + 7, None)]
     with installed(FakeNvml(gpus(1, processes=processes))):
-        readings = measure(EnergyMeter([0], 50, rapl=no_rapl(tmp_path)), 0.1)
+        readings = measure(EnergyMeter([0], 50, rapl=no_rapl(tmp_path), proc_root=proc), 0.1)
     assert readings.foreign_processes == [
-        {"gpu": 0, "pid": other_pid, "owner": "foreign", "used_memory_mib": 2048.0},
+        {"gpu": 0, "pid": 600, "owner": "foreign", "used_memory_mib": 2048.0},
         {"gpu": 0, "pid": 2**22 + 7, "owner": "unknown", "used_memory_mib": None},
     ]
 
 
-def test_without_energy_counter_rapl_is_the_source(tmp_path: Path) -> None:
+def test_a_host_pid_that_means_another_process_here_is_not_attributed(tmp_path: Path) -> None:
+    # In a container without `pid: host`, NVML's (host) PID 600 may name an unrelated
+    # process here, or one of ours: without an NVIDIA device open it is neither.
+    proc, me = tmp_path / "proc", os.getpid()
+    fake_process(proc, me, 1)
+    fake_process(proc, 600, 1, devices=[])
+    fake_process(proc, 700, me, devices=[])
+    assert process_owner(600, proc) == "unknown"
+    assert process_owner(700, proc) == "unknown"
+    # This test process has no GPU open: NVML listing its PID is a number from elsewhere.
+    assert process_owner(os.getpid()) == "unknown"
+
+
+def test_a_process_whose_files_cannot_be_read_is_judged_by_its_parents(tmp_path: Path) -> None:
+    proc, me = tmp_path / "proc", os.getpid()
+    fake_process(proc, me, 1)
+    fake_process(proc, 800, 1, devices=None)
+    assert process_owner(800, proc) == "foreign"
+
+
+def test_without_energy_counter_gpu_energy_is_integrated_from_power(tmp_path: Path) -> None:
+    with installed(FakeNvml(gpus(2, power_w=150.0, energy_supported=False))):
+        readings = measure(EnergyMeter([0, 1], 20, rapl=no_rapl(tmp_path)))
+    assert readings.source == "nvml_power"
+    assert readings.gpu_energy_j_per_gpu is not None
+    for energy in readings.gpu_energy_j_per_gpu:
+        # the samples span the window from its first to its last read
+        span = readings.samples[-1].t_s - readings.samples[0].t_s
+        assert energy == pytest.approx(150.0 * span, rel=1e-6)
+        assert span == pytest.approx(readings.duration_s, rel=0.2)
+    assert any("integrated from power samples" in warning for warning in readings.warnings)
+    energy_section, _, _ = build_energy(readings, [50.0, 50.0], output_tokens=10, requests=1)
+    assert energy_section.source == "nvml_power"
+    assert energy_section.gpu_energy_j == pytest.approx(sum(readings.gpu_energy_j_per_gpu))
+    assert energy_section.idle_adjusted_energy_j is not None
+
+
+def test_integrate_power_uses_trapezoids_over_readable_samples() -> None:
+    samples = [
+        Sample(0.0, [100.0], [40.0]),
+        Sample(1.0, [None], [40.0]),
+        Sample(2.0, [300.0], [40.0]),
+        Sample(3.0, [300.0], [40.0]),
+    ]
+    assert integrate_power(samples, 0) == pytest.approx(2 * 200.0 + 300.0)
+    assert integrate_power(samples[:2], 0) is None
+
+
+def test_a_binding_missing_from_pynvml_is_a_warning_of_the_window(tmp_path: Path) -> None:
+    fake = FakeNvml(gpus(1), missing=frozenset({"nvmlDeviceGetTotalEnergyConsumption"}))
+    with installed(fake):
+        readings = measure(EnergyMeter([0], 50, rapl=no_rapl(tmp_path)), 0.1)
+    assert any(
+        "has no nvmlDeviceGetTotalEnergyConsumption" in warning for warning in readings.warnings
+    )
+
+
+def test_without_energy_counter_or_power_rapl_is_the_source(tmp_path: Path) -> None:
     zone = fake_rapl(tmp_path, 1_000_000)
-    with installed(FakeNvml(gpus(1, energy_supported=False))):
+    with installed(FakeNvml(gpus(1, energy_supported=False, power_supported=False))):
         meter = EnergyMeter([0], 50, rapl=RaplReader(tmp_path / "powercap"))
         meter.start()
         (zone / "energy_uj").write_text("4000000\n")
@@ -93,7 +171,7 @@ def test_without_energy_counter_rapl_is_the_source(tmp_path: Path) -> None:
     assert readings.gpu_energy_j_per_gpu is None
     assert readings.cpu_energy_j == pytest.approx(3.0)
     assert any("total-energy counter" in warning for warning in readings.warnings)
-    assert readings.samples, "power is still sampled without the energy counter"
+    assert readings.samples, "temperatures are still sampled without the energy counter"
 
 
 def test_without_nvml_or_rapl_the_source_is_none(tmp_path: Path) -> None:

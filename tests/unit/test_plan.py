@@ -311,3 +311,90 @@ def test_a_plan_entry_whose_name_disagrees_with_its_config_is_refused(tmp_path: 
     path.write_text(json.dumps(data), encoding="utf-8")
     with pytest.raises(ConfigError, match=r"experiments\[4\]: .*demo__b__c02: config_name"):
         read_plan(path)
+
+
+# --- one backend's experiments together in each cycle (the GPU hand-over) ----------------
+
+
+def mixed_campaign(
+    backends: list[str], cycles: int = 3, order: str = "interleaved"
+) -> LoadedCampaign:
+    """Configs n0, n1, ... with the given backends (bfloat16: every backend accepts it)."""
+    configs = [
+        {
+            "config_name": f"n{i}",
+            "backend": backend,
+            "model": {"path": "/models/tiny"},
+            "precision": "bfloat16",
+        }
+        for i, backend in enumerate(backends)
+    ]
+    data = {
+        "campaign_name": "demo",
+        "configs": configs,
+        "execution": {"cycles": cycles, "order": order, "seed": 42},
+    }
+    return parse_campaign(data, SOURCE)
+
+
+def backend_runs(experiments: list[Any]) -> list[tuple[int, str]]:
+    """(cycle, backend) of each run of consecutive experiments sharing both."""
+    runs: list[tuple[int, str]] = []
+    for e in experiments:
+        if not runs or runs[-1] != (e.cycle, e.backend):
+            runs.append((e.cycle, e.backend))
+    return runs
+
+
+MIXED = ["pytorch", "vllm", "pytorch", "tensorrt", "vllm", "pytorch"]
+
+
+def test_interleaved_runs_each_backend_together_in_config_order_each_cycle() -> None:
+    plan = build_plan(mixed_campaign(["pytorch", "vllm", "pytorch", "vllm"], cycles=2))
+    assert pairs(plan) == [
+        ("n0", 1), ("n2", 1), ("n1", 1), ("n3", 1),
+        ("n0", 2), ("n2", 2), ("n1", 2), ("n3", 2),
+    ]  # fmt: skip
+
+
+def test_grouped_runs_each_backend_together_over_the_whole_campaign() -> None:
+    plan = build_plan(mixed_campaign(["pytorch", "vllm", "pytorch"], cycles=2, order="grouped"))
+    assert pairs(plan) == [("n0", 1), ("n0", 2), ("n2", 1), ("n2", 2), ("n1", 1), ("n1", 2)]
+
+
+@pytest.mark.parametrize("order", ["interleaved", "shuffled"])
+def test_each_cycle_hands_the_gpu_over_once_per_backend(order: str) -> None:
+    plan = build_plan(mixed_campaign(MIXED, cycles=4, order=order))
+    runs = backend_runs(plan.experiments)
+    assert len(runs) == 4 * 3  # per cycle: one run of each of the three backends
+    for cycle in range(1, 5):
+        assert sorted(b for c, b in runs if c == cycle) == ["pytorch", "tensorrt", "vllm"]
+    assert sorted(pairs(plan)) == sorted((f"n{i}", c) for i in range(6) for c in range(1, 5))
+
+
+def test_shuffled_keeps_the_shuffle_within_backend_blocks_and_of_their_order() -> None:
+    backends = ["a", "b"] * 5
+    plain = run_order(10, 6, "shuffled", 7)
+    grouped = run_order(10, 6, "shuffled", 7, backends=backends)
+    leaders = set()
+    for cycle in range(1, 7):
+        shuffled = [i for i, c in plain if c == cycle]
+        leader = backends[shuffled[0]]  # the backend of the shuffle's first config goes first
+        expected = [i for i in shuffled if backends[i] == leader]
+        expected += [i for i in shuffled if backends[i] != leader]
+        assert [i for i, c in grouped if c == cycle] == expected
+        leaders.add(leader)
+    assert leaders == {"a", "b"}  # which backend runs first changes between cycles
+
+
+def test_the_backend_grouping_is_pinned() -> None:
+    # the pinned shuffle above (cycle 1: 0 3 2 1, cycle 2: 1 0 3 2) with backends a b a b
+    assert run_order(4, 2, "shuffled", 42, backends=["a", "b", "a", "b"]) == [
+        (0, 1), (2, 1), (3, 1), (1, 1), (1, 2), (3, 2), (0, 2), (2, 2),
+    ]  # fmt: skip
+
+
+def test_a_mixed_campaign_gives_byte_identical_plans() -> None:
+    assert plan_json(build_plan(mixed_campaign(MIXED, order="shuffled"))) == plan_json(
+        build_plan(mixed_campaign(MIXED, order="shuffled"))
+    )

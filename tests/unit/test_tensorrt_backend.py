@@ -1,13 +1,13 @@
 """TensorRT-LLM backend: config -> LLM/SamplingParams arguments, output parsing, load errors.
 
-tensorrt_llm is never imported: the LLM API objects are stand-ins with the documented
-names (KvCacheConfig, QuantConfig, QuantAlgo, SamplingParams, RequestOutput).
+tensorrt_llm is never imported: the LLM API objects are stand-ins with the names of
+TensorRT-LLM 1.0 (KvCacheConfig, SamplingParams, RequestOutput); test_engine_signatures.py
+checks the argument names against the engine's source.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import sys
 from datetime import timedelta
 from types import SimpleNamespace
@@ -31,17 +31,8 @@ def config(**overrides: Any) -> ExperimentConfig:
     return ExperimentConfig.model_validate(data)
 
 
-class QuantAlgo(enum.Enum):
-    FP8 = "FP8"
-    W4A16_AWQ = "W4A16_AWQ"
-
-
 def stand_in_llmapi() -> SimpleNamespace:
-    return SimpleNamespace(
-        KvCacheConfig=lambda **kwargs: ("KvCacheConfig", kwargs),
-        QuantConfig=lambda **kwargs: ("QuantConfig", kwargs),
-        QuantAlgo=QuantAlgo,
-    )
+    return SimpleNamespace(KvCacheConfig=lambda **kwargs: ("KvCacheConfig", kwargs))
 
 
 def request_output(prompt_ids: int, output_ids: int, timing: Any) -> SimpleNamespace:
@@ -73,6 +64,7 @@ def test_llm_args_carry_model_precision_parallelism_and_engine_limits() -> None:
         "max_batch_size": 64,
         "max_seq_len": 4096,
         "max_beam_width": 1,
+        "kv_cache_config": {"enable_block_reuse": False},
     }
 
 
@@ -82,12 +74,8 @@ def test_prebuilt_engine_is_the_model_and_the_path_gives_the_tokenizer() -> None
     assert args["tokenizer"] == "/models/llama"
 
 
-def test_kv_cache_and_quantization_become_llmapi_objects() -> None:
-    section = {
-        "kv_cache_free_gpu_memory_fraction": 0.8,
-        "enable_block_reuse": True,
-        "quantization": "FP8",
-    }
+def test_kv_cache_settings_become_an_llmapi_object() -> None:
+    section = {"kv_cache_free_gpu_memory_fraction": 0.8, "enable_block_reuse": True}
     args = backend.llm_args(config(tensorrt=section))
     assert args["kv_cache_config"] == {"free_gpu_memory_fraction": 0.8, "enable_block_reuse": True}
     kwargs = backend.build_llm_kwargs(args, stand_in_llmapi())
@@ -95,13 +83,13 @@ def test_kv_cache_and_quantization_become_llmapi_objects() -> None:
         "KvCacheConfig",
         {"free_gpu_memory_fraction": 0.8, "enable_block_reuse": True},
     )
-    assert kwargs["quant_config"] == ("QuantConfig", {"quant_algo": QuantAlgo.FP8})
-    assert "quant_algo" not in kwargs
+    assert "quant_config" not in kwargs and "quant_algo" not in kwargs
 
 
-def test_no_kv_cache_or_quantization_settings_pass_nothing() -> None:
+def test_block_reuse_is_off_unless_asked_for() -> None:
+    # TensorRT-LLM's KvCacheConfig.enable_block_reuse defaults to True.
     kwargs = backend.build_llm_kwargs(backend.llm_args(config()), stand_in_llmapi())
-    assert "kv_cache_config" not in kwargs and "quant_config" not in kwargs
+    assert kwargs["kv_cache_config"] == ("KvCacheConfig", {"enable_block_reuse": False})
 
 
 def test_greedy_is_top_k_one_without_temperature() -> None:
@@ -121,21 +109,38 @@ def test_top_k_zero_leaves_top_k_unset_meaning_all_tokens() -> None:
     assert "top_k" not in params
 
 
-def test_arguments_an_older_sampling_params_lacks_are_dropped() -> None:
-    @dataclasses.dataclass
-    class OldSamplingParams:
-        max_tokens: int = 32
-        top_k: int | None = None
+@dataclasses.dataclass
+class OldSamplingParams:
+    """A SamplingParams without `return_perf_metrics` (and a non-init field)."""
 
-    kept = backend.supported_sampling_params(
-        {"max_tokens": 8, "top_k": 1, "return_perf_metrics": True}, OldSamplingParams
-    )
-    assert kept == {"max_tokens": 8, "top_k": 1}
+    max_tokens: int = 32
+    top_k: int | None = None
+    _stop_word_ids: list[int] | None = dataclasses.field(default=None, init=False)
+
+
+def test_arguments_the_installed_sampling_params_lacks_are_an_error() -> None:
+    with pytest.raises(
+        ExperimentError, match=r"SamplingParams has no return_perf_metrics.*1\.0\.0"
+    ):
+        backend.check_sampling_params(
+            {"max_tokens": 8, "top_k": 1, "return_perf_metrics": True}, OldSamplingParams
+        )
+    with pytest.raises(ExperimentError, match="_stop_word_ids"):
+        backend.check_sampling_params({"_stop_word_ids": [1]}, OldSamplingParams)
+    backend.check_sampling_params({"max_tokens": 8, "top_k": 1}, OldSamplingParams)
+
+
+def test_generate_refuses_a_sampling_params_without_perf_metrics() -> None:
+    llm = SimpleNamespace(generate=lambda *args, **kwargs: pytest.fail("must not generate"))
+    module = SimpleNamespace(SamplingParams=OldSamplingParams, __version__="0.9.0")
+    loaded = backend.LoadedTensorRT(llm, module)
+    with pytest.raises(ExperimentError, match="return_perf_metrics"):
+        loaded.generate(["x"], config())
 
 
 def test_perf_metrics_give_ttft_latency_and_mean_itl() -> None:
     outputs = [request_output(9, 5, timing_metrics(10.0, 10.3, 10.7))]
-    outcome = backend.parse_outputs(outputs, batch_seconds=5.0)
+    outcome = backend.parse_outputs(outputs)
     (record,) = outcome.records
     assert (record.input_tokens, record.output_tokens) == (9, 5)
     assert record.ttft_s == pytest.approx(0.3)
@@ -143,15 +148,19 @@ def test_perf_metrics_give_ttft_latency_and_mean_itl() -> None:
     assert record.itl_s == pytest.approx([0.1] * 4)
 
 
-def test_missing_perf_metrics_fall_back_to_the_batch_time_with_a_warning() -> None:
-    outcome = backend.parse_outputs([request_output(3, 4, None)], batch_seconds=1.5)
-    (record,) = outcome.records
-    assert record.latency_s == 1.5 and record.ttft_s is None
-    assert len(outcome.warnings) == 1
-    assert outcome.warnings[0].startswith("TensorRT-LLM returned no request timings")
+def test_missing_perf_metrics_give_null_timings_never_the_batch_time() -> None:
+    outputs = [request_output(3, 4, None), request_output(3, 2, timing_metrics(1.0, 1.2, 1.3))]
+    outcome = backend.parse_outputs(outputs)
+    untimed, timed = outcome.records
+    assert untimed.latency_s is None and untimed.ttft_s is None and untimed.itl_s == []
+    assert timed.latency_s == pytest.approx(0.3)
+    assert outcome.warnings[0] == (
+        "TensorRT-LLM returned no timing for some requests: their latency, TTFT and "
+        "inter-token latency are null (not measured)"
+    )
 
 
-def test_generate_passes_supported_sampling_params_and_parses() -> None:
+def test_generate_passes_sampling_params_and_parses() -> None:
     received: dict[str, Any] = {}
 
     @dataclasses.dataclass

@@ -1,7 +1,8 @@
 """vLLM backend: config -> engine/sampling arguments, RequestOutput parsing, load errors.
 
-vLLM is never imported: outputs are stand-ins with the documented attributes of
-`vllm.RequestOutput` (prompt_token_ids, outputs[0].token_ids, metrics).
+vLLM is never imported: outputs are stand-ins with the attributes of vLLM 0.11.1's
+`RequestOutput` (prompt_token_ids, outputs[0].token_ids, metrics: a `RequestStateStats`),
+whose names test_engine_signatures.py checks against the wheel.
 """
 
 from __future__ import annotations
@@ -32,17 +33,6 @@ def request_output(prompt_ids: int, output_ids: int, metrics: Any) -> SimpleName
     completion = SimpleNamespace(index=0, token_ids=list(range(output_ids)), text="…")
     return SimpleNamespace(
         prompt_token_ids=list(range(prompt_ids)), outputs=[completion], metrics=metrics
-    )
-
-
-def v0_metrics(arrival: float, first: float, last: float, finished: float | None = None) -> Any:
-    return SimpleNamespace(
-        arrival_time=arrival,
-        last_token_time=last,
-        first_scheduled_time=arrival + 0.001,
-        first_token_time=first,
-        time_in_queue=0.001,
-        finished_time=finished,
     )
 
 
@@ -81,12 +71,19 @@ def test_unset_engine_parameters_keep_vllm_defaults() -> None:
     assert args["gpu_memory_utilization"] == 0.9
 
 
+def test_prefix_caching_is_off_unless_asked_for() -> None:
+    # vLLM 0.11 turns it on when the argument is absent (EngineArgs default None).
+    assert backend.engine_args(config())["enable_prefix_caching"] is False
+    on = backend.engine_args(config(vllm={"enable_prefix_caching": True}))
+    assert on["enable_prefix_caching"] is True
+
+
 def test_every_vllm_section_key_is_passed_under_its_own_name() -> None:
     every_key_set = {
         "max_num_seqs": 8,
         "max_num_batched_tokens": 4096,
         "max_model_len": 2048,
-        "enable_prefix_caching": False,
+        "enable_prefix_caching": True,
         "enable_chunked_prefill": True,
         "quantization": "fp8",
         "block_size": 16,
@@ -120,39 +117,40 @@ def test_top_k_zero_means_all_tokens_as_vllm_spells_it() -> None:
     assert params["top_k"] == -1
 
 
-def test_v0_metrics_give_ttft_latency_and_mean_itl() -> None:
-    outputs = [request_output(12, 5, v0_metrics(100.0, 100.25, 100.65, finished=100.70))]
-    outcome = backend.parse_outputs(outputs, batch_seconds=9.0)
-    (record,) = outcome.records
-    assert (record.input_tokens, record.output_tokens) == (12, 5)
-    assert record.ttft_s == pytest.approx(0.25)
-    assert record.latency_s == pytest.approx(0.70)
-    assert record.itl_s == pytest.approx([0.1] * 4)  # (100.65 − 100.25) over 4 gaps
-    assert any("per-request means" in warning for warning in outcome.warnings)
-
-
-def test_v1_stats_give_ttft_latency_and_mean_itl() -> None:
+def test_stats_give_ttft_latency_and_mean_itl() -> None:
     outputs = [request_output(3, 3, v1_stats(0.2, first_ts=50.0, last_ts=50.5))]
-    (record,) = backend.parse_outputs(outputs, batch_seconds=9.0).records
+    outcome = backend.parse_outputs(outputs)
+    (record,) = outcome.records
+    assert (record.input_tokens, record.output_tokens) == (3, 3)
     assert record.ttft_s == pytest.approx(0.2)
     assert record.latency_s == pytest.approx(0.7)
     assert record.itl_s == pytest.approx([0.25, 0.25])
+    assert any("per-request means" in warning for warning in outcome.warnings)
 
 
-def test_missing_metrics_fall_back_to_the_batch_time_with_a_warning() -> None:
+def test_only_the_named_stats_fields_are_read() -> None:
+    stats = SimpleNamespace(first_token_latency=0.1, first_token_ts=5.0, last_token_ts=5.3)
+    assert set(vars(stats)) == set(backend.STATS_FIELDS)
+    timing = backend.request_timing(stats)
+    assert timing is not None and timing.latency_s == pytest.approx(0.4)
+
+
+def test_missing_metrics_give_null_timings_never_the_batch_time() -> None:
+    # vLLM 0.11.0 builds RequestOutput without metrics; unfilled stats have zeros.
     outputs = [request_output(4, 6, None), request_output(4, 1, v1_stats(0.0, 0.0, 0.0))]
-    outcome = backend.parse_outputs(outputs, batch_seconds=2.5)
-    assert [r.latency_s for r in outcome.records] == [2.5, 2.5]
-    assert all(r.ttft_s is None and r.itl_s == [] for r in outcome.records)
+    outcome = backend.parse_outputs(outputs)
+    assert [(r.input_tokens, r.output_tokens) for r in outcome.records] == [(4, 6), (4, 1)]
+    assert all(r.latency_s is None and r.ttft_s is None for r in outcome.records)
+    assert all(r.itl_s == [] for r in outcome.records)
     assert outcome.warnings == [
-        "vLLM returned no request timings: each request's latency is the batch wall-clock "
-        "time; TTFT and inter-token latency are not measured"
+        "vLLM returned no timing for some requests: their latency, TTFT and inter-token "
+        "latency are null (not measured)"
     ]
 
 
 def test_single_token_output_has_no_inter_token_latency() -> None:
-    outputs = [request_output(2, 1, v0_metrics(1.0, 1.5, 1.5))]
-    (record,) = backend.parse_outputs(outputs, batch_seconds=1.0).records
+    outputs = [request_output(2, 1, v1_stats(0.5, first_ts=1.0, last_ts=1.0))]
+    (record,) = backend.parse_outputs(outputs).records
     assert record.itl_s == [] and record.latency_s == pytest.approx(0.5)
 
 
@@ -166,7 +164,7 @@ class StandInLLM:
 
     def generate(self, prompts: list[str], params: Any, use_tqdm: bool) -> list[Any]:
         self.calls.append((prompts, params, use_tqdm))
-        return [request_output(2, 3, v0_metrics(0.0, 0.1, 0.3)) for _ in prompts]
+        return [request_output(2, 3, v1_stats(0.1, 1.0, 1.2)) for _ in prompts]
 
     def shutdown(self) -> None:
         self.shut_down = True
@@ -197,3 +195,36 @@ def test_load_without_vllm_names_the_missing_package(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
     with pytest.raises(ExperimentError, match=r"backend 'vllm' is not installed.*'vllm'"):
         backend.load(config())
+
+
+class UntimedHalf:
+    """A backend whose engine times only every other request (device 'cpu': no NVML)."""
+
+    device = "cpu"
+
+    def generate(self, prompts: list[str], config: ExperimentConfig) -> Any:
+        stats = [v1_stats(0.2, 1.0, 1.4) if i % 2 else None for i in range(len(prompts))]
+        return backend.parse_outputs([request_output(3, 5, s) for s in stats])
+
+    def synchronize(self) -> None: ...
+
+    def unload(self) -> None: ...
+
+    def versions(self) -> dict[str, str]:
+        return {"vllm": "0.11.1"}
+
+
+def test_an_untimed_request_adds_no_latency_to_the_result() -> None:
+    from llenergymeasure.runner.experiment import LoadedModel, RunIdentity, measure_experiment
+    from llenergymeasure.runner.loadkey import load_key
+
+    run = config(
+        dataset={"name": "builtin:short-prompts", "num_prompts": 4},
+        measurement={"warmup_prompts": 0, "baseline_seconds": 0, "min_window_seconds": 0},
+    )
+    loaded = LoadedModel(backend=UntimedHalf(), load_key=load_key(run), load_seconds=0.0)
+    result = measure_experiment(loaded, run, RunIdentity())
+    assert result.tokens.requests == 4
+    assert result.latency.n == 2 and result.latency.mean == pytest.approx(0.6)
+    assert result.ttft.n == 2 and result.itl.n == 8
+    assert any("no timing for some requests" in w for w in result.warnings)

@@ -28,7 +28,7 @@ from fakes.fake_nvml import FakeGpu, FakeNvml, gpus, installed
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.results.schema import ExperimentResult
 from llenergymeasure.runner.backends.base import BatchOutcome
-from llenergymeasure.runner.client import run_on_worker, run_request, worker_status
+from llenergymeasure.runner.client import NoReply, run_on_worker, run_request, worker_status
 from llenergymeasure.runner.experiment import LoadedModel, read_result
 from llenergymeasure.runner.loadkey import load_key
 from llenergymeasure.runner.protocol import (
@@ -252,6 +252,7 @@ def test_reused_and_fresh_process_results_share_the_schema(
     in_process = read_result(tmp_path / "fresh" / "result.json")
     assert reused.timing.model_reused and not in_process.timing.model_reused
     assert in_process.timing.cold_start_method == "fresh_process"
+    assert (reused.timing.runner, in_process.timing.runner) == ("worker", "in_process")
     for result in (reused, in_process):
         plausible(result)
     assert field_paths(reused.model_dump(mode="json")) == field_paths(
@@ -381,6 +382,28 @@ def test_sigterm_during_an_experiment_exits_without_waiting_for_it(
     assert not (tmp_path / "endless" / "result.json").exists()
     log = fresh_worker.log.read_text(encoding="utf-8")
     assert "SIGTERM during endless: exiting without waiting for it" in log
+
+
+def test_a_frozen_worker_is_told_apart_from_a_busy_one(fresh_worker: RunningWorker) -> None:
+    # A stopped process still accepts connections (the kernel queues them), never answers.
+    pid = fresh_worker.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(NoReply, match=r"^the worker did not answer within 0.5 s"):
+            worker_status(fresh_worker.socket, timeout=0.5)
+        cli = subprocess.run(
+            [LEM, "worker", "--status", "--socket", fresh_worker.socket],
+            capture_output=True,
+            text=True,
+            env=lem_env(),
+            check=False,
+        )
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+    assert cli.returncode == 2
+    assert cli.stderr == "error: the worker did not answer within 5 s (frozen or stopped)\n"
+    assert fresh_worker.status().pid == pid  # running again, it answers
 
 
 def test_a_second_worker_on_the_same_socket_is_refused(

@@ -15,7 +15,13 @@ import time
 from collections.abc import Callable
 from itertools import pairwise
 
+from llenergymeasure.errors import LemError
+
 EXP_ID_OPTION = "--exp-id"
+
+
+class AttemptLookupFailed(LemError):
+    """The service's processes could not be listed: an earlier attempt may still run."""
 
 
 def _runs_experiment(command: list[str], exp_id: str) -> bool:
@@ -42,6 +48,23 @@ def attempt_pids(top_output: str, exp_id: str) -> list[int]:
         if _runs_experiment(fields[cmd_column:], exp_id) and fields[pid_column].isdigit():
             pids.append(int(fields[pid_column]))
     return pids
+
+
+def attempt_pids_from_top(returncode: int, stdout: str, stderr: str, exp_id: str) -> list[int]:
+    """`attempt_pids` of a `docker compose top SERVICE` run, which failed or not.
+
+    Compose answers 0 with no table for a service that is not running; any other
+    status (a daemon that does not answer) says nothing about the earlier attempt, so
+    it is a failure, never "none runs": measuring beside a survivor would share the GPU.
+    """
+    if returncode != 0:
+        lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+        reason = lines[-1][:300] if lines else f"exit status {returncode}"
+        raise AttemptLookupFailed(
+            f"cannot tell whether an earlier attempt of {exp_id} still runs "
+            f"(docker compose top failed: {reason}): not started; run the campaign again"
+        )
+    return attempt_pids(stdout.strip(), exp_id)
 
 
 def wait_for_attempts_to_end(

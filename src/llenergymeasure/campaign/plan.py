@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -120,23 +120,47 @@ def campaign_hash(loaded: LoadedCampaign) -> str:
 _SETTINGS_SECTIONS = ("execution", "health_check", "cold_start", "failures")
 
 
-def run_order(n_configs: int, cycles: int, order: Order, seed: int) -> list[tuple[int, int]]:
+def run_order(
+    n_configs: int,
+    cycles: int,
+    order: Order,
+    seed: int,
+    backends: Sequence[str] | None = None,
+) -> list[tuple[int, int]]:
     """(config index, cycle) pairs in run order; every pair exactly once.
 
     grouped: all cycles of config 0, then config 1, ...
     interleaved: cycle 1 of every config, then cycle 2, ...
     shuffled: as interleaved, with each cycle's configs shuffled by an RNG seeded
     from (seed, cycle), so the order is the same on every machine and Python.
+
+    `backends` (each config's backend) keeps one backend's experiments together: within
+    each cycle (the whole campaign for grouped), so that a GPU changes hands between
+    backend services once per block (docs/worker.md, "GPU hand-over").
     """
+    backends = backends if backends is not None else [""] * n_configs
     if order == "grouped":
-        return [(i, c) for i in range(n_configs) for c in range(1, cycles + 1)]
+        indices = by_backend(list(range(n_configs)), backends)
+        return [(i, c) for i in indices for c in range(1, cycles + 1)]
     pairs = []
     for cycle in range(1, cycles + 1):
         indices = list(range(n_configs))
         if order == "shuffled":
             random.Random(f"{seed}:{cycle}").shuffle(indices)
-        pairs.extend((i, cycle) for i in indices)
+        pairs.extend((i, cycle) for i in by_backend(indices, backends))
     return pairs
+
+
+def by_backend(indices: list[int], backends: Sequence[str]) -> list[int]:
+    """`indices` with each backend's configs together (a stable sort).
+
+    Backends come in the order of their first config in `indices`, so a shuffle also
+    shuffles which backend runs first; within a backend the order of `indices` stays.
+    """
+    rank: dict[str, int] = {}
+    for index in indices:
+        rank.setdefault(backends[index], len(rank))
+    return sorted(indices, key=lambda index: rank[backends[index]])
 
 
 def check_hosts(hosts: list[str] | None) -> list[str]:
@@ -180,7 +204,13 @@ def build_plan(
     execution = campaign.execution
     config_hosts = assign_hosts([c.config_name for c in configs], hosts, keep_hosts)
     hashes = [config_hash(c) for c in configs]
-    pairs = run_order(len(configs), execution.cycles, execution.order, execution.seed)
+    pairs = run_order(
+        len(configs),
+        execution.cycles,
+        execution.order,
+        execution.seed,
+        backends=[c.backend for c in configs],
+    )
     experiments = [
         PlannedExperiment(
             position=position,

@@ -1,12 +1,13 @@
-"""Commands: `lem health` (GPU snapshot), `lem baseline` (idle power per GPU) and
-`lem wait-cool` (a thermal gap)."""
+"""Commands: `lem health` (GPU snapshot), `lem baseline` (idle power per GPU),
+`lem wait-cool` (a thermal gap) and `lem release` (hand the GPU to another service)."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.console import Console
@@ -18,6 +19,9 @@ from llenergymeasure.measure.baseline import idle_baseline, load_baseline
 from llenergymeasure.measure.gpus import visible_gpu_indices
 from llenergymeasure.measure.health import health_report
 from llenergymeasure.measure.thermal import CoolingTolerance, thermal_gap
+
+if TYPE_CHECKING:
+    from llenergymeasure.runner.protocol import Progress
 
 STATE_DIR_ENV = "LEM_STATE_DIR"
 BASELINE_FILE = "baseline.json"
@@ -53,7 +57,8 @@ def health(
     Exits 0 also on a host without an NVIDIA driver (the report then says nvml: false).
     When a `lem worker` answers on its socket, each GPU's memory_outside_worker_pct
     leaves out what the worker holds (its resident model): the share a restart between
-    cycles is for.
+    cycles is for. On a GPU shared by several services, ask the GPU's holder after the
+    others ran `lem release`: their leftover then counts as outside.
 
     Example: lem health --json
     """
@@ -151,8 +156,62 @@ def default_baseline_file() -> Path | None:
     return Path(state_dir) / BASELINE_FILE if state_dir else None
 
 
+def release(
+    worker_socket: Path | None = typer.Option(
+        None,
+        "--worker-socket",
+        help="Worker socket. Default: $LEM_WORKER_SOCKET, else /run/lem/worker.sock.",
+        show_default=False,
+    ),
+) -> None:
+    """Ask this service's worker to unload its model and give the GPU back, for another
+    service of the lane; the container keeps running.
+
+    Prints one JSON line: released, verified (NVML confirmed the memory is back),
+    unloaded_model, detail, memory_before_mib / memory_after_mib (GPU index -> MiB used)
+    and the worker's stats. Exits 0 when released, 75 when the memory did not come back
+    (only a restart of the service frees it), 2 when no worker answers (the JSON line is
+    then {"released": false, "error": ...}). Waits for an experiment being measured.
+    See docs/worker.md, "GPU hand-over".
+
+    Example: docker compose exec -T vllm lem release
+    """
+    from llenergymeasure.runner.client import (
+        EXIT_NEEDS_RESTART,
+        NoWorker,
+        connect_worker,
+        exchange,
+    )
+    from llenergymeasure.runner.protocol import (
+        Failed,
+        Released,
+        ReleaseRequest,
+        WorkerError,
+        socket_path,
+    )
+
+    path = socket_path(worker_socket)
+    try:
+        reply = exchange(connect_worker(path), ReleaseRequest(), print_progress)
+        if isinstance(reply, Failed):
+            raise WorkerError(f"the worker at {path} refused the release: {reply.cause}")
+        if not isinstance(reply, Released):
+            raise WorkerError(f"the worker at {path} answered a release with {reply.type}")
+    except (NoWorker, WorkerError) as exc:
+        typer.echo(json.dumps({"released": False, "error": str(exc)}))
+        raise fail(str(exc)) from None
+    typer.echo(reply.model_dump_json(exclude={"type"}))
+    if not reply.released:
+        raise typer.Exit(EXIT_NEEDS_RESTART)
+
+
+def print_progress(progress: Progress) -> None:
+    print(f"lem worker: {progress.message}", file=sys.stderr, flush=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
     app.command("health")(health)
     app.command("baseline")(baseline)
     app.command("wait-cool")(wait_cool)
+    app.command("release")(release)

@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from llenergymeasure.campaign.manifest import STATUSES, Manifest, load_manifest, summarize
+from llenergymeasure.campaign.progress import format_duration, manifests_eta
 from llenergymeasure.commands.common import fail, reports_errors, wide_console
 from llenergymeasure.errors import ManifestError
 
@@ -64,7 +65,9 @@ def status(
 ) -> None:
     """Show the progress of campaigns: experiments per status in each manifest, and the total.
 
-    Lists each failed experiment with its error. Exits 0; exits 2 when a manifest
+    Lists each failed experiment with its error and, while experiments are left, the
+    ETA: per host, the experiments left times the median interval between two of its
+    experiments finishing; hosts run in parallel. Exits 0; exits 2 when a manifest
     cannot be read (the message names the file, which is left as it is).
 
     Example: lem status state/demo
@@ -80,6 +83,10 @@ def status(
             errors.append(str(exc))
     console = wide_console()
     console.print(_status_table(loaded))
+    eta = manifests_eta([manifest for _, manifest in loaded])
+    left = sum(e.status in ("pending", "running") for _, m in loaded for e in m.entries.values())
+    if eta is not None and left:
+        console.print(f"ETA: {format_duration(eta)} for {left} experiment(s) left", markup=False)
     for line in _failed_lines(loaded):
         console.print(line, markup=False, highlight=False)
     if errors:

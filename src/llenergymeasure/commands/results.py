@@ -1,4 +1,5 @@
-"""Command: `lem aggregate` (bootstrap confidence intervals over the results of a campaign)."""
+"""Commands: `lem aggregate` (intervals over cycles), `lem compare` (paired ratios to a
+baseline config) and `lem report` (report.html with figures)."""
 
 from __future__ import annotations
 
@@ -8,23 +9,54 @@ from pathlib import Path
 import typer
 
 from llenergymeasure.commands.common import fail, reports_errors, wide_console
-from llenergymeasure.results.aggregate import aggregate_directory, render_table, write_summary
+from llenergymeasure.results.aggregate import (
+    aggregate_directory,
+    render_comparisons,
+    render_table,
+    write_summary,
+)
+from llenergymeasure.stats.bootstrap import METHODS, Method
+
+RESULTS_DIR = typer.Argument(
+    ..., help="Directory searched recursively for result.json files.", show_default=False
+)
+CONFIDENCE = typer.Option(
+    0.95, "--confidence", min=0.5, max=0.999, help="Confidence level of the intervals."
+)
+RESAMPLES = typer.Option(
+    10_000, "--resamples", min=100, help="Bootstrap resamples (methods that resample)."
+)
+SEED = typer.Option(42, "--seed", help="Seed of the bootstrap resampling.")
+METHOD = typer.Option(
+    "auto",
+    "--method",
+    help=f"Interval method: {', '.join(METHODS)}. auto: Student-t below 5 cycles, "
+    "studentized bootstrap from 5 (docs/statistics.md).",
+)
+
+
+def _method(name: str) -> Method:
+    if name not in METHODS:
+        raise fail(f"--method: {name!r} is not one of {', '.join(METHODS)}")
+    return name  # type: ignore[return-value]
 
 
 def aggregate(
-    results_dir: Path = typer.Argument(
-        ..., help="Directory searched recursively for result.json files.", show_default=False
-    ),
+    results_dir: Path = RESULTS_DIR,
     out: Path | None = typer.Option(
         None, "--out", help="Directory for summary.json, .csv and .md; defaults to RESULTS_DIR."
     ),
-    confidence: float = typer.Option(
-        0.95, "--confidence", min=0.5, max=0.999, help="Confidence level of the intervals."
+    baseline: str | None = typer.Option(
+        None,
+        "--baseline",
+        help="Config name: add each config's paired ratio to it (and write comparison.csv).",
     ),
-    resamples: int = typer.Option(10_000, "--resamples", min=100, help="Bootstrap resamples."),
-    seed: int = typer.Option(42, "--seed", help="Seed of the bootstrap resampling."),
+    confidence: float = CONFIDENCE,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    method: str = METHOD,
 ) -> None:
-    """Aggregate result.json files into a bootstrap CI per config, hardware and metric.
+    """Aggregate result.json files into a CI per config, hardware and metric.
 
     Results are grouped by config and hardware (never pooled across GPU models);
     null metrics are left out, and a metric null in every cycle prints n/a. Writes
@@ -34,7 +66,12 @@ def aggregate(
     Example: lem aggregate results/demo --out results/demo
     """
     summary = aggregate_directory(
-        results_dir, confidence=confidence, n_resamples=resamples, seed=seed
+        results_dir,
+        confidence=confidence,
+        n_resamples=resamples,
+        seed=seed,
+        method=_method(method),
+        baseline=baseline,
     )
     if not summary.rows:
         raise fail(f"{results_dir}: no readable result.json found", code=1)
@@ -43,6 +80,83 @@ def aggregate(
         typer.echo(f"wrote {path}")
 
 
+def compare(
+    results_dir: Path = RESULTS_DIR,
+    baseline: str = typer.Option(
+        ..., "--baseline", help="Config name every other config is compared with."
+    ),
+    confidence: float = CONFIDENCE,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    method: str = METHOD,
+) -> None:
+    """Each config's metrics as a ratio to a baseline config, paired by cycle.
+
+    For each config and metric: mean(config) / mean(baseline) over the cycles both
+    ran on the same hardware, its CI (cycles resampled together, so drift shared by
+    a cycle cancels), and whether the CI excludes 1. Exits 1 when nothing could be
+    compared (e.g. the baseline has no results).
+
+    Example: lem compare results/demo --baseline tiny-bs1
+    """
+    summary = aggregate_directory(
+        results_dir,
+        confidence=confidence,
+        n_resamples=resamples,
+        seed=seed,
+        method=_method(method),
+        baseline=baseline,
+    )
+    if not summary.rows:
+        raise fail(f"{results_dir}: no readable result.json found", code=1)
+    sys.stdout.write(render_comparisons(summary, width=wide_console().width))
+    if not summary.comparisons:
+        raise fail(f"nothing compared with baseline {baseline!r}", code=1)
+
+
+def report(
+    results_dir: Path = RESULTS_DIR,
+    out: Path | None = typer.Option(
+        None, "--out", help="Directory for report.html and figures/; defaults to RESULTS_DIR."
+    ),
+    baseline: str | None = typer.Option(
+        None, "--baseline", help="Config name: add the paired ratios to it."
+    ),
+    confidence: float = CONFIDENCE,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    method: str = METHOD,
+) -> None:
+    """Write report.html (self-contained: figures inlined) and figures/*.png.
+
+    Figures: J per output token (raw and idle-adjusted) per GPU model, energy
+    against latency with the Pareto front, throughput, one power trace per config,
+    every cycle in run order; then the campaign's facts, warnings and failures.
+    Panels without data (no energy source, no power samples) say so in words.
+
+    Example: lem report results/demo
+    """
+    try:  # matplotlib comes with the `controller` extra; imported only here
+        from llenergymeasure.results.report import write_report
+    except ImportError as exc:
+        raise fail(
+            f"lem report needs matplotlib (pip install 'llenergymeasure[controller]'): {exc}"
+        ) from None
+    written = write_report(
+        results_dir,
+        out,
+        baseline=baseline,
+        confidence=confidence,
+        n_resamples=resamples,
+        seed=seed,
+        method=_method(method),
+    )
+    for path in (written.html, *written.figures):
+        typer.echo(f"wrote {path}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
     app.command("aggregate")(reports_errors(aggregate))
+    app.command("compare")(reports_errors(compare))
+    app.command("report")(reports_errors(report))

@@ -88,6 +88,12 @@ def experiment(
     no_worker: bool = typer.Option(
         False, "--no-worker", help="Run in this process even when a worker is listening."
     ),
+    require_worker: bool = typer.Option(
+        False,
+        "--require-worker",
+        help="Fail when no worker answers instead of running in this process (campaigns: "
+        "a cold in-process run must not mix with the warm worker's).",
+    ),
     worker_socket: Path | None = typer.Option(
         None, "--worker-socket", help=SOCKET_HELP, show_default=False
     ),
@@ -96,13 +102,16 @@ def experiment(
 
     When a `lem worker` listens on its socket, the experiment runs there (the model
     stays loaded between experiments sharing a load key) and its progress is printed
-    on stderr; otherwise it runs in this process. Identity options (or LEM_EXP_ID,
+    on stderr; otherwise it runs in this process (cold; recorded as `timing.runner:
+    in_process`), or fails with --require-worker. Identity options (or LEM_EXP_ID,
     LEM_CONFIG_HASH, LEM_CYCLE, LEM_CAMPAIGN, LEM_HOST) are copied into the result.
     Exits 0 with a one-line summary, 75 when the worker asks for a service restart
     (a cold start it could not make), or 2 with `error: <cause>` on stderr.
 
     Example: lem experiment configs/tiny.yml --out results/tiny --exp-id demo__tiny__c01
     """
+    if no_worker and require_worker:
+        raise fail("--no-worker and --require-worker contradict each other: choose one")
     config = load_experiment(config_file)
     identity = RequestIdentity(
         exp_id=exp_id, campaign_name=campaign, config_hash=config_hash, cycle=cycle, host=host
@@ -119,20 +128,29 @@ def experiment(
             baseline_cache=cache,
             gap_waited_seconds=gap_waited,
         )
-        result = run_through_worker(socket_path(worker_socket), request)
+        result = run_through_worker(socket_path(worker_socket), request, require_worker)
     if result is None:
         result = run_in_process(config, out, identity, cache, gap_waited)
     typer.echo(summary_line(result, out))
 
 
-def run_through_worker(path: Path, request: RunRequest) -> ExperimentResult | None:
-    """The result the worker at `path` wrote; None when no worker listens there."""
+def run_through_worker(
+    path: Path, request: RunRequest, require_worker: bool = False
+) -> ExperimentResult | None:
+    """The result the worker at `path` wrote; None when no worker listens there (an
+    error instead with `require_worker`)."""
     try:
         reply = run_on_worker(path, request, print_progress)
     except NoWorker as exc:
+        if require_worker:
+            raise fail(
+                f"{exc}: --require-worker: not running it in this process (a cold run "
+                "would mix with the worker's warm ones); start the service's worker, or "
+                "run with --no-worker on purpose"
+            ) from None
         if path.exists():  # a stale socket file: worth saying why the worker is not used
             print(f"lem: {exc}: running in this process", file=sys.stderr)
-        return None
+        return None  # recorded in the result: timing.runner is "in_process"
     return worker_result(reply)
 
 
@@ -225,6 +243,13 @@ def worker(
     status: bool = typer.Option(
         False, "--status", help="Print the running worker's statistics as JSON and exit."
     ),
+    cancel: str | None = typer.Option(
+        None,
+        "--cancel",
+        metavar="EXP_ID",
+        help="With --status: first ask the worker to stop experiment EXP_ID (it stops at "
+        "its next stage; one waiting its turn never starts).",
+    ),
 ) -> None:
     """Serve experiments on a Unix socket, keeping the last model loaded between them.
 
@@ -235,9 +260,11 @@ def worker(
     Example: lem worker --socket /run/lem/worker.sock
     """
     path = socket_path(socket_option)
+    if cancel is not None and not status:
+        raise fail("--cancel goes with --status")
     if status:
-        try:
-            typer.echo(json.dumps(worker_status(path).model_dump()))
+        try:  # a worker that does not answer within seconds is an error (exit 2): frozen
+            typer.echo(json.dumps(worker_status(path, cancel).model_dump()))
         except NoWorker as exc:
             raise fail(str(exc), code=1) from None
         return

@@ -145,7 +145,9 @@ class VLLMConfig(StrictModel):
     max_num_batched_tokens: int | None = Field(None, ge=1)
     max_model_len: int | None = Field(None, ge=1)
     enforce_eager: bool = False
-    enable_prefix_caching: bool | None = None
+    # vLLM 0.11 caches prefixes by default; the window repeats its prompts, so caching would
+    # measure cache hits, not the work other engines do. Off unless asked for.
+    enable_prefix_caching: bool = False
     enable_chunked_prefill: bool | None = None
     quantization: str | None = None
     kv_cache_dtype: str = "auto"
@@ -162,12 +164,34 @@ class TensorRTConfig(StrictModel):
     max_input_len: int | None = Field(None, ge=1)
     max_beam_width: int = Field(1, ge=1)
     kv_cache_free_gpu_memory_fraction: float | None = Field(None, gt=0.0, le=1.0)
-    enable_block_reuse: bool | None = None
-    quantization: Literal["FP8", "INT8", "W4A16_AWQ", "W8A16", "W4A16", "NVFP4"] | None = None
+    # KV cache block reuse (TensorRT-LLM's prefix caching) is on by default in the engine;
+    # off here for the same reason as vllm.enable_prefix_caching.
+    enable_block_reuse: bool = False
+    quantization: str | None = Field(
+        None, description="Refused: TensorRT-LLM's PyTorch flow does not quantize on the fly"
+    )
     engine_dir: str | None = Field(
         None, description="Prebuilt engine; built from the model if unset"
     )
 
+    @field_validator("quantization", mode="after")
+    @classmethod
+    def _no_on_the_fly_quantization(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                f"{value!r} is not supported: TensorRT-LLM's PyTorch flow does not quantize "
+                "on the fly; give a pre-quantized checkpoint (e.g. a ModelOpt FP8 export) "
+                "as model.path and leave tensorrt.quantization unset"
+            )
+        return value
+
+
+# Precisions a backend refuses, and why.
+UNSUPPORTED_PRECISIONS: dict[str, dict[str, str]] = {
+    "tensorrt": {
+        "float32": "TensorRT-LLM's PyTorch flow runs float16 or bfloat16; set one of them",
+    },
+}
 
 BACKEND_SECTIONS: dict[str, type[StrictModel]] = {
     "pytorch": PyTorchConfig,
@@ -189,6 +213,15 @@ class ExperimentConfig(StrictModel):
     pytorch: PyTorchConfig | None = None
     vllm: VLLMConfig | None = None
     tensorrt: TensorRTConfig | None = None
+
+    @field_validator("precision", mode="after")
+    @classmethod
+    def _precision_fits_backend(cls, value: Precision, info: ValidationInfo) -> Precision:
+        backend = info.data.get("backend", "")
+        reason = UNSUPPORTED_PRECISIONS.get(backend, {}).get(value)
+        if reason is not None:
+            raise ValueError(f"{value!r} is not supported by backend {backend!r}: {reason}")
+        return value
 
     @field_validator("pytorch", "vllm", "tensorrt", mode="after")
     @classmethod

@@ -1,31 +1,45 @@
-"""Idle baseline power per GPU, measured by sampling and cached in a JSON file.
+"""Idle baseline power per GPU, measured while the GPU is idle and cached in a JSON file.
 
-A cached baseline is reused while it is younger than `max_age_s`. Once it is older
-than `recheck_after_s`, a short re-check samples idle power again: when any GPU
-drifted by more than `drift_tolerance` (10 %), the full baseline is measured again.
+Each GPU has its own entry, keyed by its UUID: an experiment on one GPU of a host
+reads and refreshes only that GPU's entry, never the others'. Idle power is the energy
+counter's delta over the idle period divided by its length (`energy_counter`); on GPUs
+without the counter (before Volta), the mean of power samples (`power_samples`).
+
+A cached entry is reused while it is younger than `max_age_s`. Once it was last checked
+more than `recheck_after_s` ago, a short re-check measures again: beyond
+`drift_tolerance` (10 %) the entry is measured again in full.
+
+Idle means idle: a caller whose GPU is busy (a model loaded on it) passes
+`gpu_idle=False` and gets cached values only, never a re-check or a new entry, so
+a warm reading never replaces an idle one. The worker measures before it loads a model.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import fmean
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llenergymeasure.measure import nvml
 
 log = logging.getLogger(__name__)
 
-BASELINE_VERSION = 1
+# 2: one entry per GPU with its own times and method. Files of version 1 could hold
+# values measured with a model loaded: they are measured again.
+BASELINE_VERSION = 2
+IdleMethod = Literal["energy_counter", "power_samples"]
 
 
 @dataclass(frozen=True)
@@ -37,14 +51,23 @@ class BaselinePolicy:
     recheck_seconds: float = 3.0
     drift_tolerance: float = 0.10
     interval_s: float = 0.1
+    # The counter moves in steps of about 100 ms of energy: below this, sample power instead.
+    counter_min_seconds: float = 1.0
 
 
 class GpuBaseline(BaseModel):
-    index: int
+    index: int = Field(description="NVML index when measured (entries are matched by uuid)")
     uuid: str | None = None
     power_w: float = Field(ge=0.0)
-    # read at the end of the idle sampling; thermal gaps wait for the GPU to return near it
+    # read at the end of the idle period; thermal gaps wait for the GPU to return near it
     temperature_c: float | None = None
+    method: IdleMethod = "power_samples"
+    seconds: float | None = None
+    measured_at: float | None = Field(None, description="Unix time; None: the file's")
+    checked_at: float | None = Field(None, description="Unix time; None: the file's")
+
+    def key(self) -> str:
+        return gpu_key(self.uuid, self.index)
 
 
 class BaselineFile(BaseModel):
@@ -53,13 +76,26 @@ class BaselineFile(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     baseline_version: int = BASELINE_VERSION
-    measured_at: float = Field(description="Unix time of the full measurement")
-    checked_at: float = Field(description="Unix time of the last full measurement or re-check")
+    measured_at: float = Field(description="Unix time of the latest full measurement")
+    checked_at: float = Field(description="Unix time of the latest measurement or re-check")
     seconds: float
     gpus: list[GpuBaseline]
 
+    @model_validator(mode="after")
+    def _entry_times(self) -> BaselineFile:
+        for gpu in self.gpus:
+            gpu.measured_at = self.measured_at if gpu.measured_at is None else gpu.measured_at
+            gpu.checked_at = self.checked_at if gpu.checked_at is None else gpu.checked_at
+            gpu.seconds = self.seconds if gpu.seconds is None else gpu.seconds
+        return self
+
     def power_w(self) -> list[float]:
         return [gpu.power_w for gpu in self.gpus]
+
+    def entry(self, uuid: str | None, index: int) -> GpuBaseline | None:
+        """This GPU's entry: by UUID, or by index for a GPU that has none."""
+        key = gpu_key(uuid, index)
+        return next((gpu for gpu in self.gpus if gpu.key() == key), None)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -68,24 +104,52 @@ class BaselineFile(BaseModel):
         }
 
 
-def sample_idle_power(
-    gpu_indices: list[int], seconds: float, interval_s: float = 0.1
-) -> list[float] | None:
-    """Mean power per GPU over `seconds`; None when a GPU gave no power reading."""
-    readings: list[list[float]] = [[] for _ in gpu_indices]
-    deadline = time.monotonic() + seconds
+def gpu_key(uuid: str | None, index: int) -> str:
+    return uuid if uuid else f"index:{index}"
+
+
+@dataclass(frozen=True)
+class IdleReading:
+    power_w: float
+    method: IdleMethod
+    temperature_c: float | None
+
+
+def measure_idle(
+    gpu_indices: list[int], seconds: float, policy: BaselinePolicy = BaselinePolicy()
+) -> list[IdleReading | None]:
+    """Idle power per GPU over `seconds`: the energy counter's delta / time where the
+    counter is readable and the period long enough, else the mean of power samples
+    (None: neither)."""
+    start = [nvml.total_energy_mj(index) for index in gpu_indices]
+    started = time.monotonic()
+    use_counter = seconds >= policy.counter_min_seconds
+    sampled = [i for i, value in enumerate(start) if value is None or not use_counter]
+    readings: dict[int, list[float]] = {slot: [] for slot in sampled}
+    deadline = started + seconds
     while True:
-        for slot, index in zip(readings, gpu_indices, strict=True):
-            watts = nvml.power_w(index)
+        for slot in sampled:
+            watts = nvml.power_w(gpu_indices[slot])
             if watts is not None:
-                slot.append(watts)
+                readings[slot].append(watts)
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        time.sleep(min(interval_s, remaining))
-    if any(not slot for slot in readings):
-        return None
-    return [fmean(slot) for slot in readings]
+        time.sleep(min(policy.interval_s, remaining))
+    end = [nvml.total_energy_mj(index) if use_counter else None for index in gpu_indices]
+    elapsed = time.monotonic() - started
+    results: list[IdleReading | None] = []
+    for slot, index in enumerate(gpu_indices):
+        before, after = start[slot], end[slot]
+        if slot not in readings and before is not None and after is not None:
+            watts, method = (after - before) / 1000.0 / elapsed, "energy_counter"
+        elif readings.get(slot):
+            watts, method = fmean(readings[slot]), "power_samples"
+        else:
+            results.append(None)
+            continue
+        results.append(IdleReading(max(watts, 0.0), method, nvml.temperature_c(index)))
+    return results
 
 
 def drifted(cached_w: list[float], fresh_w: list[float], tolerance: float) -> bool:
@@ -97,14 +161,18 @@ def drifted(cached_w: list[float], fresh_w: list[float], tolerance: float) -> bo
 
 
 def load_baseline(path: Path) -> BaselineFile | None:
-    """The cached baseline, or None when missing or unreadable (a cache: it is re-measured)."""
+    """The cached baseline, or None when missing, unreadable or of another version."""
     try:
-        return BaselineFile.model_validate_json(path.read_text(encoding="utf-8"))
+        loaded = BaselineFile.model_validate_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, ValidationError) as exc:
         log.warning("%s: unreadable idle baseline cache, measuring again (%s)", path, exc)
         return None
+    if loaded.baseline_version != BASELINE_VERSION:
+        log.info("%s: baseline of version %s, measuring again", path, loaded.baseline_version)
+        return None
+    return loaded
 
 
 def save_baseline(path: Path, baseline: BaselineFile) -> None:
@@ -122,10 +190,33 @@ def save_baseline(path: Path, baseline: BaselineFile) -> None:
         raise
 
 
-def _matches(cached: BaselineFile, gpu_indices: list[int], uuids: list[str | None]) -> bool:
-    return [gpu.index for gpu in cached.gpus] == gpu_indices and [
-        gpu.uuid for gpu in cached.gpus
-    ] == uuids
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Serialise read-merge-write of `path` between the services sharing the state dir."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a", encoding="utf-8") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def merge_entries(path: Path, entries: list[GpuBaseline], clock: Callable[[], float]) -> None:
+    """Write `entries` into the cache, replacing those of the same GPUs, keeping the others."""
+    with _locked(path):
+        current = load_baseline(path)
+        kept = [] if current is None else current.gpus
+        keys = {entry.key() for entry in entries}
+        gpus = [gpu for gpu in kept if gpu.key() not in keys] + entries
+        stamp = clock()
+        measured = [gpu.measured_at for gpu in gpus if gpu.measured_at is not None]
+        save_baseline(
+            path,
+            BaselineFile(
+                measured_at=max(measured, default=stamp),
+                checked_at=stamp,
+                seconds=max((gpu.seconds or 0.0 for gpu in gpus), default=0.0),
+                gpus=gpus,
+            ),
+        )
 
 
 def idle_baseline(
@@ -134,72 +225,95 @@ def idle_baseline(
     cache_path: Path | None,
     policy: BaselinePolicy = BaselinePolicy(),
     clock: Callable[[], float] = time.time,
+    *,
+    gpu_idle: bool = True,
 ) -> list[float] | None:
-    """Idle power (W) per GPU of `gpu_indices`; None without NVML, GPUs or power readings."""
+    """Idle power (W) per GPU of `gpu_indices`; None without NVML, readings or (when
+    `gpu_idle` is False) an idle value cached for every one of them."""
     if not gpu_indices or not nvml.available():
         return None
     uuids = [nvml.uuid(index) for index in gpu_indices]
     cached = load_baseline(cache_path) if cache_path is not None else None
-    if (
-        cached is not None
-        and _matches(cached, gpu_indices, uuids)
-        and clock() - cached.measured_at <= policy.max_age_s
-    ):
-        still_valid = _recheck(cached, seconds, cache_path, policy, clock)
-        if still_valid is not None:
-            return still_valid
-    return _measure(gpu_indices, uuids, seconds, cache_path, policy, clock)
+    now = clock()
+    entries: list[GpuBaseline | None] = []
+    for index, uuid in zip(gpu_indices, uuids, strict=True):
+        entry = cached.entry(uuid, index) if cached is not None else None
+        fresh = entry is not None and now - (entry.measured_at or 0.0) <= policy.max_age_s
+        entries.append(entry if fresh else None)
+    if not gpu_idle:
+        # Busy GPUs: a re-check or a measurement now would store a warm value as idle.
+        return None if any(e is None for e in entries) else [e.power_w for e in entries if e]
+    rechecked = _recheck(gpu_indices, entries, seconds, policy, clock)
+    entries = [rechecked.get(slot, entry) for slot, entry in enumerate(entries)]
+    changed = [entry for entry in rechecked.values() if entry is not None]
+    missing = [slot for slot, entry in enumerate(entries) if entry is None]
+    if missing:
+        measured = _measure([gpu_indices[slot] for slot in missing], seconds, policy, clock)
+        if measured is None:
+            return None
+        for slot, entry in zip(missing, measured, strict=True):
+            entries[slot] = entry
+        changed.extend(measured)
+    if cache_path is not None and changed:
+        merge_entries(cache_path, changed, clock)
+    return [entry.power_w for entry in entries if entry is not None]
 
 
 def _recheck(
-    cached: BaselineFile,
+    gpu_indices: list[int],
+    entries: list[GpuBaseline | None],
     seconds: float,
-    cache_path: Path | None,
     policy: BaselinePolicy,
     clock: Callable[[], float],
-) -> list[float] | None:
-    """The cached baseline when recently checked or still within tolerance, else None."""
-    if clock() - cached.checked_at <= policy.recheck_after_s:
-        return cached.power_w()
-    gpu_indices = [gpu.index for gpu in cached.gpus]
-    fresh = sample_idle_power(gpu_indices, min(policy.recheck_seconds, seconds), policy.interval_s)
-    if fresh is None or drifted(cached.power_w(), fresh, policy.drift_tolerance):
-        log.info("idle power drifted by more than %.0f %%", policy.drift_tolerance * 100)
-        return None
-    _save(cache_path, cached.model_copy(update={"checked_at": clock()}))
-    return cached.power_w()
+) -> dict[int, GpuBaseline | None]:
+    """Re-check entries last checked more than `recheck_after_s` ago: slot -> the entry
+    with a new `checked_at`, or None when it drifted (or could not be read) and must be
+    measured again. Entries checked recently are left out."""
+    now = clock()
+    due = [
+        slot
+        for slot, entry in enumerate(entries)
+        if entry is not None and now - (entry.checked_at or 0.0) > policy.recheck_after_s
+    ]
+    if not due:
+        return {}
+    fresh = measure_idle(
+        [gpu_indices[slot] for slot in due], min(policy.recheck_seconds, seconds), policy
+    )
+    outcome: dict[int, GpuBaseline | None] = {}
+    for slot, reading in zip(due, fresh, strict=True):
+        entry = entries[slot]
+        assert entry is not None
+        if reading is None or drifted([entry.power_w], [reading.power_w], policy.drift_tolerance):
+            log.info("GPU %s: idle power drifted beyond tolerance", entry.uuid or entry.index)
+            outcome[slot] = None
+        else:
+            outcome[slot] = entry.model_copy(update={"checked_at": clock()})
+    return outcome
 
 
 def _measure(
     gpu_indices: list[int],
-    uuids: list[str | None],
     seconds: float,
-    cache_path: Path | None,
     policy: BaselinePolicy,
     clock: Callable[[], float],
-) -> list[float] | None:
-    measured = sample_idle_power(gpu_indices, seconds, policy.interval_s)
-    if measured is None:
+) -> list[GpuBaseline] | None:
+    """New entries for `gpu_indices`; None when a GPU gave no reading."""
+    readings = measure_idle(gpu_indices, seconds, policy)
+    if any(reading is None for reading in readings):
         return None
     stamp = clock()
-    baseline = BaselineFile(
-        measured_at=stamp,
-        checked_at=stamp,
-        seconds=seconds,
-        gpus=[
-            GpuBaseline(
-                index=index,
-                uuid=uuid,
-                power_w=round(watts, 3),
-                temperature_c=nvml.temperature_c(index),
-            )
-            for index, uuid, watts in zip(gpu_indices, uuids, measured, strict=True)
-        ],
-    )
-    _save(cache_path, baseline)
-    return baseline.power_w()
-
-
-def _save(cache_path: Path | None, baseline: BaselineFile) -> None:
-    if cache_path is not None:
-        save_baseline(cache_path, baseline)
+    return [
+        GpuBaseline(
+            index=index,
+            uuid=nvml.uuid(index),
+            power_w=round(reading.power_w, 3),
+            temperature_c=reading.temperature_c,
+            method=reading.method,
+            seconds=seconds,
+            measured_at=stamp,
+            checked_at=stamp,
+        )
+        for index, reading in zip(gpu_indices, readings, strict=True)
+        if reading is not None
+    ]

@@ -1,7 +1,8 @@
 """From window readings to the result's energy, power and thermal sections (pure arithmetic).
 
 Nothing here estimates: a quantity whose inputs were not measured is `None`.
-With energy source `none` every energy field is `None`.
+With energy source `none` every energy field is `None`. GPU energy comes from the
+NVML counter (`nvml`) or, on GPUs without it, from integrated power samples (`nvml_power`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from statistics import fmean
 
 from llenergymeasure.measure.nvml import THROTTLING_REASONS
 from llenergymeasure.measure.window import Sample, WindowReadings
-from llenergymeasure.results.schema import Energy, Power, Thermal
+from llenergymeasure.results.schema import Energy, EnergySource, Power, Thermal
+
+GPU_SOURCES: frozenset[EnergySource] = frozenset({"nvml", "nvml_power"})
 
 
 def build_energy(
@@ -53,9 +56,10 @@ def _energy(
 ) -> Energy:
     if readings.source == "none":
         return Energy(source="none")
-    gpu_per_gpu = readings.gpu_energy_j_per_gpu if readings.source == "nvml" else None
+    on_gpu = readings.source in GPU_SOURCES
+    gpu_per_gpu = readings.gpu_energy_j_per_gpu if on_gpu else None
     gpu_total = sum(gpu_per_gpu) if gpu_per_gpu is not None else None
-    total = gpu_total if readings.source == "nvml" else readings.cpu_energy_j
+    total = gpu_total if on_gpu else readings.cpu_energy_j
     adjusted = None
     if gpu_per_gpu is not None and baseline_w_per_gpu is not None:
         adjusted = idle_adjusted_j(gpu_per_gpu, baseline_w_per_gpu, readings.duration_s)

@@ -1,8 +1,13 @@
 """Which GPUs this process uses, as NVML indices.
 
 `CUDA_VISIBLE_DEVICES` decides which devices CUDA (and so the engine) uses; its
-entries are indices into the devices this process can see (NVML and CUDA see the
-same ones), or GPU UUIDs. Inside a container the NVIDIA runtime has already applied
+entries are indices into the devices this process can see, or UUIDs (`GPU-…`, a
+unique prefix of one, or `MIG-…`). A UUID is looked up with nvmlDeviceGetHandleByUUID,
+so it names the same GPU for CUDA and NVML in any order; a MIG instance maps to the GPU
+that holds it (NVML meters only whole GPUs). An index means the same GPU to both only
+when CUDA enumerates in PCI bus order, NVML's order: the services set
+`CUDA_DEVICE_ORDER=PCI_BUS_ID`, and `order_warning` says when it is not so.
+Inside a container the NVIDIA runtime has already applied
 `NVIDIA_VISIBLE_DEVICES` to what NVML sees, so, without `CUDA_VISIBLE_DEVICES`, that
 variable is applied only when NVML still sees more devices than it lists (a process
 given it outside a container runtime, for bookkeeping).
@@ -16,6 +21,7 @@ from collections.abc import Mapping
 from llenergymeasure.measure import nvml
 
 _NO_DEVICES = {"none", "void", "-1"}
+PCI_BUS_ORDER = "PCI_BUS_ID"
 
 
 def visible_gpu_indices(environ: Mapping[str, str] | None = None) -> list[int]:
@@ -68,7 +74,40 @@ def _match(entry: str, candidates: list[int], uuids: list[str]) -> int | None:
     if entry.isdigit():
         position = int(entry)
         return candidates[position] if position < len(candidates) else None
-    if entry.startswith("GPU-"):
+    if entry.startswith(("GPU-", "MIG-")):
+        index = nvml.index_of_uuid(entry)  # a full UUID: NVML's own look-up
+        if index is not None:
+            return index if index in candidates else None
+    if entry.startswith("GPU-"):  # CUDA also takes a unique prefix of a GPU UUID
         matches = [index for index in candidates if uuids[index].startswith(entry)]
         return matches[0] if len(matches) == 1 else None
-    return None  # MIG-… and anything else: not a whole GPU we can read energy from
+    return None
+
+
+def order_warning(environ: Mapping[str, str] | None = None) -> str | None:
+    """Why the GPUs NVML reads may not be those CUDA uses, or None.
+
+    Devices named by index in CUDA's default order (fastest first) can differ from
+    NVML's (PCI bus) order when more than one GPU is visible.
+    """
+    environ = os.environ if environ is None else environ
+    if environ.get("CUDA_DEVICE_ORDER", "") == PCI_BUS_ORDER or nvml.device_count() < 2:
+        return None
+    entries = _split(environ.get("CUDA_VISIBLE_DEVICES", "all"))
+    if entries is not None and all(entry.startswith(("GPU-", "MIG-")) for entry in entries):
+        return None  # every device named by UUID: the order does not matter
+    return (
+        f"CUDA_DEVICE_ORDER is not {PCI_BUS_ORDER}: CUDA may number the GPUs in another "
+        "order than NVML, so the GPUs metered may not be those the engine used"
+    )
+
+
+def mig_warning(environ: Mapping[str, str] | None = None) -> str | None:
+    """A warning when CUDA_VISIBLE_DEVICES names MIG instances: they are metered whole-GPU."""
+    environ = os.environ if environ is None else environ
+    if "MIG-" not in environ.get("CUDA_VISIBLE_DEVICES", ""):
+        return None
+    return (
+        "CUDA_VISIBLE_DEVICES names MIG instances: energy, power and temperature are those "
+        "of the whole GPU that holds them, other instances' work included"
+    )

@@ -6,7 +6,10 @@ nothing but NVML. Without an NVIDIA driver it reports `{"nvml": false}`.
 The health rule counts only memory the service's own `lem worker` does not hold
 (`memory_outside_worker_pct`): a worker keeps its model resident between experiments
 by design (vLLM even reserves most of the GPU up front), so the memory used alone
-would call for a restart every cycle.
+would call for a restart every cycle. Where several backend services share a GPU, the
+orchestration asks the GPU's holder only (the service of the next experiments), after
+every other service released the GPU (`lem release`): the holder's memory is left out,
+and anything else counts, a sibling service's leftover included (docs/worker.md).
 """
 
 from __future__ import annotations

@@ -1,16 +1,36 @@
 """The one place that calls NVML (package ``nvidia-ml-py``, module ``pynvml``).
 
-Every NVML call in the package goes through this module, so tests replace only
-the library object underneath (``use_library``) with a fake that has pynvml's
-function names. Readings that a device does not support come back as ``None``;
-a host without the driver or the package simply has no NVML (``available()``).
+Every NVML call in the package goes through `_call` / `_device_call` here, with the
+function's name as a string literal, so tests replace only the library object
+underneath (``use_library``) with a fake that has pynvml's names, and a unit test
+(tests/unit/test_nvml_binding.py) checks every name and argument count used here
+against the installed pynvml.
+
+What a failure means decides what the caller sees:
+
+- the device or its driver cannot answer (`NVMLError_NotSupported`, `_FunctionNotFound`,
+  a `NVMLLibraryMismatchError` of an unversioned binding, a lost GPU): the reading is
+  ``None`` and the caller falls back or reports it as not measured;
+- the installed pynvml has no such function or constant (a renamed or removed binding):
+  also ``None``, but recorded in `problems()`, logged as an error and copied into every
+  result's warnings, so an outdated package never passes for "no energy on this GPU".
+
+A failed `nvmlInit` (driver not loaded yet, library missing) is retried after
+`INIT_RETRY_S` and at every `refresh()` (each new experiment), so a long-lived worker
+started before the driver was ready measures once it is. One lock guards the library
+state and the handle cache: the sampler thread and the main thread share them.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Bits of nvmlClocksEventReasons (the older name: ClocksThrottleReasons), from nvml.h.
 CLOCK_EVENT_REASONS: dict[int, str] = {
@@ -34,13 +54,19 @@ THROTTLING_REASONS: frozenset[str] = frozenset(
         "hw_power_brake_slowdown",
     }
 )
+# A failed nvmlInit is tried again after this many seconds (or at the next `refresh()`).
+INIT_RETRY_S = 30.0
 
 _MIB = 1024 * 1024
-_lock = threading.Lock()
+# Re-entrant: `_handle` holds it while `_call` initialises the library.
+_lock = threading.RLock()
 _library: Any = None
-_initialised: bool | None = None  # None: not tried yet
+_initialised: bool | None = None  # None: not tried yet (or tried again at the next call)
+_failed_at = 0.0
 _unavailable_reason: str = ""
 _handles: dict[int, Any] = {}
+_problems: list[str] = []
+_clock: Callable[[], float] = time.monotonic  # tests move it to pass the retry back-off
 
 
 @dataclass(frozen=True)
@@ -55,6 +81,15 @@ def use_library(library: Any) -> None:
     with _lock:
         _library, _initialised, _unavailable_reason = library, None, ""
         _handles.clear()
+        _problems.clear()
+
+
+def refresh() -> None:
+    """Try `nvmlInit` again at the next call when it failed before (a new experiment starts)."""
+    global _initialised
+    with _lock:
+        if _initialised is False:
+            _initialised = None
 
 
 def _import_pynvml() -> Any:
@@ -64,19 +99,27 @@ def _import_pynvml() -> Any:
 
 
 def _lib() -> Any:
-    """The initialised library, or None. nvmlInit runs once per process."""
-    global _library, _initialised, _unavailable_reason
+    """The initialised library, or None; a failed init is retried after `INIT_RETRY_S`."""
+    global _library, _initialised, _unavailable_reason, _failed_at
     with _lock:
+        if _initialised is False and _clock() - _failed_at >= INIT_RETRY_S:
+            _initialised = None
         if _initialised is None:
             try:
                 if _library is None:
                     _library = _import_pynvml()
                 _library.nvmlInit()
-                _initialised = True
+                _initialised, _unavailable_reason = True, ""
+                _handles.clear()  # handles of an earlier initialisation are not reused
             except ImportError:
                 _initialised, _unavailable_reason = False, "package nvidia-ml-py is not installed"
-            except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
-                _initialised, _unavailable_reason = False, f"NVML did not initialise: {exc}"
+                _failed_at = _clock()
+            # NVMLError_LibraryNotFound, _DriverNotLoaded, NVMLLibraryMismatchError, OSError...:
+            # whatever the binding raises, NVML is just not available (yet).
+            except Exception as exc:
+                _initialised = False
+                _unavailable_reason = f"NVML did not initialise: {type(exc).__name__}: {exc}"
+                _failed_at = _clock()
         return _library if _initialised else None
 
 
@@ -90,31 +133,93 @@ def unavailable_reason() -> str:
     return _unavailable_reason
 
 
-def _call(function: str, *args: Any) -> Any:
-    """Call an NVML function; None when NVML is absent, the call unsupported or failing."""
+def problems() -> list[str]:
+    """Bindings the installed pynvml lacks, as result warnings (empty when all are there)."""
+    with _lock:
+        return list(_problems)
+
+
+def _problem(message: str) -> None:
+    with _lock:
+        if message in _problems:
+            return
+        _problems.append(message)
+    log.error("%s", message)
+
+
+def _missing_binding(names: tuple[str, ...]) -> None:
+    _problem(
+        f"the installed nvidia-ml-py ({_package_version()}) has no {' or '.join(names)}: "
+        "these NVML readings are missing from the result; install a version that has it"
+    )
+
+
+def _package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nvidia-ml-py")
+    except PackageNotFoundError:
+        return "version unknown"
+
+
+def _device_error_types(lib: Any) -> tuple[type[BaseException], ...]:
+    """What pynvml raises when the device or driver cannot answer (not a missing binding)."""
+    mismatch = getattr(lib, "NVMLLibraryMismatchError", None)
+    return (lib.NVMLError,) if mismatch is None else (lib.NVMLError, mismatch)
+
+
+def _call(functions: str | tuple[str, ...], *args: Any) -> Any:
+    """The first answer of `functions` (tried in order: newer API first); None when NVML is
+    absent or none answers. A function the binding lacks is skipped, and recorded as a
+    problem when none of them exists."""
     lib = _lib()
     if lib is None:
         return None
-    try:
-        return getattr(lib, function)(*args)
-    except AttributeError:  # a binding too old to have the function
+    names = (functions,) if isinstance(functions, str) else functions
+    found = False
+    for name in names:
+        function = getattr(lib, name, None)
+        if function is None:
+            continue
+        found = True
+        try:
+            value = function(*args)
+        except _device_error_types(lib) as exc:
+            log.debug("%s: %s", name, exc)  # not supported here, driver too old, GPU lost
+            continue
+        if value is not None:
+            return value
+    if not found:
+        _missing_binding(names)
+    return None
+
+
+def _constant(name: str) -> Any:
+    """A constant of pynvml (NVML_…); None, recorded as a problem, when it lacks it."""
+    lib = _lib()
+    if lib is None:
         return None
-    except lib.NVMLError:
-        return None
+    value = getattr(lib, name, None)
+    if value is None:
+        _missing_binding((name,))
+    return value
 
 
 def _handle(index: int) -> Any:
-    handle = _handles.get(index)
-    if handle is None:
-        handle = _call("nvmlDeviceGetHandleByIndex", index)
-        if handle is not None:
-            _handles[index] = handle
-    return handle
+    """The handle of NVML device `index`, cached (under the lock: two threads use it)."""
+    with _lock:
+        handle = _handles.get(index)
+        if handle is None:
+            handle = _call("nvmlDeviceGetHandleByIndex", index)
+            if handle is not None:
+                _handles[index] = handle
+        return handle
 
 
-def _device_call(function: str, index: int, *args: Any) -> Any:
+def _device_call(functions: str | tuple[str, ...], index: int, *args: Any) -> Any:
     handle = _handle(index)
-    return None if handle is None else _call(function, handle, *args)
+    return None if handle is None else _call(functions, handle, *args)
 
 
 def _text(value: Any) -> str | None:
@@ -135,6 +240,27 @@ def uuid(index: int) -> str | None:
     return _text(_device_call("nvmlDeviceGetUUID", index))
 
 
+def index_of_uuid(device_uuid: str) -> int | None:
+    """The NVML index of the GPU with this full UUID (`GPU-…`), or of the GPU that holds
+    the MIG instance `MIG-…`; None when NVML knows no such device.
+
+    The handle comes from nvmlDeviceGetHandleByUUID, so a GPU named by UUID (as in
+    CUDA_VISIBLE_DEVICES) is the one read, whatever order CUDA enumerates devices in.
+    """
+    handle = _call("nvmlDeviceGetHandleByUUID", device_uuid)
+    if handle is not None and device_uuid.startswith("MIG-"):
+        # Energy, power and clocks are the parent GPU's: a MIG instance has none of its own.
+        handle = _call("nvmlDeviceGetDeviceHandleFromMigDeviceHandle", handle)
+    if handle is None:
+        return None
+    index = _call("nvmlDeviceGetIndex", handle)
+    if index is None:
+        return None
+    with _lock:
+        _handles.setdefault(int(index), handle)
+    return int(index)
+
+
 def driver_version() -> str | None:
     return _text(_call("nvmlSystemGetDriverVersion"))
 
@@ -153,12 +279,11 @@ def total_energy_mj(index: int) -> int | None:
 
 
 def _instant_power_mw(index: int) -> float | None:
-    lib = _lib()
-    field_id = getattr(lib, "NVML_FI_DEV_POWER_INSTANT", None)
+    field_id = _constant("NVML_FI_DEV_POWER_INSTANT")
     if field_id is None:
         return None
     values = _device_call("nvmlDeviceGetFieldValues", index, [field_id])
-    if not values or values[0].nvmlReturn != getattr(lib, "NVML_SUCCESS", 0):
+    if not values or values[0].nvmlReturn != _constant("NVML_SUCCESS"):
         return None
     return float(values[0].value.uiVal)
 
@@ -172,18 +297,19 @@ def power_w(index: int) -> float | None:
 
 
 def temperature_c(index: int) -> float | None:
-    lib = _lib()
-    sensor = getattr(lib, "NVML_TEMPERATURE_GPU", 0)
+    sensor = _constant("NVML_TEMPERATURE_GPU")
+    if sensor is None:
+        return None
     value = _device_call("nvmlDeviceGetTemperature", index, sensor)
     return None if value is None else float(value)
 
 
 def clock_event_bits(index: int) -> int | None:
     """The current clock event (throttle) reasons bitmask; the newer API first."""
-    bits = _device_call("nvmlDeviceGetCurrentClocksEventReasons", index)
-    if bits is None:
-        bits = _device_call("nvmlDeviceGetCurrentClocksThrottleReasons", index)
-    return bits
+    return _device_call(
+        ("nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetCurrentClocksThrottleReasons"),
+        index,
+    )
 
 
 def decode_clock_events(bits: int) -> list[str]:
@@ -196,7 +322,12 @@ def decode_clock_events(bits: int) -> list[str]:
 
 
 def compute_processes(index: int) -> list[ComputeProcess] | None:
-    processes = _device_call("nvmlDeviceGetComputeRunningProcesses", index)
+    # The unversioned binding calls the driver's _v3 and raises NVMLLibraryMismatchError on a
+    # driver without it (before R510): _v2 answers there.
+    processes = _device_call(
+        ("nvmlDeviceGetComputeRunningProcesses", "nvmlDeviceGetComputeRunningProcesses_v2"),
+        index,
+    )
     if processes is None:
         return None
     return [
@@ -228,8 +359,7 @@ def power_limit_w(index: int) -> float | None:
 
 def clock_mhz(index: int, domain: str) -> int | None:
     """Current clock of `domain` ('sm' or 'mem')."""
-    lib = _lib()
-    clock_type = getattr(lib, "NVML_CLOCK_SM" if domain == "sm" else "NVML_CLOCK_MEM", None)
+    clock_type = _constant("NVML_CLOCK_SM" if domain == "sm" else "NVML_CLOCK_MEM")
     if clock_type is None:
         return None
     return _device_call("nvmlDeviceGetClockInfo", index, clock_type)

@@ -54,14 +54,11 @@ class GapWait:
 
 
 def idle_states(baseline: BaselineFile | None, gpu_indices: list[int]) -> list[GpuState]:
-    """Idle values per GPU from the baseline; a GPU it does not cover (or another
-    GPU now at that index, by UUID) gets none."""
-    by_index = {gpu.index: gpu for gpu in baseline.gpus} if baseline is not None else {}
+    """Idle values per GPU from the baseline, matched by UUID (whatever index the GPU had
+    when measured); a GPU it does not cover gets none."""
     states = []
     for index in gpu_indices:
-        entry = by_index.get(index)
-        if entry is not None and entry.uuid not in (None, nvml.uuid(index)):
-            entry = None
+        entry = baseline.entry(nvml.uuid(index), index) if baseline is not None else None
         states.append(
             GpuState(
                 index=index,

@@ -3,7 +3,9 @@
 `EnergyMeter.start()` reads every GPU's NVML total-energy counter and the RAPL
 package counters, then samples power, temperature, clock event (throttle) reasons
 and GPU processes every `sample_interval_ms` on a daemon thread. `stop()` joins the
-thread, reads the counters again and returns the `WindowReadings`.
+thread, reads the counters again and returns the `WindowReadings`. GPUs without the
+energy counter (before Volta) get their energy from the power samples, integrated
+over the window (source `nvml_power`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +50,11 @@ class WindowReadings:
     warnings: list[str] = field(default_factory=list)
 
 
-def energy_source(gpu_energy: list[float] | None, cpu_energy: float | None) -> EnergySource:
+def energy_source(
+    gpu_energy: list[float] | None, cpu_energy: float | None, integrated: bool = False
+) -> EnergySource:
     if gpu_energy is not None:
-        return "nvml"
+        return "nvml_power" if integrated else "nvml"
     if cpu_energy is not None:
         return "rapl"
     return "none"
@@ -63,10 +68,12 @@ class EnergyMeter:
         gpu_indices: list[int],
         sample_interval_ms: int = 100,
         rapl: RaplReader | None = None,
+        proc_root: Path = Path("/proc"),
     ) -> None:
         self.gpu_indices = list(gpu_indices)
         self.sample_interval_ms = sample_interval_ms
         self._rapl_reader = rapl if rapl is not None else RaplReader()
+        self._proc_root = proc_root
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reset()
@@ -103,9 +110,13 @@ class EnergyMeter:
         energy_end = self._read_energy_mj()
         self._take_sample(scan_processes=True)  # also brings the RAPL total up to now
         gpu_energy = self._gpu_energy_j(self._energy_start, energy_end)
+        integrated = gpu_energy is None and bool(self.gpu_indices)
+        if integrated:
+            gpu_energy = self._integrated_energy_j()
         cpu_energy = self._rapl.energy_j if self._rapl is not None else None
+        self._warnings.extend(p for p in nvml.problems() if p not in self._warnings)
         return WindowReadings(
-            source=energy_source(gpu_energy, cpu_energy),
+            source=energy_source(gpu_energy, cpu_energy, integrated),
             duration_s=duration,
             sample_interval_ms=self.sample_interval_ms,
             gpu_indices=self.gpu_indices,
@@ -157,7 +168,7 @@ class EnergyMeter:
     def _scan_processes(self) -> None:
         for index in self.gpu_indices:
             for process in nvml.compute_processes(index) or []:
-                owner = process_owner(process.pid)
+                owner = process_owner(process.pid, self._proc_root)
                 if owner == "self":
                     continue
                 entry = self._processes.setdefault(
@@ -178,20 +189,49 @@ class EnergyMeter:
 
     def _gpu_energy_j(self, start: list[int] | None, end: list[int] | None) -> list[float] | None:
         if start is None or end is None:
-            if self.gpu_indices:
-                self._warnings.append(
-                    "NVML total-energy counter not readable on these GPUs: no GPU energy"
-                )
             return None
         return [(after - before) / 1000.0 for before, after in zip(start, end, strict=True)]
 
+    def _integrated_energy_j(self) -> list[float] | None:
+        """Energy per GPU from its power samples (trapezoids), for GPUs without the counter."""
+        per_gpu = [integrate_power(self._samples, slot) for slot in range(len(self.gpu_indices))]
+        if any(energy is None for energy in per_gpu):
+            self._warnings.append(
+                "NVML total-energy counter not readable on these GPUs and too few power "
+                "samples to integrate: no GPU energy"
+            )
+            return None
+        self._warnings.append(
+            "NVML total-energy counter not readable on these GPUs (before Volta?): GPU energy "
+            f"integrated from power samples every {self.sample_interval_ms} ms (less exact)"
+        )
+        return [energy for energy in per_gpu if energy is not None]
+
+
+def integrate_power(samples: list[Sample], slot: int) -> float | None:
+    """Joules from the power samples of GPU `slot` (trapezoid rule over the readable ones);
+    None with fewer than two readings."""
+    points = [(s.t_s, watts) for s in samples if (watts := s.power_w[slot]) is not None]
+    if len(points) < 2:
+        return None
+    return sum((t1 - t0) * (w0 + w1) / 2.0 for (t0, w0), (t1, w1) in pairwise(points))
+
 
 def process_owner(pid: int, proc_root: Path = Path("/proc")) -> str:
-    """'self' for this process and its descendants, 'foreign' for another process of this
-    PID namespace, 'unknown' for a PID this namespace cannot see (NVML reports host PIDs, so
-    inside a container without `pid: host` nothing can be told apart)."""
+    """Who a PID of NVML's process list belongs to.
+
+    'self' for this process and its descendants (the engine's workers), 'foreign' for
+    another process that uses the GPU, 'unknown' when it cannot be attributed. NVML
+    reports PIDs of the host's PID namespace: inside a container without `pid: host`
+    (the services' default) a number may mean no process here, or another process
+    that happens to have the same number here. So a PID counts as ours or foreign only
+    when the process of that number here has an NVIDIA device open, as every process
+    NVML lists does; otherwise it is 'unknown' (not attributable), never 'foreign'.
+    Where its open files cannot be read (another user's process), the parent chain alone
+    decides.
+    """
     status = proc_root / str(pid) / "status"
-    if not status.exists():
+    if not status.exists() or uses_nvidia_device(proc_root, pid) is False:
         return "unknown"
     me = os.getpid()
     seen: set[int] = set()
@@ -202,6 +242,23 @@ def process_owner(pid: int, proc_root: Path = Path("/proc")) -> str:
         seen.add(current)
         current = _parent_pid(proc_root, current)
     return "foreign"
+
+
+def uses_nvidia_device(proc_root: Path, pid: int) -> bool | None:
+    """Whether process `pid` has a /dev/nvidia* file open; None when that is not readable."""
+    try:
+        descriptors = list((proc_root / str(pid) / "fd").iterdir())
+    except OSError:
+        return None
+    for descriptor in descriptors:
+        try:
+            if os.readlink(descriptor).startswith("/dev/nvidia"):
+                return True
+        except FileNotFoundError:
+            continue  # closed since listed (the listing's own descriptor, for one)
+        except OSError:
+            return None
+    return False
 
 
 def _parent_pid(proc_root: Path, pid: int) -> int:

@@ -1,4 +1,4 @@
-"""Aggregate experiment results into bootstrap confidence intervals over cycles.
+"""Aggregate experiment results into confidence intervals over cycles.
 
 Results are grouped by (config_name, config_hash, hardware): results from
 different GPU (or CPU) models are never pooled, nor are results of a config
@@ -6,6 +6,8 @@ whose content changed between runs. A metric that is null in a result is left
 out of that metric's sample, and a metric null in every cycle stays null
 (printed ``n/a``), never averaged as zero. Each row names the exp_ids, cycles
 and files it was computed from, so every number traces back to result files.
+The interval method is chosen per sample size (docs/statistics.md). With a baseline
+config, the summary also holds each config's paired ratio to it (results/compare.py).
 """
 
 from __future__ import annotations
@@ -26,15 +28,24 @@ from rich.table import Table
 
 from llenergymeasure.errors import LemError
 from llenergymeasure.files import atomic_write_text
+from llenergymeasure.results.compare import PairedRatio, paired_ratios
 from llenergymeasure.results.schema import HEADLINE_METRICS, SCHEMA_VERSION, ExperimentResult
-from llenergymeasure.stats.bootstrap import BootstrapCI, bootstrap_ci_many
+from llenergymeasure.stats.bootstrap import (
+    MIN_BOOTSTRAP_N,
+    BootstrapCI,
+    Method,
+    bootstrap_ci_many,
+)
 
 SUMMARY_VERSION = 1
 SUMMARY_FILES = ("summary.json", "summary.csv", "summary.md")
+COMPARISON_FILE = "comparison.csv"  # written when a baseline is given
 METRIC_LABELS: dict[str, str] = {
     "energy_j": "energy (J)",
     "idle_adjusted_energy_j": "idle-adjusted energy (J)",
     "j_per_output_token": "J / output token",
+    "adjusted_j_per_output_token": "idle-adjusted J / output token",
+    "wh_per_1k_requests": "Wh / 1,000 requests",
     "output_tokens_per_s": "output tokens/s",
     "requests_per_s": "requests/s",
     "ttft_mean_s": "TTFT mean (s)",
@@ -58,7 +69,15 @@ CSV_COLUMNS = (
     "n_resamples",
     "warning",
     "exp_ids",
+    "method",
 )
+METHOD_LABELS: dict[str, str] = {
+    "auto": f"Student-t below {MIN_BOOTSTRAP_N} cycles, studentized bootstrap from "
+    f"{MIN_BOOTSTRAP_N}",
+    "student-t": "Student-t",
+    "bootstrap-t": "studentized bootstrap",
+    "percentile": "percentile bootstrap (undercovers below 10 cycles)",
+}
 # Partial output of an interrupted attempt, moved aside by the manifest: never aggregated.
 _INTERRUPTED_DIR = re.compile(r"\.interrupted-\d+$")
 
@@ -84,8 +103,11 @@ class Summary(BaseModel):
     confidence: float
     n_resamples: int
     seed: int
+    method: str = "auto"  # as asked for; each interval names the method it used
     metrics: list[str]
     rows: list[SummaryRow]
+    baseline: str | None = None  # config the comparisons are relative to
+    comparisons: list[PairedRatio] = []
     sources: list[str]  # every result file that went into the summary
     load_errors: list[str] = []  # result files that could not be read, with the reason
     warnings: list[str] = []
@@ -196,8 +218,8 @@ def _group_key(result: ExperimentResult) -> tuple[str, str, str]:
 def _cycles_warning(n: int) -> str | None:
     if n == 1:
         return "1 cycle: no confidence interval"
-    if n == 2:
-        return "2 cycles: CI unreliable (fewer than 3)"
+    if n < MIN_BOOTSTRAP_N:
+        return f"{n} cycles: fewer than {MIN_BOOTSTRAP_N}, wide Student-t intervals"
     return None
 
 
@@ -250,10 +272,13 @@ def aggregate_results(
     confidence: float = 0.95,
     n_resamples: int = 10_000,
     seed: int = 42,
+    method: Method = "auto",
+    baseline: str | None = None,
 ) -> Summary:
-    """One row per (config, hardware) with a bootstrap CI per headline metric.
+    """One row per (config, hardware) with a CI per headline metric.
 
     `sources`, when given, holds the file each result was read from (same order).
+    `baseline`, when given, adds every config's paired ratio to that config.
     """
     if sources is not None and len(sources) != len(results):
         raise ValueError(f"{len(sources)} sources given for {len(results)} results")
@@ -271,21 +296,42 @@ def aggregate_results(
         for key in keys
         for metric in HEADLINE_METRICS
     ]
-    cis = iter(bootstrap_ci_many(samples, confidence, n_resamples, seed))
+    cis = iter(bootstrap_ci_many(samples, confidence, n_resamples, seed, method))
     rows = [_build_row(groups[key], {m: next(cis) for m in HEADLINE_METRICS}) for key in keys]
+    comparisons: list[PairedRatio] = []
+    if baseline is not None:
+        by_key = {key: [m.result for m in groups[key]] for key in keys}
+        comparisons, notes = paired_ratios(
+            by_key,
+            baseline,
+            confidence=confidence,
+            n_resamples=n_resamples,
+            seed=seed,
+            method=method,
+        )
+        warnings += notes
     return Summary(
         confidence=confidence,
         n_resamples=n_resamples,
         seed=seed,
+        method=method,
         metrics=list(HEADLINE_METRICS),
         rows=rows,
+        baseline=baseline,
+        comparisons=comparisons,
         sources=sorted(s for row in rows for s in row.sources),
         warnings=warnings + _changed_config_warnings(keys),
     )
 
 
 def aggregate_directory(
-    root: str | Path, *, confidence: float = 0.95, n_resamples: int = 10_000, seed: int = 42
+    root: str | Path,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 10_000,
+    seed: int = 42,
+    method: Method = "auto",
+    baseline: str | None = None,
 ) -> Summary:
     """Load every result under `root` and aggregate them; load errors go into the summary."""
     loaded = load_result_files(root)
@@ -295,6 +341,8 @@ def aggregate_directory(
         confidence=confidence,
         n_resamples=n_resamples,
         seed=seed,
+        method=method,
+        baseline=baseline,
     )
     return summary.model_copy(update={"load_errors": loaded.errors})
 
@@ -328,18 +376,38 @@ def _notes(summary: Summary) -> list[str]:
     return notes + summary.warnings + [f"not loaded: {error}" for error in summary.load_errors]
 
 
+def method_note(summary: Summary) -> str:
+    """One line naming the interval method, for tables and files."""
+    resampling = f", {summary.n_resamples} resamples, seed {summary.seed}"
+    if summary.method == "student-t":
+        resampling = ""
+    return f"{summary.confidence:.0%} intervals: {METHOD_LABELS[summary.method]}{resampling}"
+
+
+def row_method(row: SummaryRow) -> str:
+    """The methods this row's intervals used (one, unless metrics lost samples to nulls)."""
+    used = sorted({ci.method for ci in row.metrics.values() if ci.n >= 2})
+    return ", ".join(used) or "-"
+
+
 def summary_table(summary: Summary) -> Table:
     """A rich table: one line per (config, hardware, metric)."""
-    table = Table(box=box.SIMPLE, title="LLenergyMeasure summary", title_justify="left")
-    for header in ("config", "hardware", "cycles", "metric", "n", "mean"):
+    table = Table(
+        box=box.SIMPLE,
+        title="LLenergyMeasure summary",
+        title_justify="left",
+        caption=method_note(summary),
+        caption_justify="left",
+    )
+    for header in ("config", "hardware", "cycles", "CI method", "metric", "n", "mean"):
         table.add_column(header, justify="right" if header in {"cycles", "n", "mean"} else "left")
     table.add_column(f"{summary.confidence:.0%} CI")
     table.add_column("std", justify="right")
     for row in summary.rows:
         for index, metric in enumerate(summary.metrics):
-            head = (row.config_name, row.hardware, str(row.n)) if index == 0 else ("", "", "")
+            head = (row.config_name, row.hardware, str(row.n), row_method(row))
             table.add_row(
-                *head,
+                *(head if index == 0 else ("",) * len(head)),
                 METRIC_LABELS.get(metric, metric),
                 *_metric_cells(row.metrics[metric]),
                 end_section=index == len(summary.metrics) - 1,
@@ -347,18 +415,71 @@ def summary_table(summary: Summary) -> Table:
     return table
 
 
-def render_table(summary: Summary, width: int = 200) -> str:
-    """The summary table and its warnings as plain text (no colour codes), e.g. for Ansible."""
+def _ratio_cells(ratio: PairedRatio) -> tuple[str, str, str, str]:
+    excludes = {True: "yes", False: "no", None: "n/a"}[ratio.excludes_one]
+    return (
+        str(ratio.ratio.n),
+        format_value(ratio.ratio.mean),
+        format_interval(ratio.ratio),
+        excludes,
+    )
+
+
+COMPARISON_HEADERS = ("config", "hardware", "metric", "pairs", "ratio", "CI", "excludes 1")
+
+
+def comparison_table(summary: Summary) -> Table:
+    """A rich table: each config's paired ratio to the baseline, per metric."""
+    table = Table(
+        box=box.SIMPLE,
+        title=f"Paired ratios to baseline {summary.baseline}",
+        title_justify="left",
+        caption="ratio = mean(config) / mean(baseline) over the cycles both ran; "
+        "the interval resamples those cycles together",
+        caption_justify="left",
+    )
+    for header in COMPARISON_HEADERS:
+        table.add_column(header, justify="right" if header in {"pairs", "ratio"} else "left")
+    previous = None
+    for ratio in summary.comparisons:
+        key = (ratio.config_name, ratio.hardware)
+        head = key if key != previous else ("", "")
+        if previous is not None and key != previous:
+            table.add_section()
+        previous = key
+        table.add_row(*head, METRIC_LABELS.get(ratio.metric, ratio.metric), *_ratio_cells(ratio))
+    return table
+
+
+def _plain(*renderables: Table | str, width: int) -> str:
+    """Rich renderables as plain text (no colour codes, no trailing blanks), e.g. for Ansible."""
     text = io.StringIO()
     console = Console(file=text, width=width, color_system=None, force_terminal=False)
-    if summary.rows:
-        console.print(summary_table(summary))
-    else:
-        console.print("no results to aggregate")
-    for note in _notes(summary):
-        console.print(f"warning: {note}", markup=False, highlight=False)
+    for renderable in renderables:
+        if isinstance(renderable, str):
+            console.print(renderable, markup=False, highlight=False)
+        else:
+            console.print(renderable)
     # rich pads every line to the table width; trailing blanks only clutter logs
     return "".join(line.rstrip() + "\n" for line in text.getvalue().splitlines())
+
+
+def render_table(summary: Summary, width: int = 200) -> str:
+    """The summary table, the comparisons if any, and the warnings as plain text."""
+    parts: list[Table | str] = [
+        summary_table(summary) if summary.rows else "no results to aggregate"
+    ]
+    if summary.comparisons:
+        parts.append(comparison_table(summary))
+    parts += [f"warning: {note}" for note in _notes(summary)]
+    return _plain(*parts, width=width)
+
+
+def render_comparisons(summary: Summary, width: int = 200) -> str:
+    """Only the comparison table and the warnings, as plain text (`lem compare`)."""
+    parts: list[Table | str] = [comparison_table(summary)]
+    parts += [f"warning: {note}" for note in _notes(summary)]
+    return _plain(*parts, width=width)
 
 
 def _csv_number(value: float | None) -> str:
@@ -387,8 +508,49 @@ def summary_csv(summary: Summary) -> str:
                     ci.n_resamples,
                     ci.warning or "",
                     ";".join(e or "" for e in row.exp_ids),
+                    ci.method,
                 ]
             )
+    return out.getvalue()
+
+
+COMPARISON_CSV_COLUMNS = (
+    "config_name",
+    "hardware",
+    "baseline",
+    "metric",
+    "pairs",
+    "ratio",
+    "ci_lower",
+    "ci_upper",
+    "excludes_one",
+    "confidence",
+    "method",
+    "cycles",
+)
+
+
+def comparison_csv(summary: Summary) -> str:
+    """Tidy CSV of the paired ratios: one line per (config, hardware, metric)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COMPARISON_CSV_COLUMNS)
+    for ratio in summary.comparisons:
+        ci = ratio.ratio
+        writer.writerow(
+            [
+                ratio.config_name,
+                ratio.hardware,
+                ratio.baseline,
+                ratio.metric,
+                ci.n,
+                *(_csv_number(v) for v in (ci.mean, ci.ci_lower, ci.ci_upper)),
+                "" if ratio.excludes_one is None else str(ratio.excludes_one).lower(),
+                ci.confidence,
+                ci.method,
+                ";".join(str(c) for c in ratio.cycles),
+            ]
+        )
     return out.getvalue()
 
 
@@ -396,27 +558,48 @@ def _md_cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def _md_table(headers: Sequence[str], aligns: str, rows: list[Sequence[str]]) -> list[str]:
+    """Markdown table lines; `aligns` holds one character per column, l or r."""
+    rule = " | ".join("---:" if a == "r" else "---" for a in aligns)
+    body = ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return ["| " + " | ".join(headers) + " |", f"| {rule} |", *body]
+
+
 def summary_markdown(summary: Summary) -> str:
-    ci_header = f"{summary.confidence:.0%} CI"
+    headers = ("config", "hardware", "cycles", "metric", "n", "mean")
+    headers += (f"{summary.confidence:.0%} CI", "std")
+    rows = [
+        (
+            row.config_name,
+            row.hardware,
+            str(row.n),
+            METRIC_LABELS.get(metric, metric),
+            *_metric_cells(row.metrics[metric]),
+        )
+        for row in summary.rows
+        for metric in summary.metrics
+    ]
     lines = [
         "# LLenergyMeasure summary",
         "",
-        f"Percentile bootstrap, {summary.n_resamples} resamples, seed {summary.seed}; "
-        f"{len(summary.sources)} result files (listed in summary.json).",
+        f"{method_note(summary)}; {len(summary.sources)} result files (listed in summary.json).",
         "",
-        f"| config | hardware | cycles | metric | n | mean | {ci_header} | std |",
-        "| --- | --- | ---: | --- | ---: | ---: | --- | ---: |",
+        *_md_table(headers, "llrlrrlr", rows),
     ]
-    for row in summary.rows:
-        for metric in summary.metrics:
-            cells = (
-                row.config_name,
-                row.hardware,
-                str(row.n),
-                METRIC_LABELS.get(metric, metric),
-                *_metric_cells(row.metrics[metric]),
-            )
-            lines.append("| " + " | ".join(_md_cell(c) for c in cells) + " |")
+    if summary.comparisons:
+        ratio_rows = [
+            (r.config_name, r.hardware, METRIC_LABELS.get(r.metric, r.metric), *_ratio_cells(r))
+            for r in summary.comparisons
+        ]
+        lines += [
+            "",
+            f"## Paired ratios to baseline {summary.baseline}",
+            "",
+            "mean(config) / mean(baseline) over the cycles both ran; the interval resamples "
+            "those cycles together.",
+            "",
+            *_md_table(COMPARISON_HEADERS, "lllrrll", ratio_rows),
+        ]
     notes = _notes(summary)
     if notes:
         lines += ["", "## Warnings", "", *(f"- {_md_cell(note)}" for note in notes)]
@@ -424,17 +607,22 @@ def summary_markdown(summary: Summary) -> str:
 
 
 def write_summary(summary: Summary, out_dir: str | Path) -> list[Path]:
-    """Write summary.json, summary.csv and summary.md atomically; returns their paths."""
+    """Write summary.json, .csv, .md (and comparison.csv with a baseline) atomically.
+
+    Returns the paths written.
+    """
     out_dir = Path(out_dir)
-    contents = (
-        summary.model_dump_json(indent=2) + "\n",
-        summary_csv(summary),
-        summary_markdown(summary),
-    )
-    paths = [out_dir / name for name in SUMMARY_FILES]
+    files = {
+        "summary.json": summary.model_dump_json(indent=2) + "\n",
+        "summary.csv": summary_csv(summary),
+        "summary.md": summary_markdown(summary),
+    }
+    if summary.baseline is not None:
+        files[COMPARISON_FILE] = comparison_csv(summary)
+    paths = [out_dir / name for name in files]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for path, text in zip(paths, contents, strict=True):
+        for path, text in zip(paths, files.values(), strict=True):
             atomic_write_text(path, text)
     except OSError as exc:
         raise LemError(f"{exc.filename or out_dir}: cannot write summary: {exc.strerror}") from None

@@ -13,7 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = "1.0"
 
-EnergySource = Literal["nvml", "rapl", "none"]
+# nvml: the GPUs' energy counters; nvml_power: GPU power samples integrated (no counter)
+EnergySource = Literal["nvml", "nvml_power", "rapl", "none"]
 
 
 class ResultModel(BaseModel):
@@ -37,6 +38,11 @@ class Timing(ResultModel):
     load_seconds: float = Field(description="Model load time (0 when reused)")
     model_reused: bool = False
     cold_start_method: Literal["fresh_process", "unload", "restart"] | None = None
+    runner: Literal["worker", "in_process"] | None = Field(
+        None,
+        description="Where it ran: the service's `lem worker` (models kept loaded), or the "
+        "`lem experiment` process itself (no worker; always a cold start)",
+    )
     warmup_seconds: float
     window_seconds: float = Field(description="Length of the measurement window")
     window_repeats: int = Field(1, description="Times the prompt set ran in the window")
@@ -70,7 +76,9 @@ class Energy(ResultModel):
     gpu_energy_j: float | None = None
     gpu_energy_j_per_gpu: list[float] | None = None
     cpu_energy_j: float | None = None
-    total_energy_j: float | None = Field(None, description="GPU energy if nvml, else CPU (rapl)")
+    total_energy_j: float | None = Field(
+        None, description="GPU energy if nvml or nvml_power, else CPU (rapl)"
+    )
     idle_baseline_power_w: float | None = None
     idle_baseline_power_w_per_gpu: list[float] | None = None
     idle_adjusted_energy_j: float | None = None
@@ -138,12 +146,20 @@ class ExperimentResult(ResultModel):
     foreign_gpu_processes: list[dict[str, Any]] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 
+    def wh_per_1k_requests(self) -> float | None:
+        """Watt-hours per 1,000 requests (the AI Energy Score unit): J/request / 3.6."""
+        if self.energy.total_energy_j is None or not self.tokens.requests:
+            return None
+        return self.energy.total_energy_j / self.tokens.requests / 3.6
+
     def headline_metrics(self) -> dict[str, float | None]:
         """The numbers aggregated over cycles and returned by the Ansible module."""
         return {
             "energy_j": self.energy.total_energy_j,
             "idle_adjusted_energy_j": self.energy.idle_adjusted_energy_j,
             "j_per_output_token": self.energy.j_per_output_token,
+            "adjusted_j_per_output_token": self.energy.adjusted_j_per_output_token,
+            "wh_per_1k_requests": self.wh_per_1k_requests(),
             "output_tokens_per_s": self.throughput.output_tokens_per_s,
             "requests_per_s": self.throughput.requests_per_s,
             "ttft_mean_s": self.ttft.mean,
@@ -157,6 +173,8 @@ HEADLINE_METRICS: tuple[str, ...] = (
     "energy_j",
     "idle_adjusted_energy_j",
     "j_per_output_token",
+    "adjusted_j_per_output_token",
+    "wh_per_1k_requests",
     "output_tokens_per_s",
     "requests_per_s",
     "ttft_mean_s",

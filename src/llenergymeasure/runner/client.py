@@ -14,6 +14,8 @@ from pathlib import Path
 
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.runner.protocol import (
+    STATUS_REPLY_TIMEOUT_S,
+    AnyRequest,
     Done,
     Failed,
     FinalReply,
@@ -37,6 +39,10 @@ EXIT_NEEDS_RESTART = os.EX_TEMPFAIL
 
 class NoWorker(Exception):
     """No worker listens at the socket path: the experiment runs in this process instead."""
+
+
+class NoReply(WorkerError):
+    """The worker accepted the connection but did not answer in time: it is frozen."""
 
 
 def connect_worker(path: Path) -> socket.socket:
@@ -75,15 +81,26 @@ def run_request(
 
 def exchange(
     connection: socket.socket,
-    request: RunRequest | StatusRequest,
+    request: AnyRequest,
     on_progress: Callable[[Progress], None] = lambda progress: None,
+    reply_timeout: float | None = None,
 ) -> FinalReply:
-    """Send `request`, pass each progress message on, return the final reply."""
+    """Send `request`, pass each progress message on, return the final reply.
+
+    With `reply_timeout`, NoReply when a message takes longer than that to come (a
+    stopped process still accepts connections: the kernel queues them).
+    """
     with connection:
+        connection.settimeout(reply_timeout)
         send(connection, request)
         stream = connection.makefile("rb")
         while True:
-            line = read_line(stream)
+            try:
+                line = read_line(stream)
+            except TimeoutError:
+                raise NoReply(
+                    f"the worker did not answer within {reply_timeout:g} s (frozen or stopped)"
+                ) from None
             if not line:
                 raise WorkerError(
                     "the worker closed the connection before answering "
@@ -105,9 +122,12 @@ def run_on_worker(
     return reply
 
 
-def worker_status(path: Path) -> WorkerStats:
-    """The statistics of the worker at `path` (loads, experiments, loaded model)."""
-    reply = exchange(connect_worker(path), StatusRequest())
+def worker_status(
+    path: Path, cancel: str | None = None, timeout: float = STATUS_REPLY_TIMEOUT_S
+) -> WorkerStats:
+    """The statistics of the worker at `path` (loads, experiments, loaded model), after
+    asking it to stop experiment `cancel` if given; NoReply past `timeout` seconds."""
+    reply = exchange(connect_worker(path), StatusRequest(cancel=cancel), reply_timeout=timeout)
     if isinstance(reply, Failed):
         raise WorkerError(f"the worker at {path} refused the status request: {reply.cause}")
     if not isinstance(reply, StatusReply):

@@ -22,10 +22,11 @@ import numpy as np
 
 from llenergymeasure.config.models import ExperimentConfig, ModelSpec
 from llenergymeasure.errors import ExperimentError, LemError
+from llenergymeasure.measure import nvml
 from llenergymeasure.measure.baseline import idle_baseline
 from llenergymeasure.measure.energy import build_energy
 from llenergymeasure.measure.environment import collect_environment
-from llenergymeasure.measure.gpus import visible_gpu_indices
+from llenergymeasure.measure.gpus import mig_warning, order_warning, visible_gpu_indices
 from llenergymeasure.measure.window import EnergyMeter, WindowReadings
 from llenergymeasure.results.schema import (
     Distribution,
@@ -87,6 +88,15 @@ class LoadedModel:
     experiments_measured: int = 0
 
 
+@dataclass(frozen=True)
+class IdlePower:
+    """Idle power (W) per GPU, measured (or read from the cache) before the model loaded."""
+
+    gpu_indices: list[int]
+    power_w: list[float] | None
+    seconds_spent: float
+
+
 @dataclass
 class WindowRun:
     """What happened inside the measurement window."""
@@ -112,6 +122,7 @@ def run_experiment(
     """
     own_model = loaded is None
     try:
+        idle = idle_before_load(config, baseline_cache) if loaded is None else None
         model = load_model(config) if loaded is None else loaded
         try:
             result = measure_experiment(
@@ -120,6 +131,7 @@ def run_experiment(
                 identity,
                 baseline_cache=baseline_cache,
                 gap_waited_seconds=gap_waited_seconds,
+                idle=idle,
             )
         finally:
             if own_model:
@@ -128,6 +140,7 @@ def run_experiment(
         raise
     except Exception as exc:
         raise ExperimentError(describe_failure(exc, config)) from exc
+    result.timing.runner = "in_process"  # the worker calls measure_experiment itself
     write_result(out_dir, result)
     return result
 
@@ -156,8 +169,13 @@ def measure_experiment(
     baseline_cache: Path | None = None,
     gap_waited_seconds: float | None = None,
     progress: ProgressHook | None = None,
+    idle: IdlePower | None = None,
 ) -> ExperimentResult:
-    """Baseline, warmup and measurement window on an already loaded model."""
+    """Baseline, warmup and measurement window on an already loaded model.
+
+    `idle` is what `idle_before_load` measured before this model was loaded; without
+    it (a reused model) only an idle value cached earlier is used.
+    """
     report = progress or (lambda stage: None)
     if loaded.load_key != load_key(config):
         raise ExperimentError(
@@ -168,7 +186,8 @@ def measure_experiment(
     prompts = load_prompts(config.dataset)
     gpu_indices, gpu_warnings = experiment_gpus(config, loaded.backend.device)
     report("baseline")
-    baseline = idle_baseline(gpu_indices, config.measurement.baseline_seconds, baseline_cache)
+    baseline, baseline_warnings = loaded_idle_power(gpu_indices, config, baseline_cache, idle)
+    gpu_warnings.extend(baseline_warnings)
     report("warmup")
     warmup_seconds = warm_up(loaded.backend, prompts, config)
     report("window")
@@ -176,6 +195,8 @@ def measure_experiment(
     report("window_done")
     first_use = loaded.experiments_measured == 0
     loaded.experiments_measured += 1
+    # the first use also pays for the load and the idle baseline taken before it
+    setup_s = loaded.load_seconds + (idle.seconds_spent if idle else 0.0) if first_use else 0.0
     timing = Timing(
         started_at=started_at,
         finished_at=_utc_now(),
@@ -185,10 +206,48 @@ def measure_experiment(
         warmup_seconds=warmup_seconds,
         window_seconds=window.readings.duration_s,
         window_repeats=window.repeats,
-        total_seconds=time.perf_counter() - started + (loaded.load_seconds if first_use else 0.0),
+        total_seconds=time.perf_counter() - started + setup_s,
         gap_waited_seconds=gap_waited_seconds,
     )
     return build_result(config, identity, loaded.backend, window, baseline, timing, gpu_warnings)
+
+
+def idle_before_load(
+    config: ExperimentConfig, baseline_cache: Path | None, progress: ProgressHook | None = None
+) -> IdlePower | None:
+    """Idle power of the GPUs `config` will run on, taken while no model is loaded (the
+    only time a re-check or a new measurement may be stored as idle); None without GPUs."""
+    gpu_indices, _ = experiment_gpus(config, "cuda")
+    if not gpu_indices:
+        return None
+    if progress is not None:
+        progress("baseline")
+    started = time.perf_counter()
+    power = idle_baseline(gpu_indices, config.measurement.baseline_seconds, baseline_cache)
+    return IdlePower(gpu_indices, power, time.perf_counter() - started)
+
+
+def loaded_idle_power(
+    gpu_indices: list[int],
+    config: ExperimentConfig,
+    baseline_cache: Path | None,
+    idle: IdlePower | None,
+) -> tuple[list[float] | None, list[str]]:
+    """The idle power for the window on `gpu_indices`, and warnings. The model is loaded
+    now: use what was measured before the load, else an idle value cached earlier."""
+    if not gpu_indices:
+        return None, []
+    if idle is not None and idle.gpu_indices == gpu_indices:
+        return idle.power_w, []
+    seconds = config.measurement.baseline_seconds
+    power = idle_baseline(gpu_indices, seconds, baseline_cache, gpu_idle=False)
+    if power is not None:
+        return power, []
+    return None, [
+        f"no idle baseline: none cached for GPU(s) {gpu_indices} from an idle moment, and "
+        "the loaded model keeps them busy (`lem baseline` or the next model load measures "
+        "it): idle-adjusted energy is null"
+    ]
 
 
 def experiment_gpus(config: ExperimentConfig, device: str) -> tuple[list[int], list[str]]:
@@ -199,11 +258,14 @@ def experiment_gpus(config: ExperimentConfig, device: str) -> tuple[list[int], l
     """
     if device != "cuda":
         return [], []
+    nvml.refresh()  # a driver that was not ready when this process started may be now
     wanted = gpus_used(config)
     visible = visible_gpu_indices()
+    warnings = [w for w in (order_warning(), mig_warning()) if w is not None and visible]
     if len(visible) < wanted:
-        return visible, [f"the config uses {wanted} GPUs, only {len(visible)} visible to NVML"]
-    return visible[:wanted], []
+        warnings.append(f"the config uses {wanted} GPUs, only {len(visible)} visible to NVML")
+        return visible, warnings
+    return visible[:wanted], warnings
 
 
 def gpus_used(config: ExperimentConfig) -> int:
@@ -284,7 +346,7 @@ def build_result(
             output_tokens_per_s=tokens.output_tokens / readings.duration_s,
             requests_per_s=tokens.requests / readings.duration_s,
         ),
-        latency=distribution([r.latency_s for r in records]),
+        latency=distribution([r.latency_s for r in records if r.latency_s is not None]),
         ttft=distribution([r.ttft_s for r in records if r.ttft_s is not None]),
         itl=distribution([gap for r in records for gap in r.itl_s]),
         energy=energy,
@@ -311,9 +373,15 @@ def _result_warnings(result: ExperimentResult) -> list[str]:
     if result.thermal.throttled:
         reasons = ", ".join(result.thermal.throttle_reasons)
         warnings.append(f"GPU throttled during the window ({reasons})")
-    if result.foreign_gpu_processes:
-        count = len(result.foreign_gpu_processes)
-        warnings.append(f"{count} other GPU process(es) seen during the window")
+    owners = [process.get("owner") for process in result.foreign_gpu_processes]
+    if owners.count("foreign"):
+        warnings.append(f"{owners.count('foreign')} other GPU process(es) seen during the window")
+    if owners.count("unknown"):
+        warnings.append(
+            f"{owners.count('unknown')} GPU process(es) not attributable during the window "
+            "(NVML gives host PIDs, unknown in this PID namespace: run with `pid: host` to "
+            "tell the engine's own processes from others)"
+        )
     return warnings
 
 

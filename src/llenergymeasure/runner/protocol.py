@@ -1,9 +1,10 @@
 """The worker's wire format: newline-delimited JSON messages over a Unix socket.
 
-One connection carries one request. The client sends one line (a `RunRequest` or a
-`StatusRequest`); the worker answers with any number of `Progress` lines and ends
-with exactly one final message (`Done`, `Failed`, `NeedsRestart` or `StatusReply`),
-then closes the connection. Every message is a JSON object whose `type` names it.
+One connection carries one request. The client sends one line (a `RunRequest`, a
+`StatusRequest` or a `ReleaseRequest`); the worker answers with any number of
+`Progress` lines and ends with exactly one final message (`Done`, `Failed`,
+`NeedsRestart`, `StatusReply` or `Released`), then closes the connection. Every
+message is a JSON object whose `type` names it.
 
 This module imports only pydantic and the standard library: the thin client uses it
 without importing torch or an engine. See docs/worker.md.
@@ -29,6 +30,8 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
 CONNECT_TIMEOUT_S = 5.0
+# A status request is answered at once: a worker silent this long is frozen.
+STATUS_REPLY_TIMEOUT_S = 5.0
 
 
 class WorkerError(LemError):
@@ -66,7 +69,15 @@ class RunRequest(Message):
 
 
 class StatusRequest(Message):
+    """The worker's statistics; answered on the request's own thread, so a worker busy
+    measuring still answers (one that does not is frozen: docs/reliability.md)."""
+
     type: Literal["status"] = "status"
+    cancel: str | None = Field(
+        default=None,
+        description="exp_id to stop first: the one being measured stops at its next stage, "
+        "one waiting its turn never starts (a run past its timeout)",
+    )
 
 
 class WorkerStats(Message):
@@ -120,15 +131,38 @@ class StatusReply(Message):
     stats: WorkerStats
 
 
-Request = Annotated[RunRequest | StatusRequest, Field(discriminator="type")]
+class ReleaseRequest(Message):
+    """Give the GPU to another service of the lane: unload, then check through NVML."""
+
+    type: Literal["release"] = "release"
+
+
+class Released(Message):
+    """The answer to a release: whether the GPU memory of this worker is back."""
+
+    type: Literal["released"] = "released"
+    released: bool = Field(
+        description="No model resident and the GPU memory back within the cold-start "
+        "tolerance; false: only a restart of the service frees it"
+    )
+    verified: bool = Field(description="NVML confirmed it (false on the CPU: nothing to check)")
+    unloaded_model: str | None = Field(description="The model this release unloaded, if any")
+    detail: str
+    memory_before_mib: dict[int, float] = Field(
+        description="GPU index -> MiB used on the GPU before the release"
+    )
+    memory_after_mib: dict[int, float] = Field(description="The same after it")
+    stats: WorkerStats
+
+
+AnyRequest = RunRequest | StatusRequest | ReleaseRequest
+Request = Annotated[AnyRequest, Field(discriminator="type")]
 Reply = Annotated[
-    Progress | Done | Failed | NeedsRestart | StatusReply, Field(discriminator="type")
+    Progress | Done | Failed | NeedsRestart | StatusReply | Released, Field(discriminator="type")
 ]
-FinalReply = Done | Failed | NeedsRestart | StatusReply
-REQUEST_ADAPTER: TypeAdapter[RunRequest | StatusRequest] = TypeAdapter(Request)
-REPLY_ADAPTER: TypeAdapter[Progress | Done | Failed | NeedsRestart | StatusReply] = TypeAdapter(
-    Reply
-)
+FinalReply = Done | Failed | NeedsRestart | StatusReply | Released
+REQUEST_ADAPTER: TypeAdapter[AnyRequest] = TypeAdapter(Request)
+REPLY_ADAPTER: TypeAdapter[Progress | FinalReply] = TypeAdapter(Reply)
 
 
 def socket_path(option: Path | None = None) -> Path:
@@ -182,7 +216,7 @@ def read_line(stream: Any) -> bytes:
     return line.rstrip(b"\n")
 
 
-def decode_request(line: bytes) -> RunRequest | StatusRequest:
+def decode_request(line: bytes) -> AnyRequest:
     """A request; one of another protocol version is refused before its fields are read."""
     data = _parse_json(line, "request")
     version = data.get("protocol", PROTOCOL_VERSION) if isinstance(data, dict) else None
@@ -194,7 +228,7 @@ def decode_request(line: bytes) -> RunRequest | StatusRequest:
     return _validate(REQUEST_ADAPTER, data, "request")
 
 
-def decode_reply(line: bytes) -> Progress | Done | Failed | NeedsRestart | StatusReply:
+def decode_reply(line: bytes) -> Progress | FinalReply:
     return _validate(REPLY_ADAPTER, _parse_json(line, "reply"), "reply")
 
 

@@ -10,7 +10,9 @@ A cold-start request unloads the model and, when it ran on a GPU, checks through
 NVML that the GPU memory used fell back near what it was before this process loaded
 anything. When it did not (an engine that keeps its memory), the worker answers
 `needs_restart`: the orchestration restarts the service and asks again, and the
-fresh process records the cold start as made by a restart. See docs/worker.md.
+fresh process records the cold start as made by a restart. A release request (the
+GPU goes to another service of the lane) unloads and checks the same way, and says
+whether the memory is back. See docs/worker.md.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import socket
 import stat
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,6 +44,7 @@ from llenergymeasure.runner.experiment import (
     LoadedModel,
     RunIdentity,
     describe_failure,
+    idle_before_load,
     is_out_of_memory,
     load_model,
     measure_experiment,
@@ -48,12 +52,15 @@ from llenergymeasure.runner.experiment import (
 )
 from llenergymeasure.runner.loadkey import load_key
 from llenergymeasure.runner.protocol import (
+    AnyRequest,
     Done,
     Failed,
     FinalReply,
     NeedsRestart,
     Progress,
     ProtocolError,
+    Released,
+    ReleaseRequest,
     RunRequest,
     StatusReply,
     StatusRequest,
@@ -97,10 +104,15 @@ class MemoryTolerance:
 class MemoryCheck:
     released: bool
     detail: str
+    verified: bool = True  # False: passed without an NVML reading (CPU, or none readable)
 
 
 class ColdStartNotMade(Exception):
     """Unloading did not give the GPU memory back: only a restart makes this cold start."""
+
+
+class Cancelled(LemError):
+    """The orchestration asked to stop this experiment (it ran past its timeout)."""
 
 
 class StopWorker(BaseException):
@@ -175,31 +187,126 @@ class Worker:
         # Read before this process loads anything: what a cold start must get back to.
         self._memory_before_load = gpu_memory_snapshot()
         self._used_gpu = False
+        # `stats.loads` when NVML last confirmed the GPU memory back after an unload.
+        self._loads_when_memory_back = 0
         self._run_lock = threading.Lock()
         self._stopping = threading.Event()
+        # Experiments waiting for the run lock, and those asked to stop (`cancel`);
+        # with `stats.busy_with`, changed only under `_cancel_lock`.
+        self._waiting: Counter[str] = Counter()
+        self._cancelled: set[str] = set()
+        self._cancel_lock = threading.Lock()
 
-    def handle(self, request: RunRequest | StatusRequest, emit: Emit) -> FinalReply:
+    def handle(self, request: AnyRequest, emit: Emit) -> FinalReply:
+        if isinstance(request, ReleaseRequest):
+            return self.release_in_turn(emit)
         if isinstance(request, StatusRequest):
+            if request.cancel is not None:
+                self.cancel(request.cancel)
             return StatusReply(stats=self.snapshot())
         return self.run_in_turn(request, emit)
+
+    def cancel(self, exp_id: str) -> bool:
+        """Ask experiment `exp_id` to stop: the one being measured stops at its next
+        stage, one waiting its turn never starts. False when the worker has no such one.
+
+        Cooperative: an engine call that never returns is not interrupted; the
+        orchestration restarts the service when the experiment does not stop.
+        """
+        with self._cancel_lock:
+            if exp_id != self.stats.busy_with and not self._waiting[exp_id]:
+                return False
+            self._cancelled.add(exp_id)
+        log.warning("%s: asked to stop (past its timeout)", exp_id)
+        return True
+
+    def _cancellable(self, name: str, emit: Emit) -> Emit:
+        """`emit` that first raises Cancelled once `name` was asked to stop: every
+        stage of an experiment reports progress, so it stops between stages."""
+
+        def checked(progress: Progress) -> None:
+            if name in self._cancelled:
+                raise Cancelled(f"{name}: stopped on request (past its timeout)")
+            emit(progress)
+
+        return checked
 
     def snapshot(self) -> WorkerStats:
         return self.stats.model_copy()
 
     def run_in_turn(self, request: RunRequest, emit: Emit) -> FinalReply:
         """Run `request` once no other experiment is being measured."""
+        name = request.identity.exp_id or request.config_source
+        with self._cancel_lock:
+            self._waiting[name] += 1
+        self._wait_turn(emit)
+        try:
+            with self._cancel_lock:
+                self._waiting -= Counter([name])  # drops the name at zero
+                self.stats.busy_with = name
+            if self._stopping.is_set():
+                return self._failed("the worker is stopping (SIGTERM): run it again once it is up")
+            if name in self._cancelled:
+                return self._failed(f"{name}: stopped on request before it started")
+            return self.run(request, self._cancellable(name, emit))
+        finally:
+            with self._cancel_lock:
+                self.stats.busy_with = None
+                self._cancelled.discard(name)
+            self._run_lock.release()
+
+    def _wait_turn(self, emit: Emit) -> None:
+        """Take the run lock, telling the client when it has to wait for an experiment."""
         if not self._run_lock.acquire(blocking=False):
             running = self.stats.busy_with or "the current experiment"
             emit(Progress(stage="queued", message=f"waiting for {running} to finish"))
             self._run_lock.acquire()
+
+    def release_in_turn(self, emit: Emit) -> Released:
+        """`release` once no experiment is measured: the GPU never goes from under a window."""
+        self._wait_turn(emit)
         try:
-            if self._stopping.is_set():
-                return self._failed("the worker is stopping (SIGTERM): run it again once it is up")
-            self.stats.busy_with = request.identity.exp_id or request.config_source
-            return self.run(request, emit)
+            return self.release(emit)
         finally:
-            self.stats.busy_with = None
             self._run_lock.release()
+
+    def release(self, emit: Emit) -> Released:
+        """Hand the GPU over to another service of the lane: unload the model, give its
+        cached memory back and check through NVML that the memory is back (as for a cold
+        start). The container keeps running; the next experiment loads again."""
+        before = gpu_memory_snapshot()
+        unloaded = self.stats.loaded_model
+        self.unload(emit, "the GPU goes to another service")
+        check = self.gpu_memory_back()
+        if check.released and check.verified:
+            emit(Progress(stage="memory_released", message=check.detail))
+        return Released(
+            released=check.released,
+            verified=check.verified,
+            unloaded_model=unloaded,
+            detail=check.detail,
+            memory_before_mib=used_mib(before),
+            memory_after_mib=used_mib(gpu_memory_snapshot()),
+            stats=self.snapshot(),
+        )
+
+    def gpu_memory_back(self) -> MemoryCheck:
+        """After an unload: is the GPU memory this process took back? (NVML, within tolerance)
+
+        Nothing is read when no model of this process ran on a GPU, or none was loaded
+        since NVML last confirmed it (another service's model may be on the GPU by now).
+        A GPU whose memory NVML cannot read passes, unverified: the caller says so.
+        """
+        if not self._used_gpu:
+            return MemoryCheck(True, "no model of this worker ran on a GPU", verified=False)
+        if self.stats.loads == self._loads_when_memory_back:
+            return MemoryCheck(True, "nothing loaded since the GPU memory was confirmed back")
+        check = check_memory_released(self._memory_before_load, self.memory_tolerance)
+        if check.released:
+            self._loads_when_memory_back = self.stats.loads
+        elif not self._memory_before_load:
+            return MemoryCheck(True, check.detail, verified=False)
+        return check
 
     def run(self, request: RunRequest, emit: Emit) -> FinalReply:
         """Load or reuse the model, measure, write result.json; never raises."""
@@ -233,16 +340,26 @@ class Worker:
     ) -> ExperimentResult:
         """Make room, load or reuse, then warmup and window as for any experiment."""
         warnings = self.make_room(config, request.cold_start, emit)
+        cache = Path(request.baseline_cache) if request.baseline_cache else None
+
+        def report(stage: str) -> None:
+            emit(stage_progress(stage, config))
+
+        # Idle power is measured while this worker holds no model (before the load), never
+        # with one resident: a reused model reads the value cached then (measure/baseline.py).
+        idle = idle_before_load(config, cache, report) if self.loaded is None else None
         model = self.ensure_loaded(config, request.cold_start, emit)
         result = measure_experiment(
             model,
             config,
             RunIdentity(**request.identity.model_dump()),
-            baseline_cache=Path(request.baseline_cache) if request.baseline_cache else None,
+            baseline_cache=cache,
             gap_waited_seconds=request.gap_waited_seconds,
-            progress=lambda stage: emit(stage_progress(stage, config)),
+            progress=report,
+            idle=idle,
         )
         result.warnings.extend(warnings)
+        result.timing.runner = "worker"
         return result
 
     def make_room(self, config: ExperimentConfig, cold_start: bool, emit: Emit) -> list[str]:
@@ -253,13 +370,13 @@ class Worker:
             self.unload(emit, reason)
         if not (cold_start and self._used_gpu):
             return []  # nothing loaded yet, or only on the CPU: dropping the model is enough
-        check = check_memory_released(self._memory_before_load, self.memory_tolerance)
-        if check.released:
-            emit(Progress(stage="memory_released", message=check.detail))
-            return []
-        if not self._memory_before_load:
+        check = self.gpu_memory_back()
+        if not check.released:
+            raise ColdStartNotMade(f"unloading did not release GPU memory: {check.detail}")
+        if not check.verified:
             return [f"cold start by unloading not verified: {check.detail}"]
-        raise ColdStartNotMade(f"unloading did not release GPU memory: {check.detail}")
+        emit(Progress(stage="memory_released", message=check.detail))
+        return []
 
     def ensure_loaded(self, config: ExperimentConfig, cold_start: bool, emit: Emit) -> LoadedModel:
         """The resident model when it serves `config` (see `make_room`), else a fresh load."""
@@ -390,9 +507,14 @@ def stage_progress(stage: str, config: ExperimentConfig) -> Progress:
     return Progress(stage=stage, message=message)
 
 
-def _request_label(request: RunRequest | StatusRequest) -> str:
-    if isinstance(request, StatusRequest):
-        return "status"
+def used_mib(snapshot: dict[int, tuple[float, float]]) -> dict[int, float]:
+    """GPU index -> MiB used, from a `gpu_memory_snapshot`."""
+    return {index: round(used, 1) for index, (used, _total) in sorted(snapshot.items())}
+
+
+def _request_label(request: AnyRequest) -> str:
+    if isinstance(request, StatusRequest | ReleaseRequest):
+        return request.type
     return request.identity.exp_id or request.config_source
 
 
@@ -402,6 +524,8 @@ def _outcome(final: FinalReply) -> str:
         return f"done ({reused}) -> {final.result_path}"
     if isinstance(final, Failed | NeedsRestart):
         return f"{final.type}: {final.cause}"
+    if isinstance(final, Released):
+        return f"{'released' if final.released else 'NOT released'}: {final.detail}"
     return "answered"
 
 

@@ -15,11 +15,12 @@ from llenergymeasure.config.models import ExperimentConfig
 
 @dataclass
 class RequestRecord:
-    """One request's timings (seconds, `time.perf_counter` based) and token counts."""
+    """One request's timings (seconds) and token counts; a timing the engine did not give
+    is None (or an empty `itl_s`), never estimated."""
 
     input_tokens: int
     output_tokens: int
-    latency_s: float
+    latency_s: float | None
     ttft_s: float | None = None
     itl_s: list[float] = field(default_factory=list)
 

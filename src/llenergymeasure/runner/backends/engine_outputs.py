@@ -37,15 +37,14 @@ def record(input_tokens: int, output_tokens: int, timing: RequestTiming) -> Requ
 
 def parse_engine_outputs(
     outputs: list[Any],
-    batch_seconds: float,
     timing_of: Callable[[Any], RequestTiming | None],
     engine: str,
 ) -> BatchOutcome:
     """One record per `RequestOutput` (prompt order), timed by `timing_of(output)`.
 
-    A request the engine did not time gets the batch's wall-clock time as its latency
-    and no TTFT: every request of an offline batch is done by then, so that is an upper
-    bound, and the warning says so.
+    A request the engine did not time gets null latency, TTFT and inter-token latency
+    (never a stand-in such as the batch's wall-clock time), with a warning; the result's
+    latency count against its request count then shows how many were timed.
     """
     outcome = BatchOutcome(records=[])
     untimed = 0
@@ -55,13 +54,13 @@ def parse_engine_outputs(
         timing = timing_of(output)
         if timing is None:
             untimed += 1
-            outcome.records.append(RequestRecord(input_tokens, output_tokens, batch_seconds))
+            outcome.records.append(RequestRecord(input_tokens, output_tokens, latency_s=None))
         else:
             outcome.records.append(record(input_tokens, output_tokens, timing))
     if untimed:
         outcome.warnings.append(
-            f"{engine} returned no request timings: each request's latency is the batch "
-            "wall-clock time; TTFT and inter-token latency are not measured"
+            f"{engine} returned no timing for some requests: their latency, TTFT and "
+            "inter-token latency are null (not measured)"
         )
     if untimed < len(outputs):
         outcome.warnings.append(

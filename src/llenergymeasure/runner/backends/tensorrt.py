@@ -1,23 +1,23 @@
 """TensorRT-LLM backend: the `tensorrt_llm` LLM API (`LLM`, `SamplingParams`).
 
-`tensorrt_llm` is imported inside `load` only. `llm_args(config)` is a plain dict
-(unit-tested); `build_llm_kwargs` turns its nested parts into the API's objects
-(`KvCacheConfig`, `QuantConfig`). The engine limits (`max_batch_size`,
-`max_num_tokens`, `max_seq_len`, `max_input_len`, `max_beam_width`) are top-level
-LLM arguments in current releases, which copy them into the `BuildConfig` when an
-engine is built, and the PyTorch flow reads them directly.
+Pinned: tensorrt-llm 1.0.0 (pyproject.toml, docker/Dockerfile.tensorrt). `tensorrt_llm`
+is imported inside `load` only. `llm_args(config)` is a plain dict (unit-tested, and
+checked against the engine's `TorchLlmArgs` / `KvCacheConfig` fields read from its
+source: tests/fixtures/engines/); `build_llm_kwargs` turns `kv_cache_config` into the
+API's `KvCacheConfig`. The engine limits (`max_batch_size`, `max_num_tokens`,
+`max_seq_len`, `max_input_len`, `max_beam_width`) are top-level LLM arguments.
+1.x's default `LLM` is the PyTorch flow, which takes no `quant_config` and has no
+float32: the config refuses both (config/models.py).
 
 Per-request timings come from `CompletionOutput.request_perf_metrics.timing_metrics`
 (`arrival_time`, `first_token_time`, `last_token_time`: `timedelta`s on the
-executor's clock), requested with `SamplingParams(return_perf_metrics=True)`.
-Releases without them fall back to the batch wall-clock time, with a warning.
+executor's clock), requested with `SamplingParams(return_perf_metrics=True)`. A
+request without them has null latency, TTFT and inter-token latency, with a warning.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gc
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -26,8 +26,11 @@ from llenergymeasure.errors import ExperimentError
 from llenergymeasure.runner.backends import not_installed_message
 from llenergymeasure.runner.backends.base import BatchOutcome
 from llenergymeasure.runner.backends.engine_outputs import RequestTiming, parse_engine_outputs
+from llenergymeasure.runner.backends.offline_engine import OfflineEngine
 
-TRT_DTYPES: dict[str, str] = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
+PINNED_PACKAGE = "tensorrt-llm==1.0.0"
+# float32 is refused by the config (no float32 in the PyTorch flow).
+TRT_DTYPES: dict[str, str] = {"float16": "float16", "bfloat16": "bfloat16"}
 ENGINE_LIMITS = (
     "max_batch_size",
     "max_num_tokens",
@@ -42,9 +45,9 @@ KV_CACHE_FIELDS = {
 
 
 def llm_args(config: ExperimentConfig) -> dict[str, Any]:
-    """Arguments of `tensorrt_llm.LLM(...)`, with `kv_cache_config` and `quant_algo` as
-    plain values (see `build_llm_kwargs`). A prebuilt `engine_dir` is the model; the
-    model path then only provides the tokenizer."""
+    """Arguments of `tensorrt_llm.LLM(...)`, with `kv_cache_config` as a plain dict (see
+    `build_llm_kwargs`). A prebuilt `engine_dir` is the model; the model path then only
+    provides the tokenizer. Block reuse is always stated: the engine's default is on."""
     section = config.tensorrt or TensorRTConfig()
     args: dict[str, Any] = {
         "model": section.engine_dir or config.model.path,
@@ -58,27 +61,17 @@ def llm_args(config: ExperimentConfig) -> dict[str, Any]:
     if config.model.revision is not None:
         args["revision"] = config.model.revision
     args.update({name: getattr(section, name) for name in ENGINE_LIMITS})
-    kv_cache = {
+    args["kv_cache_config"] = {
         engine_name: getattr(section, name)
         for name, engine_name in KV_CACHE_FIELDS.items()
         if getattr(section, name) is not None
     }
-    if kv_cache:
-        args["kv_cache_config"] = kv_cache
-    if section.quantization is not None:
-        args["quant_algo"] = section.quantization
     return {name: value for name, value in args.items() if value is not None}
 
 
 def build_llm_kwargs(args: dict[str, Any], llmapi: Any) -> dict[str, Any]:
-    """Replace the plain nested values of `llm_args` by `tensorrt_llm.llmapi` objects."""
-    kwargs = dict(args)
-    if "kv_cache_config" in kwargs:
-        kwargs["kv_cache_config"] = llmapi.KvCacheConfig(**kwargs["kv_cache_config"])
-    if "quant_algo" in kwargs:
-        algorithm = llmapi.QuantAlgo[kwargs.pop("quant_algo")]
-        kwargs["quant_config"] = llmapi.QuantConfig(quant_algo=algorithm)
-    return kwargs
+    """Replace the plain `kv_cache_config` of `llm_args` by a `tensorrt_llm.llmapi` object."""
+    return {**args, "kv_cache_config": llmapi.KvCacheConfig(**args["kv_cache_config"])}
 
 
 def sampling_params(config: ExperimentConfig) -> dict[str, Any]:
@@ -106,12 +99,18 @@ def sampling_params(config: ExperimentConfig) -> dict[str, Any]:
     return params
 
 
-def supported_sampling_params(params: dict[str, Any], sampling_class: Any) -> dict[str, Any]:
-    """Drop the arguments an older `SamplingParams` dataclass does not have."""
+def check_sampling_params(params: dict[str, Any], sampling_class: Any) -> None:
+    """Refuse arguments the installed `SamplingParams` dataclass lacks: dropping one would
+    change what is measured (no `return_perf_metrics`: no timings) without a word."""
     if not dataclasses.is_dataclass(sampling_class):
-        return params
-    names = {field.name for field in dataclasses.fields(sampling_class)}
-    return {name: value for name, value in params.items() if name in names}
+        return  # not introspectable: SamplingParams(**params) itself rejects unknown names
+    names = {field.name for field in dataclasses.fields(sampling_class) if field.init}
+    missing = sorted(set(params) - names)
+    if missing:
+        raise ExperimentError(
+            f"the installed TensorRT-LLM's SamplingParams has no {', '.join(missing)}: "
+            f"install the pinned version ({PINNED_PACKAGE})"
+        )
 
 
 def _seconds(value: Any) -> float:
@@ -131,55 +130,28 @@ def request_timing(completion: Any) -> RequestTiming | None:
     return RequestTiming(latency_s=last - arrival, ttft_s=first - arrival, decode_s=last - first)
 
 
-def parse_outputs(outputs: list[Any], batch_seconds: float) -> BatchOutcome:
+def parse_outputs(outputs: list[Any]) -> BatchOutcome:
     """Records from `tensorrt_llm` `RequestOutput`s, in prompt order."""
     return parse_engine_outputs(
-        outputs, batch_seconds, lambda output: request_timing(output.outputs[0]), "TensorRT-LLM"
+        outputs, lambda output: request_timing(output.outputs[0]), "TensorRT-LLM"
     )
 
 
-class LoadedTensorRT:
+class LoadedTensorRT(OfflineEngine):
     """A `tensorrt_llm.LLM` ready to generate."""
 
-    device = "cuda"
-
-    def __init__(self, llm: Any, trtllm_module: Any) -> None:
-        self._llm: Any = llm
-        self._trtllm = trtllm_module
+    engine_name = "TensorRT-LLM"
+    package = "tensorrt_llm"
 
     def generate(self, prompts: list[str], config: ExperimentConfig) -> BatchOutcome:
-        if self._llm is None:
-            raise ExperimentError("the TensorRT-LLM engine was unloaded: load it again")
-        sampling_class = self._trtllm.SamplingParams
-        params = sampling_class(
-            **supported_sampling_params(sampling_params(config), sampling_class)
-        )
-        started = time.perf_counter()
-        outputs = self._llm.generate(prompts, params, use_tqdm=False)
-        return parse_outputs(list(outputs), time.perf_counter() - started)
+        llm = self._loaded()
+        params = sampling_params(config)
+        check_sampling_params(params, self._module.SamplingParams)
+        outputs = llm.generate(prompts, self._module.SamplingParams(**params), use_tqdm=False)
+        return parse_outputs(list(outputs))
 
-    def synchronize(self) -> None:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-
-    def unload(self) -> None:
-        llm, self._llm = self._llm, None
-        if llm is None:
-            return
+    def _shut_down(self, llm: Any) -> None:
         llm.shutdown()  # stops the executor workers that hold the engine and KV cache
-        del llm
-        gc.collect()
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    def versions(self) -> dict[str, str]:
-        import torch
-
-        return {"tensorrt_llm": str(self._trtllm.__version__), "torch": torch.__version__}
 
 
 def _llm_class(trtllm: Any, prebuilt_engine: bool) -> Any:

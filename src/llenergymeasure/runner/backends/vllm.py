@@ -1,23 +1,21 @@
-"""vLLM backend: the offline `vllm.LLM` API.
+"""vLLM backend: the offline `vllm.LLM` API (pinned: vllm 0.11.1, see pyproject.toml).
 
 vLLM is imported inside `load` only, so this module (and its translation and
 parsing, which the unit tests cover) imports on a machine without vLLM.
 
-Per-request timings come from `RequestOutput.metrics`, which vLLM fills only when
-stats logging is on (`disable_log_stats=False`, set here). Two shapes exist:
-- vLLM V0 `RequestMetrics`: wall-clock `arrival_time`, `first_token_time`,
-  `last_token_time` (and `finished_time`);
-- vLLM V1 `RequestStateStats`: `first_token_latency` (s after arrival) and the engine
-  core's monotonic `first_token_ts` / `last_token_ts`.
-When neither is present, a request's latency is the batch's wall-clock time, with
-a warning, and TTFT / inter-token latency are left unmeasured (engine_outputs.py).
+Per-request timings come from `RequestOutput.metrics`, a V1 `RequestStateStats`, which
+vLLM fills only when stats logging is on (`disable_log_stats=False`, set here) and
+only from 0.11.1 on: 0.11.0's output processor builds `RequestOutput` without it
+(tests/fixtures/engines/vllm-0.11.*.json, read from the wheels by
+scripts/inspect-engines.py). `first_token_latency` is seconds from arrival to the
+first token; `first_token_ts` / `last_token_ts` are the engine core's monotonic
+clock. A request without them has null latency, TTFT and inter-token latency, with
+a warning (engine_outputs.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
-import time
 from typing import Any
 
 from llenergymeasure.config.models import ExperimentConfig, VLLMConfig
@@ -25,6 +23,7 @@ from llenergymeasure.errors import ExperimentError
 from llenergymeasure.runner.backends import not_installed_message
 from llenergymeasure.runner.backends.base import BatchOutcome
 from llenergymeasure.runner.backends.engine_outputs import RequestTiming, parse_engine_outputs
+from llenergymeasure.runner.backends.offline_engine import OfflineEngine
 
 # The config's precision names are vLLM's `dtype` values.
 VLLM_DTYPES: dict[str, str] = {"float32": "float32", "float16": "float16", "bfloat16": "bfloat16"}
@@ -68,81 +67,46 @@ def sampling_params(config: ExperimentConfig) -> dict[str, Any]:
     return params
 
 
+# The `RequestStateStats` attributes `request_timing` reads (checked against the wheel).
+STATS_FIELDS = ("first_token_latency", "first_token_ts", "last_token_ts")
+
+
 def request_timing(metrics: Any) -> RequestTiming | None:
-    """Timing from either shape of vLLM's request metrics; None when not populated."""
-    if metrics is None:
+    """Timing from a V1 `RequestStateStats`; None when absent or not filled in."""
+    if metrics is None or not all(hasattr(metrics, name) for name in STATS_FIELDS):
         return None
-    if hasattr(metrics, "first_token_latency"):  # V1 RequestStateStats
-        ttft = float(metrics.first_token_latency or 0.0)
-        if ttft <= 0.0:
-            return None
-        decode = max(0.0, float(metrics.last_token_ts) - float(metrics.first_token_ts))
-        return RequestTiming(latency_s=ttft + decode, ttft_s=ttft, decode_s=decode)
-    first = getattr(metrics, "first_token_time", None)
-    if first is None:  # V0 RequestMetrics without timestamps
+    ttft = float(metrics.first_token_latency or 0.0)
+    if ttft <= 0.0:
         return None
-    arrival, last = float(metrics.arrival_time), float(metrics.last_token_time)
-    finished = getattr(metrics, "finished_time", None)
-    end = float(finished) if finished is not None else last
-    return RequestTiming(
-        latency_s=end - arrival, ttft_s=float(first) - arrival, decode_s=last - first
-    )
+    decode = max(0.0, float(metrics.last_token_ts) - float(metrics.first_token_ts))
+    return RequestTiming(latency_s=ttft + decode, ttft_s=ttft, decode_s=decode)
 
 
-def parse_outputs(outputs: list[Any], batch_seconds: float) -> BatchOutcome:
+def parse_outputs(outputs: list[Any]) -> BatchOutcome:
     """Records from `vllm.RequestOutput`s, in prompt order (`LLM.generate` keeps it)."""
     return parse_engine_outputs(
-        outputs,
-        batch_seconds,
-        lambda output: request_timing(getattr(output, "metrics", None)),
-        "vLLM",
+        outputs, lambda output: request_timing(getattr(output, "metrics", None)), "vLLM"
     )
 
 
-class LoadedVLLM:
+class LoadedVLLM(OfflineEngine):
     """A `vllm.LLM` engine ready to generate."""
 
-    device = "cuda"
-
-    def __init__(self, llm: Any, vllm_module: Any) -> None:
-        self._llm: Any = llm
-        self._vllm = vllm_module
+    engine_name = "vLLM"
+    package = "vllm"
 
     def generate(self, prompts: list[str], config: ExperimentConfig) -> BatchOutcome:
-        if self._llm is None:
-            raise ExperimentError("the vLLM engine was unloaded: load it again to generate")
-        params = self._vllm.SamplingParams(**sampling_params(config))
-        started = time.perf_counter()
-        outputs = self._llm.generate(prompts, params, use_tqdm=False)
-        return parse_outputs(list(outputs), time.perf_counter() - started)
+        llm = self._loaded()
+        params = self._module.SamplingParams(**sampling_params(config))
+        return parse_outputs(list(llm.generate(prompts, params, use_tqdm=False)))
 
-    def synchronize(self) -> None:
-        # LLM.generate returns only when every request is done; this also waits for the device.
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-
-    def unload(self) -> None:
-        """Shut the engine down and release its GPU memory (vLLM has no single call for it)."""
-        llm, self._llm = self._llm, None
-        if llm is None:
-            return
+    def _shut_down(self, llm: Any) -> None:
+        """vLLM has no single call for it: stop the engine-core process, then the
+        distributed state this process set up."""
         engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if engine_core is not None and hasattr(engine_core, "shutdown"):
-            engine_core.shutdown()  # V1: stops the engine-core process that holds the GPU
-        del llm
+            engine_core.shutdown()
         _destroy_distributed_state()
-        gc.collect()
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-    def versions(self) -> dict[str, str]:
-        import torch
-
-        return {"vllm": str(self._vllm.__version__), "torch": torch.__version__}
 
 
 def _destroy_distributed_state() -> None:

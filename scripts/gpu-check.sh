@@ -1,0 +1,208 @@
+#!/usr/bin/env bash
+# Check one GPU host, offline, in under 10 minutes; print ONE JSON report on stdout
+# (progress on stderr, logs in the work dir). See docs/gpu.md.
+#
+#   scripts/gpu-check.sh
+#
+# On the tiny model made here (no download) it runs:
+#   pytorch  the PyTorch backend in a venv that sees this machine's CUDA torch;
+#   image    the same in the built image, through compose and its `lem worker`, when
+#            Docker and the image are here (otherwise skipped, with the reason);
+#   vllm     the vLLM backend, when `import vllm` works in the venv (otherwise skipped).
+# Each result is checked by src/llenergymeasure/gpucheck.py: ran on CUDA, NVML energy
+# counter within 15 % of the integrated power samples, idle baseline above 10 W and
+# below the power limit, TTFT and ITL counted.
+#
+# Exit status: 0 every check passed, 1 something failed, 3 no GPU on this machine.
+#
+#   PYTHON=python3                 the Python whose torch, transformers and nvidia-ml-py are used
+#   LEM_GPU_CHECK_VENV=.venv-gpu   venv made from it with --system-site-packages (reused)
+#   LEM_GPU_CHECK_WHEELHOUSE=      offline: install from this wheelhouse, made on a connected
+#                                  machine by `scripts/build-wheelhouse.sh gpu-check DIR`
+#   LEM_GPU_CHECK_IMAGE=lem-pytorch:<version>   the image checked through compose
+#   LEM_GPU_CHECK_WINDOW_S=20      minimum measurement window of each experiment
+#   LEM_GPU_CHECK_BUDGET_S=540     no step starts, or runs on, past this many seconds
+#   LEM_GPU_CHECK_WORK=            models, configs, results, logs (default: a new temp dir)
+set -uo pipefail
+
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-python3}"
+VENV="${LEM_GPU_CHECK_VENV:-$REPO/.venv-gpu}"
+VPY="$VENV/bin/python"
+WHEELHOUSE="${LEM_GPU_CHECK_WHEELHOUSE:-}"
+VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/pyproject.toml" | head -n 1)"
+IMAGE="${LEM_GPU_CHECK_IMAGE:-lem-pytorch:$VERSION}"
+WINDOW_S="${LEM_GPU_CHECK_WINDOW_S:-20}"
+BUDGET_S="${LEM_GPU_CHECK_BUDGET_S:-540}"
+WORK="${LEM_GPU_CHECK_WORK:-$(mktemp -d -t lem-gpu-check.XXXXXX)}"
+# The project name is in the rendered file (gpucheck.COMPOSE_PROJECT).
+COMPOSE=(docker compose --file "$WORK/compose.yml")
+mkdir -p "$WORK/logs" "$WORK/models" "$WORK/state"
+# The tiny model is local: never reach for the hub.
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
+REPORT_ARGS=()
+
+say() { echo "gpu-check: $*" >&2; }
+
+# The checks' module, by any Python, before (or without) the package's dependencies.
+checker() {
+    local python="$1"
+    shift
+    PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" "$python" -m llenergymeasure.gpucheck "$@"
+}
+
+# The last lines of a log, on one line, for the report.
+log_tail() { tail -n "${2:-4}" "$1" 2>/dev/null | tr -s '\n\t' '  ' | cut -c1-600; }
+
+remaining() { echo $((BUDGET_S - SECONDS)); }
+
+# Print the report (the only stdout) and exit with its status.
+finish() {
+    [ -s "$WORK/probe.json" ] || echo '{"error": "the GPU probe did not run"}' >"$WORK/probe.json"
+    checker "$PY" report --probe "$WORK/probe.json" --work "$WORK" "${REPORT_ARGS[@]}"
+    local status=$?
+    say "work dir $WORK"
+    exit "$status"
+}
+
+skip() { REPORT_ARGS+=(--skip "$1=$2") && say "$1: skipped: $2"; }
+error() { REPORT_ARGS+=(--error "$1=$2") && say "$1: FAILED: $2"; }
+
+probe_gpus() {
+    if ! command -v "$PY" >/dev/null; then
+        echo '{"report": "lem gpu-check", "format": 1, "status": "fail", "reason": "no Python: set PYTHON"}'
+        exit 1
+    fi
+    checker "$PY" probe >"$WORK/probe.json" 2>"$WORK/logs/probe.log" ||
+        echo '{"error": "the GPU probe failed: see logs/probe.log in the work dir"}' >"$WORK/probe.json"
+    "$PY" -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get("gpus") else 1)' \
+        "$WORK/probe.json" || finish
+    say "NVML sees: $(cat "$WORK/probe.json")"
+}
+
+# A venv that sees $PY's packages: its system site-packages, and through a .pth file
+# also $PY's own when $PY is itself a venv (or conda env), which --system-site-packages
+# alone would skip.
+make_venv() {
+    [ -x "$VPY" ] || "$PY" -m venv "$@" --system-site-packages "$VENV" || return 1
+    local own
+    own="$("$VPY" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" || return 1
+    "$PY" -c 'import site; print("\n".join(site.getsitepackages()))' >"$own/lem-gpu-check-base.pth"
+}
+
+# The venv: this machine's torch/transformers/nvidia-ml-py, the rest from the
+# wheelhouse (offline) or the index. The wheelhouse's base-requirements.txt is
+# checked against what the machine has, never downloaded.
+setup_venv() {
+    if [ -n "$WHEELHOUSE" ]; then
+        local pip_wheel
+        pip_wheel="$(echo "$WHEELHOUSE"/deps/pip-*.whl)"
+        make_venv --without-pip || return 1
+        local pip=("$VPY" "$pip_wheel/pip" install --no-cache-dir --no-index)
+        "${pip[@]}" --no-deps -r "$WHEELHOUSE/deps/base-requirements.txt" &&
+            "${pip[@]}" --find-links "$WHEELHOUSE/deps" -r "$WHEELHOUSE/deps/requirements.txt" \
+                -c "$WHEELHOUSE/deps/constraints.txt" &&
+            "${pip[@]}" --no-deps --force-reinstall "$WHEELHOUSE"/lem/llenergymeasure-*.whl
+    else
+        make_venv || return 1
+        "$VPY" -m pip install "$REPO[pytorch]"
+    fi
+}
+
+prepare() {
+    say "setting up $VENV"
+    if ! setup_venv >"$WORK/logs/setup.log" 2>&1; then
+        error pytorch "venv setup failed (log $WORK/logs/setup.log): $(log_tail "$WORK/logs/setup.log")"
+        finish
+    fi
+    if ! "$VPY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA"' >"$WORK/logs/torch.log" 2>&1; then
+        error pytorch "torch in $VENV cannot use CUDA (a CPU build? PYTHON must be the Python with CUDA torch): $(log_tail "$WORK/logs/torch.log" 1)"
+        finish
+    fi
+    if ! "$VENV/bin/lem" model tiny --out "$WORK/models/tiny" >"$WORK/logs/tiny.log" 2>&1; then
+        error pytorch "lem model tiny failed: $(log_tail "$WORK/logs/tiny.log")"
+        finish
+    fi
+}
+
+# LABEL BACKEND MODEL_PATH_SEEN_BY_LEM COMMAND...: write the config, run COMMAND with the
+# config, result dir and baseline cache appended (paths under $WORK/state, or as mounted).
+run_experiment() {
+    local label="$1" backend="$2" model="$3" prefix="$4"
+    shift 4
+    local left
+    left="$(remaining)"
+    if [ "$left" -lt 60 ]; then
+        skip "$label" "time budget of ${BUDGET_S} s spent"
+        return
+    fi
+    checker "$VPY" config "$backend" "$model" "$WINDOW_S" >"$WORK/state/$label.json"
+    say "$label: running (up to $left s)"
+    timeout "$left" "$@" "$prefix/$label.json" --out "$prefix/$label" \
+        --baseline-cache "$prefix/baseline-$label.json" >"$WORK/logs/$label.log" 2>&1
+    local rc=$?
+    if [ "$rc" -ne 0 ]; then
+        error "$label" "lem experiment exited $rc (log $WORK/logs/$label.log): $(log_tail "$WORK/logs/$label.log")"
+    else
+        REPORT_ARGS+=(--run "$label=$WORK/state/$label/result.json")
+    fi
+}
+
+run_in_venv() {
+    run_experiment pytorch pytorch "$WORK/models/tiny" "$WORK/state" \
+        "$VENV/bin/lem" experiment --no-worker
+}
+
+# Why the image check cannot run here, or nothing.
+image_unavailable() {
+    command -v docker >/dev/null || { echo "docker not found" && return; }
+    docker info >/dev/null 2>&1 || { echo "the Docker daemon does not answer (docker info)" && return; }
+    docker compose version >/dev/null 2>&1 || { echo "docker compose (v2) is missing" && return; }
+    docker image inspect "$IMAGE" >/dev/null 2>&1 ||
+        echo "image $IMAGE is not here: build it with scripts/build-images.sh --backend pytorch, or set LEM_GPU_CHECK_IMAGE"
+}
+
+run_in_image() {
+    local why
+    why="$(image_unavailable)"
+    [ "$(remaining)" -ge 120 ] || why="time budget of ${BUDGET_S} s spent"
+    if [ -n "$why" ]; then
+        skip image "$why"
+        return
+    fi
+    checker "$VPY" render-compose "$REPO/docker/compose.yml.j2" "$WORK" "$IMAGE" \
+        >"$WORK/compose.yml" || { error image "rendering docker/compose.yml.j2 failed" && return; }
+    say "image: compose up ($IMAGE)"
+    trap compose_down EXIT
+    if ! timeout "$(remaining)" "${COMPOSE[@]}" up --detach --wait >"$WORK/logs/compose-up.log" 2>&1; then
+        error image "compose up --wait failed: $(log_tail "$WORK/logs/compose-up.log")"
+        "${COMPOSE[@]}" logs >"$WORK/logs/compose-service.log" 2>&1
+        compose_down
+        return
+    fi
+    run_experiment image pytorch /models/tiny /lem/state \
+        "${COMPOSE[@]}" exec -T pytorch lem experiment --require-worker
+    "${COMPOSE[@]}" logs >"$WORK/logs/compose-service.log" 2>&1
+    compose_down
+}
+
+compose_down() {
+    "${COMPOSE[@]}" down --timeout 30 >>"$WORK/logs/compose-down.log" 2>&1 || true
+    trap - EXIT
+}
+
+run_vllm() {
+    if ! "$VPY" -c 'import vllm' >"$WORK/logs/vllm-import.log" 2>&1; then
+        skip vllm "vllm is not importable in $VENV: $(log_tail "$WORK/logs/vllm-import.log" 1)"
+        return
+    fi
+    run_experiment vllm vllm "$WORK/models/tiny" "$WORK/state" "$VENV/bin/lem" experiment --no-worker
+}
+
+say "work dir $WORK"
+probe_gpus
+prepare
+run_in_venv
+run_in_image
+run_vllm
+finish

@@ -1,0 +1,240 @@
+"""The backends' engine arguments exist in the pinned engines' real source.
+
+tests/fixtures/engines/*.json are the output of scripts/inspect-engines.py over the
+engines' source, read without importing them (vLLM: the PyPI wheels; TensorRT-LLM: its
+GitHub source, see each file's "source"). A parameter the engine renames or drops makes
+these tests fail, instead of a campaign on a GPU host.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import tomllib
+import zipfile
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from llenergymeasure.config.models import ExperimentConfig, TensorRTConfig, VLLMConfig
+from llenergymeasure.runner.backends import tensorrt, vllm
+
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures" / "engines"
+PINNED_VLLM = "0.11.1"
+TENSORRT_FIXTURE = "tensorrt_llm-1.0.0rc4.json"
+
+
+def fixture(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / name).read_text())
+
+
+def names(report: dict[str, Any], symbol: str) -> set[str]:
+    entry = report["symbols"][symbol]
+    assert "missing" not in entry, entry
+    return set(entry["names"])
+
+
+def script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "inspect_engines", ROOT / "scripts/inspect-engines.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def every_key_config(backend: str, section: dict[str, Any], **extra: Any) -> ExperimentConfig:
+    return ExperimentConfig.model_validate(
+        {
+            "config_name": "x",
+            "backend": backend,
+            "model": {"path": "/models/m", "revision": "abc", "trust_remote_code": True},
+            "precision": "bfloat16",
+            backend: section,
+            **extra,
+        }
+    )
+
+
+DECODERS = [
+    {"temperature": 0.0},
+    {"temperature": 0.7, "top_p": 0.9, "top_k": 40, "min_new_tokens": 2, "seed": 5},
+]
+
+
+def test_vllm_engine_args_are_engine_args_fields() -> None:
+    section = {
+        "max_num_seqs": 8,
+        "max_num_batched_tokens": 4096,
+        "max_model_len": 2048,
+        "enable_chunked_prefill": True,
+        "quantization": "fp8",
+        "block_size": 16,
+        "swap_space": 4.0,
+    }
+    args = vllm.engine_args(every_key_config("vllm", section))
+    assert set(VLLMConfig.model_fields) <= set(args)  # every section key is translated
+    # vllm.LLM(**kwargs) hands every keyword on to EngineArgs
+    report = fixture(f"vllm-{PINNED_VLLM}.json")
+    assert report["symbols"]["llm_init"]["var_keyword"] is True
+    unknown = set(args) - names(report, "engine_args") - names(report, "llm_init")
+    assert not unknown
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_vllm_sampling_params_are_sampling_params_fields(decoder: dict[str, Any]) -> None:
+    params = vllm.sampling_params(every_key_config("vllm", {}, decoder=decoder))
+    assert set(params) <= names(fixture(f"vllm-{PINNED_VLLM}.json"), "sampling_params")
+
+
+def test_the_pinned_vllm_fills_request_metrics_with_the_fields_read() -> None:
+    report = fixture(f"vllm-{PINNED_VLLM}.json")
+    assert "metrics" in names(report, "output_processor_request_output")
+    assert set(vllm.STATS_FIELDS) <= names(report, "request_state_stats")
+
+
+def test_vllm_0_11_0_never_fills_request_metrics() -> None:
+    """The finding that set the pin: 0.11.0 builds RequestOutput without `metrics`."""
+    report = fixture("vllm-0.11.0.json")
+    assert "metrics" in set(report["symbols"]["request_output_init"]["names"])
+    assert "metrics" not in names(report, "output_processor_request_output")
+
+
+def test_tensorrt_llm_args_are_torch_llm_args_fields() -> None:
+    section = {
+        "tensor_parallel_size": 2,
+        "max_batch_size": 8,
+        "max_num_tokens": 4096,
+        "max_seq_len": 2048,
+        "max_input_len": 1024,
+        "kv_cache_free_gpu_memory_fraction": 0.8,
+        "enable_block_reuse": True,
+    }
+    report = fixture(TENSORRT_FIXTURE)
+    # The PyTorch flow's LLM takes TorchLlmArgs; a prebuilt engine's LLM takes TrtLlmArgs.
+    for extra, llm_class in (({}, "torch_llm_args"), ({"engine_dir": "/e/m"}, "trt_llm_args")):
+        args = tensorrt.llm_args(every_key_config("tensorrt", {**section, **extra}))
+        assert set(args) <= names(report, llm_class)
+        assert set(args["kv_cache_config"]) <= names(report, "kv_cache_config")
+    assert "quant_config" not in names(report, "torch_llm_args")  # why quantization is refused
+
+
+def test_every_tensorrt_section_key_reaches_the_engine() -> None:
+    translated = {*tensorrt.ENGINE_LIMITS, *tensorrt.KV_CACHE_FIELDS}
+    translated |= {"tensor_parallel_size", "pipeline_parallel_size", "engine_dir"}
+    assert set(TensorRTConfig.model_fields) - translated == {"quantization"}  # refused
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_tensorrt_sampling_params_are_sampling_params_fields(decoder: dict[str, Any]) -> None:
+    params = tensorrt.sampling_params(every_key_config("tensorrt", {}, decoder=decoder))
+    assert set(params) <= names(fixture(TENSORRT_FIXTURE), "sampling_params")
+
+
+def test_the_fixtures_are_of_the_pinned_versions() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert extras["vllm"] == [f"vllm=={PINNED_VLLM}"]
+    assert fixture(f"vllm-{PINNED_VLLM}.json")["version"] == PINNED_VLLM
+    dockerfile = (ROOT / "docker" / "Dockerfile.vllm").read_text()
+    assert f"ARG BASE_IMAGE=vllm/vllm-openai:v{PINNED_VLLM}\n" in dockerfile
+    # TensorRT-LLM 1.0.0's wheel is on pypi.nvidia.com only: the fixture is its 1.0.0rc4 source
+    trt_pin = re.fullmatch(r"tensorrt-llm==(\S+)", extras["tensorrt"][0])
+    assert trt_pin is not None and extras["tensorrt"][0] == tensorrt.PINNED_PACKAGE
+    assert fixture(TENSORRT_FIXTURE)["version"].startswith(trt_pin.group(1))
+    dockerfile = (ROOT / "docker" / "Dockerfile.tensorrt").read_text()
+    assert f"tensorrt-llm/release:{trt_pin.group(1)}\n" in dockerfile
+
+
+SAMPLE_SOURCE = """
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+class Base:
+    model: str
+    _private: int = 0
+
+@dataclass
+class EngineArgs(Base):
+    dtype: str = "auto"
+    kind: ClassVar[str] = "x"
+    _hidden: list = field(default=None, init=False)
+    derived: int = field(default=0, init=False)
+
+    @property
+    def quant_config(self) -> int:
+        return 1
+
+class LLM:
+    def __init__(self, model, *, seed=0, **kwargs):
+        pass
+
+class RequestOutput:
+    def __init__(self, request_id, metrics=None):
+        pass
+
+def make():
+    return RequestOutput(request_id="a", metrics=None)
+
+def make_again():
+    return RequestOutput(request_id="b", finished=True)
+"""
+
+
+# Every vLLM file the script reads but sampling_params.py; stats.py lacks RequestStateStats.
+SAMPLE_FILES = (
+    "engine/arg_utils.py",
+    "entrypoints/llm.py",
+    "outputs.py",
+    "v1/engine/output_processor.py",
+    "v1/metrics/stats.py",
+)
+
+
+def test_the_script_reads_fields_params_and_call_keywords_from_a_wheel(tmp_path: Path) -> None:
+    wheel = tmp_path / "vllm-9.9.9-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("vllm-9.9.9.dist-info/METADATA", "Name: vllm\nVersion: 9.9.9\n")
+        for file in SAMPLE_FILES:
+            archive.writestr(f"vllm/{file}", SAMPLE_SOURCE)
+    report = script().inspect_source(wheel)
+    assert report["engine"] == "vllm" and report["version"] == "9.9.9"
+    symbols = report["symbols"]
+    assert symbols["engine_args"]["names"] == ["model", "dtype"]
+    assert symbols["llm_init"] == {
+        "file": "vllm/entrypoints/llm.py",
+        "symbol": "LLM.__init__",
+        "kind": "params",
+        "names": ["model", "seed"],
+        "var_keyword": True,
+    }
+    assert symbols["request_output_init"]["names"] == ["request_id", "metrics"]
+    assert symbols["output_processor_request_output"]["names"] == [
+        "finished",
+        "metrics",
+        "request_id",
+    ]
+    assert symbols["sampling_params"]["missing"] == "file not found"
+    assert "RequestStateStats not found" in symbols["request_state_stats"]["missing"]
+
+
+def test_the_script_reads_a_source_directory(tmp_path: Path) -> None:
+    package = tmp_path / "tensorrt_llm"
+    (package / "llmapi").mkdir(parents=True)
+    (package / "version.py").write_text('__version__ = "1.0.0"\n')
+    (package / "llmapi" / "llm_args.py").write_text(
+        "class KvCacheConfig:\n    enable_block_reuse: bool = True\n"
+    )
+    report = script().inspect_source(tmp_path, "a checkout")
+    assert (report["engine"], report["version"], report["source"]) == (
+        "tensorrt_llm",
+        "1.0.0",
+        "a checkout",
+    )
+    assert report["symbols"]["kv_cache_config"]["names"] == ["enable_block_reuse"]
+    assert "missing" in report["symbols"]["torch_llm_args"]

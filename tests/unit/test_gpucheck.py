@@ -1,0 +1,263 @@
+"""The checks of scripts/gpu-check.sh (llenergymeasure.gpucheck), fed result.json contents,
+and the script itself on a machine without a GPU."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fakes.fake_nvml import FakeNvml, gpus
+from fixtures.compose import COMPOSE_TEMPLATE, REPO, render_compose
+from fixtures.results import make_result
+
+from llenergymeasure import gpucheck
+from llenergymeasure.config.loader import parse_experiment
+
+SCRIPT = REPO / "scripts" / "gpu-check.sh"
+PROBE_ONE_GPU = {"gpus": [{"index": 0, "name": "NVIDIA A100", "power_limit_w": 400.0}]}
+
+
+def gpu_result(**overrides: Any) -> dict[str, Any]:
+    """A consistent GPU result: counter energy = the power trace's energy, ITL measured."""
+    arguments = {"with_power_trace": True, "itl_mean_s": 0.01, "window_s": 20.0, **overrides}
+    return make_result(**arguments).model_dump(mode="json")
+
+
+def statuses(run: gpucheck.Run) -> dict[str, str]:
+    return {check.name: check.status for check in run.checks}
+
+
+def test_a_consistent_gpu_result_passes_every_check() -> None:
+    run = gpucheck.check_result(gpu_result())
+
+    assert statuses(run) == {
+        "ran_on_cuda": "pass",
+        "energy_counter_vs_power": "pass",
+        "idle_baseline": "pass",
+        "ttft_itl_counts": "pass",
+    }
+    assert run.status == "pass" and run.summary["gpu_energy_j"] == 400.0
+
+
+def test_integrated_power_holds_the_edge_samples_to_the_window() -> None:
+    # 100 W from 1 s to 9 s of a 10 s window: 1 s held at each end.
+    assert gpucheck.integrate_power([1.0, 5.0, 9.0], [100.0, 100.0, 100.0], 10.0) == 1000.0
+    # a ramp integrates as trapezoids
+    assert gpucheck.integrate_power([0.0, 2.0], [0.0, 100.0], 2.0) == 100.0
+
+
+@pytest.mark.parametrize(
+    ("deviation", "above", "status"),
+    [(0.14, True, "pass"), (0.14, False, "pass"), (0.16, True, "fail"), (0.16, False, "fail")],
+)
+def test_energy_counter_must_agree_with_power_within_15_percent(
+    deviation: float, above: bool, status: str
+) -> None:
+    """Deviation = |counter - integrated| / counter, the counter above or below the samples."""
+    result = gpu_result()
+    power, window = result["power"], result["timing"]["window_seconds"]
+    integrated = gpucheck.integrate_power(power["samples_t"], power["samples_w"], window)
+    result["energy"]["gpu_energy_j"] = integrated / (1 - deviation if above else 1 + deviation)
+
+    check = gpucheck.check_energy_counter(result)
+
+    assert check.status == status, check.detail
+    assert check.values["deviation"] == pytest.approx(deviation, abs=1e-4)
+
+
+def test_energy_check_fails_without_power_samples_or_gpu_energy() -> None:
+    no_trace = gpucheck.check_energy_counter(gpu_result(with_power_trace=False))
+    cpu_only = gpucheck.check_energy_counter(make_result(gpu_name=None).model_dump(mode="json"))
+
+    assert no_trace.status == "fail" and "cannot compare" in no_trace.detail
+    assert cpu_only.status == "fail" and "'rapl'" in cpu_only.detail
+
+
+def test_energy_from_power_integration_has_no_counter_to_compare() -> None:
+    result = gpu_result()
+    result["energy"]["source"] = "nvml_power"
+
+    assert gpucheck.check_energy_counter(result).status == "skip"
+
+
+@pytest.mark.parametrize(("idle_w", "status"), [(20.0, "pass"), (9.0, "fail"), (450.0, "fail")])
+def test_idle_baseline_must_lie_between_10_w_and_the_power_limit(
+    idle_w: float, status: str
+) -> None:
+    check = gpucheck.check_idle_baseline(gpu_result(baseline_w=idle_w))  # limit 400 W
+
+    assert check.status == status, check.detail
+
+
+def test_idle_baseline_missing_fails() -> None:
+    result = gpu_result()
+    result["energy"]["idle_baseline_power_w"] = None
+    result["energy"]["idle_baseline_power_w_per_gpu"] = None
+
+    assert gpucheck.check_idle_baseline(result).status == "fail"
+
+
+def test_empty_itl_fails_the_latency_check() -> None:
+    check = gpucheck.check_latency_counts(gpu_result(itl_mean_s=None))
+
+    assert check.status == "fail" and check.values == {"ttft_n": 20, "itl_n": 0}
+
+
+def test_cpu_result_fails_the_cuda_check() -> None:
+    run = gpucheck.check_result(make_result(gpu_name=None).model_dump(mode="json"))
+
+    assert statuses(run)["ran_on_cuda"] == "fail" and run.status == "fail"
+
+
+def test_report_passes_only_when_something_ran_and_nothing_failed(tmp_path: Path) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(gpu_result()), encoding="utf-8")
+    passed = {"pytorch": gpucheck.load_run(good), "vllm": gpucheck.Run("skip", "no vllm")}
+
+    report = gpucheck.assemble(PROBE_ONE_GPU, passed)
+    only_skips = gpucheck.assemble(PROBE_ONE_GPU, {"image": gpucheck.Run("skip", "no docker")})
+    with_error = gpucheck.assemble(PROBE_ONE_GPU, {**passed, "image": gpucheck.Run("fail", "x")})
+
+    assert (report["status"], gpucheck.exit_code(report)) == ("pass", 0)
+    assert report["runs"]["vllm"] == {
+        "status": "skip",
+        "reason": "no vllm",
+        "result": None,
+        "checks": [],
+        "summary": {},
+    }
+    assert (only_skips["status"], gpucheck.exit_code(only_skips)) == ("fail", 1)
+    assert with_error["status"] == "fail"
+
+
+def test_no_gpu_report_exits_3_with_the_reason() -> None:
+    report = gpucheck.assemble({"no_gpu": "NVML cannot start"}, {})
+
+    assert (report["status"], report["reason"], gpucheck.exit_code(report)) == (
+        "no_gpu",
+        "NVML cannot start",
+        3,
+    )
+
+
+def test_unreadable_result_is_a_failed_run(tmp_path: Path) -> None:
+    broken = tmp_path / "result.json"
+    broken.write_text('{"energy": {}}', encoding="utf-8")
+
+    run = gpucheck.load_run(broken)
+
+    assert run.status == "fail" and "KeyError" in str(run.reason)
+
+
+def test_report_command_prints_one_json_document(tmp_path: Path, capsys: Any) -> None:
+    probe, result = tmp_path / "probe.json", tmp_path / "result.json"
+    probe.write_text(json.dumps(PROBE_ONE_GPU), encoding="utf-8")
+    result.write_text(json.dumps(gpu_result(baseline_w=5.0)), encoding="utf-8")
+
+    code = gpucheck.main(
+        ["report", "--probe", str(probe), "--run", f"pytorch={result}", "--skip", "vllm=absent"]
+    )
+
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and report["status"] == "fail"
+    (idle,) = [c for c in report["runs"]["pytorch"]["checks"] if c["name"] == "idle_baseline"]
+    assert idle["status"] == "fail" and "5.0 W" in idle["detail"]
+
+
+class ProbeNvml(FakeNvml):
+    """The fake with the one call the probe adds (checked against the real pynvml)."""
+
+    def nvmlShutdown(self) -> None:
+        self.calls.append("nvmlShutdown")
+
+
+def test_probe_lists_gpus_with_their_power_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = ProbeNvml(gpus(2, power_limit_mw=350_000))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+
+    probed = gpucheck.probe()
+
+    assert [gpu["power_limit_w"] for gpu in probed["gpus"]] == [350.0, 350.0]
+    assert probed["driver_version"] == "550.54.15" and fake.calls[-1] == "nvmlShutdown"
+
+
+def test_probe_without_driver_says_no_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pynvml", ProbeNvml([], driver_loaded=False))
+
+    assert "NVML cannot start" in gpucheck.probe()["no_gpu"]
+
+
+@pytest.mark.parametrize("backend", ["pytorch", "vllm"])
+def test_experiment_configs_are_valid_for_the_package(backend: str) -> None:
+    data = gpucheck.experiment_config(backend, "/models/tiny", 20.0)
+
+    config = parse_experiment(data, "gpu-check")
+
+    assert config.backend == backend and config.measurement.min_window_seconds == 20.0
+    assert config.precision == "float16"
+
+
+def test_compose_is_rendered_as_the_role_renders_it(tmp_path: Path, capsys: Any) -> None:
+    variables = gpucheck.compose_variables(tmp_path, "lem-pytorch:0.1.0")
+
+    code = gpucheck.main(
+        ["render-compose", str(COMPOSE_TEMPLATE), str(tmp_path), "lem-pytorch:0.1.0"]
+    )
+
+    rendered = capsys.readouterr().out
+    assert code == 0 and rendered == render_compose(variables)
+    compose = yaml.safe_load(rendered)
+    service = compose["services"]["pytorch"]
+    assert compose["name"] == "lem-gpu-check"
+    assert service["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
+    assert {"source": str(tmp_path / "models"), "target": "/models"}.items() <= (
+        service["volumes"][1].items()
+    )
+
+
+def python_without_nvml(where: Path) -> Path:
+    """A bare venv of this interpreter: no pynvml, no package dependencies."""
+    venv.create(where, with_pip=False, system_site_packages=False)
+    return where / "bin" / "python"
+
+
+def test_script_on_a_machine_without_gpu_prints_one_json_report(tmp_path: Path) -> None:
+    venv_dir = tmp_path / "gpu-venv"
+    has_driver = Path("/dev/nvidiactl").exists()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHON": str(python_without_nvml(tmp_path / "bare")),
+        "LEM_GPU_CHECK_VENV": str(venv_dir),
+        "LEM_GPU_CHECK_WORK": str(tmp_path / "work"),
+    }
+
+    completed = subprocess.run([str(SCRIPT)], env=env, capture_output=True, text=True, check=False)
+
+    report = json.loads(completed.stdout)  # the whole stdout is one JSON document
+    if has_driver:  # a GPU host: the bare Python lacks nvidia-ml-py, which is an error there
+        assert (completed.returncode, report["status"]) == (1, "fail")
+        assert "nvidia-ml-py" in report["reason"]
+    else:
+        assert (completed.returncode, report["status"]) == (3, "no_gpu"), completed.stderr
+        assert "no NVIDIA driver" in report["reason"]
+    assert report["runs"] == {} and report["work_dir"] == str(tmp_path / "work")
+    assert not venv_dir.exists(), "nothing is installed before a GPU is found"
+
+
+def test_script_without_python_still_prints_json(tmp_path: Path) -> None:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHON": str(tmp_path / "no-python"),
+        "LEM_GPU_CHECK_WORK": str(tmp_path / "work"),
+    }
+
+    completed = subprocess.run([str(SCRIPT)], env=env, capture_output=True, text=True, check=False)
+
+    assert completed.returncode == 1
+    assert json.loads(completed.stdout)["status"] == "fail"

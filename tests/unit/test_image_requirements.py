@@ -1,0 +1,134 @@
+"""Every image installs what its backend imports.
+
+The install list of an image is what scripts/build-wheelhouse.sh writes for it
+(requirements.txt, downloaded) plus what its base image provides
+(base-requirements.txt, checked at build), both from pyproject.toml's
+[tool.llenergymeasure.wheelhouse]. The imports are read with `ast` from the
+backend's module and, transitively, every package module it imports (function
+bodies included: the engines are imported lazily), plus the worker that serves it.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib.metadata
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fixtures.compose import REPO
+from packaging.requirements import Requirement
+
+PACKAGE = "llenergymeasure"
+SOURCE = REPO / "src"
+IMAGES = {"pytorch-cpu": "pytorch", "pytorch": "pytorch", "vllm": "vllm", "tensorrt": "tensorrt"}
+# The engines are not installed on a CPU machine: their distribution by import name.
+NOT_INSTALLED_HERE = {"vllm": ["vllm"], "tensorrt_llm": ["tensorrt-llm"]}
+
+
+def canonical(name: str) -> str:
+    return name.lower().replace("_", "-").replace(".", "-")
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of a package module, or None when `module` is no module."""
+    base = SOURCE.joinpath(*module.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_names(path: Path) -> set[str]:
+    """Absolute module names `path` imports anywhere (`from m import n` gives m and m.n)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def third_party_imports(*roots: str) -> set[str]:
+    """Top-level names of the non-package, non-stdlib modules `roots` import, transitively."""
+    seen: set[str] = set()
+    pending = list(roots)
+    found: set[str] = set()
+    while pending:
+        module = pending.pop()
+        if module in seen:
+            continue
+        seen.add(module)
+        path = module_file(module)
+        if path is None:
+            continue
+        parts = module.split(".")
+        pending += [".".join(parts[:i]) for i in range(1, len(parts))]  # parents run first
+        for name in imported_names(path):
+            top = name.split(".")[0]
+            if top == PACKAGE:
+                pending.append(name)
+            elif top not in sys.stdlib_module_names and top != "__future__":
+                found.add(top)
+    return found
+
+
+@functools.cache
+def installed_distributions() -> dict[str, list[str]]:
+    return importlib.metadata.packages_distributions()
+
+
+def distributions(import_name: str) -> set[str]:
+    known = installed_distributions()
+    return {canonical(d) for d in known.get(import_name, NOT_INSTALLED_HERE.get(import_name, []))}
+
+
+def requirement_lines(image: str, view: str) -> list[str]:
+    """scripts/image_requirements.py's `view` (download | base) of the image's wheelhouse."""
+    script = REPO / "scripts" / "image_requirements.py"
+    command = [sys.executable, str(script), str(REPO / "pyproject.toml"), image, view]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return output.splitlines()
+
+
+def install_list(image: str) -> set[str]:
+    """Distribution names build-wheelhouse.sh has the image install or find in its base."""
+    lines = requirement_lines(image, "download") + requirement_lines(image, "base")
+    return {canonical(Requirement(line).name) for line in lines if line}
+
+
+@pytest.mark.parametrize("image", sorted(IMAGES))
+def test_image_installs_every_distribution_its_backend_imports(image: str) -> None:
+    backend = IMAGES[image]
+    imports = third_party_imports(
+        f"{PACKAGE}.runner.backends.{backend}", f"{PACKAGE}.runner.worker"
+    )
+    installed = install_list(image)
+
+    unmapped = sorted(name for name in imports if not distributions(name))
+    missing = {
+        name: sorted(distributions(name))
+        for name in sorted(imports)
+        if distributions(name) and not distributions(name) & installed
+    }
+
+    assert unmapped == [], f"no known distribution for imports {unmapped}"
+    assert missing == {}, f"{image} image lacks what {backend} imports: {missing}"
+
+
+def test_the_engines_imports_are_found_in_function_bodies() -> None:
+    """The walk sees lazy imports: otherwise the vLLM/TensorRT-LLM checks prove nothing."""
+    assert "vllm" in third_party_imports(f"{PACKAGE}.runner.backends.vllm")
+    assert "tensorrt_llm" in third_party_imports(f"{PACKAGE}.runner.backends.tensorrt")
+
+
+def test_gpu_pytorch_image_takes_torch_from_its_base_not_the_wheelhouse() -> None:
+    download, base = requirement_lines("pytorch", "download"), requirement_lines("pytorch", "base")
+
+    assert not any(line.startswith("torch") for line in download)
+    assert [line for line in base if line.startswith("torch")] == ["torch>=2.2"]
+    assert {"transformers", "tokenizers"} <= {Requirement(line).name for line in download}
