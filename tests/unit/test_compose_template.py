@@ -164,3 +164,10 @@ def test_cuda_numbers_gpus_in_nvml_order(gpu: bool) -> None:
 
     for service in rendered.values():
         assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in service["environment"]
+
+
+def test_worker_socket_directory_is_emptied_with_each_container_start() -> None:
+    assert services()["pytorch"]["tmpfs"] == ["/run/lem"]
+    custom = services(lem_worker_socket="/var/run/lem-w/w.sock")["pytorch"]
+    assert custom["tmpfs"] == ["/var/run/lem-w"]
+    assert "tmpfs" not in services(lem_worker_socket="/w.sock")["pytorch"]
