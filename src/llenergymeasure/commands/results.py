@@ -10,6 +10,7 @@ import typer
 
 from llenergymeasure.commands.common import fail, reports_errors, wide_console
 from llenergymeasure.results.aggregate import (
+    Summary,
     aggregate_directory,
     render_comparisons,
     render_table,
@@ -41,6 +42,28 @@ def _method(name: str) -> Method:
     return name  # type: ignore[return-value]
 
 
+def _summary(
+    results_dir: Path,
+    baseline: str | None,
+    confidence: float,
+    resamples: int,
+    seed: int,
+    method: str,
+) -> Summary:
+    """The summary of `results_dir`; exits 1 when it holds no readable result."""
+    summary = aggregate_directory(
+        results_dir,
+        confidence=confidence,
+        n_resamples=resamples,
+        seed=seed,
+        method=_method(method),
+        baseline=baseline,
+    )
+    if not summary.rows:
+        raise fail(f"{results_dir}: no readable result.json found", code=1)
+    return summary
+
+
 def aggregate(
     results_dir: Path = RESULTS_DIR,
     out: Path | None = typer.Option(
@@ -65,16 +88,7 @@ def aggregate(
 
     Example: lem aggregate results/demo --out results/demo
     """
-    summary = aggregate_directory(
-        results_dir,
-        confidence=confidence,
-        n_resamples=resamples,
-        seed=seed,
-        method=_method(method),
-        baseline=baseline,
-    )
-    if not summary.rows:
-        raise fail(f"{results_dir}: no readable result.json found", code=1)
+    summary = _summary(results_dir, baseline, confidence, resamples, seed, method)
     sys.stdout.write(render_table(summary, width=wide_console().width))
     for path in write_summary(summary, out or results_dir):
         typer.echo(f"wrote {path}")
@@ -99,16 +113,7 @@ def compare(
 
     Example: lem compare results/demo --baseline tiny-bs1
     """
-    summary = aggregate_directory(
-        results_dir,
-        confidence=confidence,
-        n_resamples=resamples,
-        seed=seed,
-        method=_method(method),
-        baseline=baseline,
-    )
-    if not summary.rows:
-        raise fail(f"{results_dir}: no readable result.json found", code=1)
+    summary = _summary(results_dir, baseline, confidence, resamples, seed, method)
     sys.stdout.write(render_comparisons(summary, width=wide_console().width))
     if not summary.comparisons:
         raise fail(f"nothing compared with baseline {baseline!r}", code=1)

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from rich import box
@@ -324,8 +325,13 @@ def aggregate_results(
     )
 
 
-def aggregate_directory(
-    root: str | Path,
+def aggregate_directory(root: str | Path, **options: Any) -> Summary:
+    """Load every result under `root` and aggregate them (options: `aggregate_loaded`'s)."""
+    return aggregate_loaded(load_result_files(root), **options)
+
+
+def aggregate_loaded(
+    loaded: LoadedResults,
     *,
     confidence: float = 0.95,
     n_resamples: int = 10_000,
@@ -333,8 +339,7 @@ def aggregate_directory(
     method: Method = "auto",
     baseline: str | None = None,
 ) -> Summary:
-    """Load every result under `root` and aggregate them; load errors go into the summary."""
-    loaded = load_result_files(root)
+    """Aggregate loaded results; the files that failed to load go into the summary."""
     summary = aggregate_results(
         loaded.results,
         sources=loaded.sources,

@@ -12,20 +12,12 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, computed_field
 
-from llenergymeasure.results.schema import ExperimentResult
+from llenergymeasure.results.schema import HEADLINE_METRICS, ExperimentResult
 from llenergymeasure.stats.bootstrap import BootstrapCI, Method, ratio_ci_many
 
 # The metrics compared (load time and requests/s add nothing to these).
-COMPARED_METRICS: tuple[str, ...] = (
-    "energy_j",
-    "idle_adjusted_energy_j",
-    "j_per_output_token",
-    "adjusted_j_per_output_token",
-    "wh_per_1k_requests",
-    "output_tokens_per_s",
-    "ttft_mean_s",
-    "latency_p50_s",
-    "latency_p99_s",
+COMPARED_METRICS: tuple[str, ...] = tuple(
+    metric for metric in HEADLINE_METRICS if metric not in {"requests_per_s", "load_seconds"}
 )
 
 GroupKey = tuple[str, str, str]  # (config_name, hardware, config_hash)

@@ -23,7 +23,7 @@ from llenergymeasure.results import figures
 from llenergymeasure.results.aggregate import (
     METRIC_LABELS,
     Summary,
-    aggregate_results,
+    aggregate_loaded,
     format_interval,
     format_value,
     load_result_files,
@@ -303,14 +303,13 @@ def write_report(
     loaded = load_result_files(root)
     if not loaded.results:
         raise LemError(f"{root}: no readable result.json found")
-    summary = aggregate_results(
-        loaded.results,
-        sources=loaded.sources,
+    summary = aggregate_loaded(
+        loaded,
         confidence=confidence,
         n_resamples=n_resamples,
         seed=seed,
         method=method,
         baseline=baseline,
-    ).model_copy(update={"load_errors": loaded.errors})
+    )
     out = Path(out_dir) if out_dir is not None else root
     return write_report_files(summary, loaded.results, out, manifest_failures(root))
