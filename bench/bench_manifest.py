@@ -22,8 +22,8 @@ from llenergymeasure.campaign.manifest import (
     Manifest,
     ManifestEntry,
     load_manifest,
+    replace_entry,
     save_manifest,
-    update_entry,
 )
 
 
@@ -74,8 +74,12 @@ def main() -> None:
         size_kib = path.stat().st_size / 1024
 
         def update(i: int) -> object:
-            changed = entries[i % len(entries)].model_copy(update={"status": "running"})
-            return update_entry(path, "bench", "localhost", changed)
+            slot = i % len(entries)  # `entries` follows the file: each update expects it
+            current, entries[slot] = (
+                entries[slot],
+                entries[slot].model_copy(update={"status": "running"}),
+            )
+            return replace_entry(path, "bench", "localhost", current, entries[slot])
 
         loads = timings_ms(lambda _: load_manifest(path), args.updates)
         loaded = load_manifest(path)
@@ -84,7 +88,7 @@ def main() -> None:
     print(f"manifest: {args.entries} entries, {size_kib:.0f} KiB, {args.updates} runs each")
     print(describe("load", loads))
     print(describe("save (atomic)", saves))
-    print(describe("update_entry", updates))
+    print(describe("replace_entry", updates))
 
 
 if __name__ == "__main__":

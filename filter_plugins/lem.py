@@ -11,6 +11,13 @@ from typing import Any
 
 from ansible.errors import AnsibleFilterError
 
+try:
+    from llenergymeasure.campaign.plan import host_share_of
+except ImportError as exc:  # named when a filter runs, not as a silent plugin-load warning
+    LEM_IMPORT_ERROR: str | None = f"the llenergymeasure package is not importable: {exc}"
+else:
+    LEM_IMPORT_ERROR = None
+
 PlanEntry = Mapping[str, Any]
 
 
@@ -37,16 +44,22 @@ def _entries(value: Any, filter_name: str) -> list[PlanEntry]:
 
 
 def lem_host_share(plan: Mapping[str, Any], host: str) -> list[dict[str, Any]]:
-    """The experiments of `plan` assigned to `host`, in plan order (by `position`)."""
+    """The experiments of `plan` assigned to `host`, in plan order (by `position`).
+
+    An adapter: it checks the entries' shape; the rule is the package's `host_share_of`.
+    """
+    name = "lem_host_share"
+    if LEM_IMPORT_ERROR:
+        raise AnsibleFilterError(f"{name}: {LEM_IMPORT_ERROR}")
     if not isinstance(plan, Mapping) or "experiments" not in plan:
-        raise AnsibleFilterError("lem_host_share: the plan has no 'experiments' key")
-    entries = _entries(plan["experiments"], "lem_host_share")
-    share = [
-        (int(_require(entry, "position", "lem_host_share", i)), dict(entry))
-        for i, entry in enumerate(entries)
-        if _require(entry, "host", "lem_host_share", i) == host
-    ]
-    return [entry for _, entry in sorted(share, key=lambda pair: pair[0])]
+        raise AnsibleFilterError(f"{name}: the plan has no 'experiments' key")
+    share = host_share_of(
+        list(enumerate(_entries(plan["experiments"], name))),
+        host,
+        host_of=lambda item: _require(item[1], "host", name, item[0]),
+        position_of=lambda item: int(_require(item[1], "position", name, item[0])),
+    )
+    return [dict(entry) for _, entry in share]
 
 
 def lem_with_gaps(

@@ -106,19 +106,13 @@ counts:
 """
 
 import traceback
-from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    from pydantic import ValidationError
-
-    from llenergymeasure.campaign.manifest import Manifest, ManifestEntry, decide, load_manifest
-    from llenergymeasure.campaign.plan import PlannedExperiment
-    from llenergymeasure.config.loader import format_validation_error
+    from llenergymeasure.dispatch.share import share_status
     from llenergymeasure.errors import LemError
-    from llenergymeasure.results.schema import ExperimentResult
 except ImportError:
     LEM_IMPORT_ERROR: str | None = traceback.format_exc()
 else:
@@ -133,105 +127,15 @@ ARGUMENT_SPEC: dict[str, Any] = {
 }
 
 
-def check_owner(manifest: Manifest, path: Path, campaign: str, host: str) -> None:
-    """A manifest of another campaign or host must not decide this one's work."""
-    for field, wanted in (("campaign_name", campaign), ("host", host)):
-        found = getattr(manifest, field)
-        if found and found != wanted:
-            raise LemError(f"{path}: {field} is {found!r}, not {wanted!r}: refusing to mix")
-
-
-def planned(experiments: list[dict[str, Any]], host: str) -> list[PlannedExperiment]:
-    """The share's entries, validated; an error names the entry and the key."""
-    checked = []
-    for index, entry in enumerate(experiments):
-        try:
-            experiment = PlannedExperiment.model_validate(entry)
-        except ValidationError as exc:
-            raise LemError(format_validation_error("experiments", exc, (index,))) from None
-        if experiment.host != host:
-            raise LemError(
-                f"experiments[{index}].host: {experiment.host!r} is not this host ({host!r})"
-            )
-        checked.append(experiment)
-    return checked
-
-
-def stored_result(state_dir: Path, entry: ManifestEntry) -> ExperimentResult | str:
-    """The completed entry's result, or why it cannot be used."""
-    path = state_dir / (entry.result_path or f"results/{entry.exp_id}/result.json")
-    try:
-        result = ExperimentResult.model_validate_json(path.read_bytes())
-    except OSError as exc:
-        return f"no result at {path}: {exc.strerror}"
-    except ValidationError as exc:
-        return f"{path}: not a valid result: {exc.errors()[0]['msg']}"
-    found = (result.identity.exp_id, result.identity.config_hash)
-    if found != (entry.exp_id, entry.config_hash):
-        return f"{path}: result is for {found[0]!r} with hash {found[1]!r}"
-    return result
-
-
-def classify(
-    raw: dict[str, Any],
-    experiment: PlannedExperiment,
-    entry: ManifestEntry | None,
-    params: dict[str, Any],
-) -> tuple[str, dict[str, Any]]:
-    """("pending" | "completed" | "failed_kept", the item to return) for one experiment."""
-    decision = decide(entry, experiment.config_hash, params["retry_failed"])
-    identity = {
-        "exp_id": experiment.exp_id,
-        "config_name": experiment.config_name,
-        "cycle": experiment.cycle,
-        "host": params["host"],
-    }
-    if entry is None or decision.run:
-        return "pending", raw | {"reason": decision.reason, "detail": decision.detail}
-    if decision.reason != "completed":  # a failure kept by policy
-        return "failed_kept", identity | {"attempts": entry.attempts, "error": entry.error}
-    result = stored_result(Path(params["state_dir"]), entry)
-    if isinstance(result, str):  # the work is not really done: run it again
-        detail = f"completed before, but {result}: running again"
-        return "pending", raw | {"reason": "result-missing", "detail": detail}
-    metrics = result.headline_metrics()
-    return "completed", identity | {"metrics": metrics, "result": result.model_dump(mode="json")}
-
-
-def sort_share(params: dict[str, Any], manifest: Manifest) -> dict[str, list[dict[str, Any]]]:
-    """The share's experiments as pending, completed and failed_kept, each in plan order."""
-    sorted_share: dict[str, list[dict[str, Any]]] = {
-        "pending": [],
-        "completed": [],
-        "failed_kept": [],
-    }
-    experiments = planned(params["experiments"], params["host"])
-    for raw, experiment in zip(params["experiments"], experiments, strict=True):
-        entry = manifest.entries.get(experiment.exp_id)
-        kind, item = classify(raw, experiment, entry, params)
-        sorted_share[kind].append(item)
-    return sorted_share
-
-
 def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     if LEM_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("llenergymeasure"), exception=LEM_IMPORT_ERROR)
-    params = module.params
-    path = Path(params["state_dir"]) / "manifest.json"
     try:
-        manifest = load_manifest(path)
-        check_owner(manifest, path, params["campaign_name"], params["host"])
-        share = sort_share(params, manifest)
+        returned = share_status(module.params)
     except LemError as exc:
         module.fail_json(msg=str(exc))
-    counts = {
-        "total": len(params["experiments"]),
-        "completed": len(share["completed"]),
-        "pending": len(share["pending"]),
-        "failed": len(share["failed_kept"]),
-    }
-    module.exit_json(changed=False, counts=counts, **share)
+    module.exit_json(changed=False, **returned)
 
 
 if __name__ == "__main__":

@@ -141,22 +141,17 @@ changed:
 """
 
 import traceback
-from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    from llenergymeasure.campaign.plan import plan_or_reuse
-    from llenergymeasure.campaign.runlock import RUN_LOCK_NAME, acquire_run_lock, controller_pid
-    from llenergymeasure.config.loader import LoadedCampaign, load_campaign
-    from llenergymeasure.errors import LemError, ManifestLockError
+    from llenergymeasure.campaign.prepare import plan_campaign
+    from llenergymeasure.errors import LemError
 except ImportError:
     LEM_IMPORT_ERROR: str | None = traceback.format_exc()
 else:
     LEM_IMPORT_ERROR = None
-
-PLAN_FILE_NAME = "plan.json"
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "campaign_file": {"type": "path", "required": True},
@@ -166,56 +161,6 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "replan": {"type": "bool", "default": False},
 }
 PLAN_LOCATION = ("results_dir", "plan_file")
-
-
-def plan_path(params: dict[str, Any], loaded: LoadedCampaign) -> Path:
-    if params["plan_file"]:
-        return Path(params["plan_file"])
-    return Path(params["results_dir"]) / loaded.campaign.campaign_name / PLAN_FILE_NAME
-
-
-def take_run_lock(lock_path: Path, campaign: str) -> tuple[dict[str, Any], list[str]]:
-    """Hold the campaign's run lock for the ansible-playbook running this module.
-
-    Returns the module's run_lock fields and the lines to add to the plan report.
-    Without an ansible-playbook above it there is no run to hold the lock: refused,
-    never run unlocked.
-    """
-    pid = controller_pid()
-    if pid is None:
-        raise ManifestLockError(
-            f"{lock_path}: cannot take the run lock of campaign {campaign!r}: no "
-            "ansible-playbook process above this module (reached over SSH?); run lem_plan "
-            "on the controller with a local connection, as playbooks/campaign.yml does"
-        )
-    outcome = acquire_run_lock(lock_path, campaign, pid)
-    line = outcome.report_line()
-    return {"run_lock": str(lock_path), "run_lock_status": outcome.status}, [line] if line else []
-
-
-def plan_campaign(params: dict[str, Any], dry_run: bool) -> dict[str, Any]:
-    """Validate, lock, then build or reuse the plan: the module's return values."""
-    loaded = load_campaign(params["campaign_file"])
-    path = plan_path(params, loaded)
-    lock: dict[str, Any] = {"run_lock": None, "run_lock_status": None}
-    lock_report: list[str] = []
-    if not dry_run:  # a check-mode run writes nothing, so it may run beside a real one
-        lock, lock_report = take_run_lock(
-            path.parent / RUN_LOCK_NAME, loaded.campaign.campaign_name
-        )
-    plan, report = plan_or_reuse(
-        loaded, params["hosts"], path, replan=params["replan"], dry_run=dry_run
-    )
-    return {
-        "changed": report.status != "reused",
-        "plan": plan.model_dump(mode="json"),
-        "report": report.lines() + lock_report,
-        "status": report.status,
-        "campaign_name": plan.campaign_name,
-        "total": len(plan.experiments),
-        "plan_file": str(path),
-        **lock,
-    }
 
 
 def main() -> None:

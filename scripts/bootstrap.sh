@@ -18,5 +18,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs_hash" ]; then
     .venv/bin/python -m pip install --quiet -c requirements/cpu.txt -e '.[dev,controller,pytorch]'
     echo "$inputs_hash" > "$stamp"
 fi
+# The roles' collections (collections/requirements.yml) come with the ansible
+# package: check their versions, without asking Galaxy (CI cannot reach it).
+.venv/bin/python scripts/check_collections.py collections/requirements.yml
 
 scripts/install-docker.sh

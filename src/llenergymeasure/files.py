@@ -38,16 +38,17 @@ def temp_files_of(path: Path) -> list[Path]:
     return sorted(path.parent.glob(f".{path.name}.*.tmp"))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int | None = None) -> None:
     """Write `data` to a temp file beside `path`, fsync it, rename it over `path`, fsync the dir.
 
+    The file gets `mode` when given, else the mode of the file it replaces (0644 when new).
     On any error the temp file is removed, `path` keeps its old content, and the
     error (an OSError such as ENOSPC) propagates for the caller to name the file.
     """
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         try:
-            os.fchmod(fd, _mode_for(path))
+            os.fchmod(fd, _mode_for(path) if mode is None else mode)
             _write_all(fd, data)
             os.fsync(fd)
         finally:
@@ -60,5 +61,5 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fsync_directory(path.parent)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: Path, text: str, mode: int | None = None) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), mode)

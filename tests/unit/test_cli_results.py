@@ -9,7 +9,7 @@ import pytest
 from fixtures.results import make_result, write_result
 from typer.testing import CliRunner
 
-from llenergymeasure.campaign.manifest import ManifestEntry, update_entry
+from llenergymeasure.campaign.manifest import ManifestEntry, replace_entry
 from llenergymeasure.cli import app
 from llenergymeasure.results.aggregate import SUMMARY_FILES
 
@@ -87,10 +87,10 @@ def state_root(tmp_path: Path) -> Path:
     host_b = tmp_path / "host-b" / "demo" / "manifest.json"
     for path in (host_a, host_b):
         path.parent.mkdir(parents=True)
-    update_entry(host_a, "demo", "host-a", manifest_entry(1, "completed"))
-    update_entry(host_a, "demo", "host-a", manifest_entry(2, "failed", "CUDA out of memory"))
-    update_entry(host_b, "demo", "host-b", manifest_entry(3, "running"))
-    update_entry(host_b, "demo", "host-b", manifest_entry(4, "pending"))
+    replace_entry(host_a, "demo", "host-a", None, manifest_entry(1, "completed"))
+    replace_entry(host_a, "demo", "host-a", None, manifest_entry(2, "failed", "CUDA out of memory"))
+    replace_entry(host_b, "demo", "host-b", None, manifest_entry(3, "running"))
+    replace_entry(host_b, "demo", "host-b", None, manifest_entry(4, "pending"))
     return tmp_path
 
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+from operator import itemgetter
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
+
+from llenergymeasure.campaign.plan import host_share_of
 
 FILTERS_FILE = Path(__file__).resolve().parents[2] / "filter_plugins" / "lem.py"
 
@@ -58,6 +61,19 @@ def test_host_share_keeps_only_the_host_in_position_order() -> None:
     assert [e["position"] for e in share] == [0, 2, 4]
     assert all(e["host"] == "h1" for e in share)
     assert lem.lem_host_share(plan, "nobody") == []
+
+
+def test_host_share_filter_and_package_share_one_rule() -> None:
+    """The filter is an adapter over `host_share_of`: plan.json dicts give the same share."""
+    entries = [entry(2, "b", 1), entry(0, "a", 1), entry(1, "c", 1, host="h2")]
+    via_package = host_share_of(entries, "h1", itemgetter("host"), itemgetter("position"))
+    assert lem.lem_host_share({"experiments": entries}, "h1") == via_package
+
+
+def test_host_share_names_a_missing_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lem, "LEM_IMPORT_ERROR", "the llenergymeasure package is not importable")
+    with pytest.raises(AnsibleFilterError, match="lem_host_share: the llenergymeasure package"):
+        lem.lem_host_share({"experiments": []}, "h1")
 
 
 def test_host_share_returns_copies() -> None:

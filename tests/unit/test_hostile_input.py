@@ -23,13 +23,8 @@ from typer.testing import CliRunner
 
 import llenergymeasure.config.grid as grid_module
 from llenergymeasure.cli import app
-from llenergymeasure.config.loader import (
-    MAX_FILE_BYTES,
-    MAX_LINE_CHARS,
-    MAX_MESSAGE_LINES,
-    load_campaign,
-    load_experiment,
-)
+from llenergymeasure.config.loader import MAX_FILE_BYTES, load_campaign, load_experiment
+from llenergymeasure.config.messages import MAX_LINE_CHARS, MAX_MESSAGE_LINES
 from llenergymeasure.errors import ConfigError
 
 runner = CliRunner()

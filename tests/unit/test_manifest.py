@@ -16,9 +16,9 @@ from llenergymeasure.campaign.manifest import (
     load_manifest,
     manifest_lock,
     move_aside,
+    replace_entry,
     save_manifest,
     summarize,
-    update_entry,
 )
 from llenergymeasure.errors import ManifestError
 from llenergymeasure.files import temp_files_of
@@ -46,11 +46,17 @@ def test_missing_manifest_loads_empty(manifest_path: Path) -> None:
     assert not manifest_path.exists()
 
 
-def test_update_entry_returns_before_and_after_and_persists(manifest_path: Path) -> None:
+def put(path: Path, new: ManifestEntry, campaign: str = "demo", host: str = "localhost") -> None:
+    """Write `new` with the production call, expecting what the file holds now."""
+    current = load_manifest(path).entries.get(new.exp_id)
+    replace_entry(path, campaign, host, current, new)
+
+
+def test_replace_entry_returns_the_entry_and_persists(manifest_path: Path) -> None:
     running = entry(status="running", attempts=1, started_at="2025-01-06T09:00:00+00:00")
-    assert update_entry(manifest_path, "demo", "localhost", running) == (None, running)
+    assert replace_entry(manifest_path, "demo", "localhost", None, running) == running
     done = running.model_copy(update={"status": "completed", "result_path": "results/x.json"})
-    assert update_entry(manifest_path, "demo", "localhost", done) == (running, done)
+    assert replace_entry(manifest_path, "demo", "localhost", running, done) == done
 
     loaded = load_manifest(manifest_path)
     assert (loaded.campaign_name, loaded.host) == ("demo", "localhost")
@@ -60,8 +66,8 @@ def test_update_entry_returns_before_and_after_and_persists(manifest_path: Path)
 
 def test_update_keeps_other_entries(manifest_path: Path) -> None:
     for cycle in (1, 2, 3):
-        update_entry(manifest_path, "demo", "localhost", entry(cycle))
-    update_entry(manifest_path, "demo", "localhost", entry(2, status="failed", error="OOM"))
+        put(manifest_path, entry(cycle))
+    put(manifest_path, entry(2, status="failed", error="OOM"))
     statuses = {e.cycle: e.status for e in load_manifest(manifest_path).entries.values()}
     assert statuses == {1: "pending", 2: "failed", 3: "pending"}
 
@@ -73,10 +79,10 @@ def test_update_keeps_other_entries(manifest_path: Path) -> None:
 def test_another_campaigns_or_hosts_manifest_is_refused(
     manifest_path: Path, campaign: str, host: str, field: str
 ) -> None:
-    update_entry(manifest_path, "demo", "localhost", entry())
+    put(manifest_path, entry())
     before = manifest_path.read_bytes()
     with pytest.raises(ManifestError, match=f"{manifest_path}: {field} is"):
-        update_entry(manifest_path, campaign, host, entry(2))
+        put(manifest_path, entry(2), campaign, host)
     assert manifest_path.read_bytes() == before
 
 
@@ -98,7 +104,7 @@ def test_corrupt_manifest_is_named_and_never_overwritten(
         load_manifest(manifest_path)
     assert str(raised.value).startswith(f"{manifest_path}: not a valid manifest")
     with pytest.raises(ManifestError, match=str(manifest_path)):
-        update_entry(manifest_path, "demo", "localhost", entry())
+        replace_entry(manifest_path, "demo", "localhost", None, entry())
     assert manifest_path.read_bytes() == content
 
 
@@ -114,7 +120,7 @@ def test_entry_stored_under_another_exp_id_is_rejected(manifest_path: Path) -> N
 def test_disk_full_leaves_the_old_manifest_and_no_temp_file(
     manifest_path: Path, monkeypatch: pytest.MonkeyPatch, failing_call: str
 ) -> None:
-    update_entry(manifest_path, "demo", "localhost", entry())
+    put(manifest_path, entry())
     before = manifest_path.read_bytes()
 
     def no_space(*args: object) -> int:
@@ -123,7 +129,7 @@ def test_disk_full_leaves_the_old_manifest_and_no_temp_file(
     with monkeypatch.context() as patch:
         patch.setattr(os, failing_call, no_space)
         with pytest.raises(ManifestError) as raised:
-            update_entry(manifest_path, "demo", "localhost", entry(status="completed"))
+            put(manifest_path, entry(status="completed"))
     assert str(raised.value).startswith(f"{manifest_path}: cannot write manifest")
     assert "No space left on device" in str(raised.value)
     assert manifest_path.read_bytes() == before

@@ -1,7 +1,8 @@
 """The manifest under SIGKILL and under a second writer, with real processes.
 
 A forked writer applies numbered updates ("generations") to the manifest and
-acknowledges each one on a pipe once `update_entry` has returned; it is killed
+acknowledges each one on a pipe once `replace_entry` (the function every
+attempt writes its entry with) has returned; it is killed
 with SIGKILL at random moments. Generation g sets entry g % ENTRIES to attempts
 = g, so any manifest on disk must be exactly the state after some generation u,
 and u must be the last acknowledged generation or the one in flight.
@@ -24,7 +25,7 @@ from llenergymeasure.campaign.manifest import (
     Manifest,
     ManifestEntry,
     load_manifest,
-    update_entry,
+    replace_entry,
 )
 from llenergymeasure.errors import ManifestLockError
 from llenergymeasure.files import temp_files_of
@@ -48,6 +49,17 @@ def generation_entry(generation: int) -> ManifestEntry:
     )
 
 
+def entry_before(generation: int) -> ManifestEntry | None:
+    """What the manifest holds for `generation`'s slot just before that generation."""
+    previous = generation - ENTRIES
+    return generation_entry(previous) if previous >= 1 else None
+
+
+def write_generation(path: Path, generation: int, timeout: float = 30.0) -> None:
+    entry = generation_entry(generation)
+    replace_entry(path, "demo", "localhost", entry_before(generation), entry, timeout=timeout)
+
+
 def last_generation(manifest: Manifest) -> int:
     return max((e.attempts for e in manifest.entries.values()), default=0)
 
@@ -66,7 +78,7 @@ def _write_generations(path: Path, ack_fd: int) -> None:
     generation = last_generation(load_manifest(path))
     while True:
         generation += 1
-        update_entry(path, "demo", "localhost", generation_entry(generation))
+        write_generation(path, generation)
         os.write(ack_fd, _ACK.pack(generation))
 
 
@@ -131,7 +143,7 @@ with manifest_lock(sys.argv[1], "demo"):
 
 def test_second_writer_is_refused_naming_campaign_and_holder_pid(tmp_path: Path) -> None:
     path = tmp_path / "manifest.json"
-    update_entry(path, "demo", "localhost", generation_entry(1))
+    write_generation(path, 1)
     before = path.read_bytes()
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, str(path)],
@@ -142,7 +154,7 @@ def test_second_writer_is_refused_naming_campaign_and_holder_pid(tmp_path: Path)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
         with pytest.raises(ManifestLockError) as refused:
-            update_entry(path, "demo", "localhost", generation_entry(2), timeout=0.3)
+            write_generation(path, 2, timeout=0.3)
         assert str(refused.value) == (
             f"campaign 'demo': manifest {path} is locked by pid {holder.pid}"
         )
@@ -150,5 +162,5 @@ def test_second_writer_is_refused_naming_campaign_and_holder_pid(tmp_path: Path)
     finally:
         holder.communicate(input="", timeout=30)
     assert holder.returncode == 0
-    update_entry(path, "demo", "localhost", generation_entry(2), timeout=5)
+    write_generation(path, 2, timeout=5)
     assert last_generation(load_manifest(path)) == 2

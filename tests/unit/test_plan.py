@@ -163,6 +163,12 @@ def test_host_share_keeps_plan_order() -> None:
     assert host_share(plan, "nobody") == []
 
 
+def test_host_share_orders_by_position_whatever_the_list_order() -> None:
+    plan = build_plan(campaign(ABC, cycles=2), ["h1", "h2"])
+    reordered = plan.model_copy(update={"experiments": plan.experiments[::-1]})
+    assert host_share(reordered, "h1") == host_share(plan, "h1")
+
+
 @pytest.mark.parametrize(
     ("hosts", "message"),
     [([], "at least one host"), (["h1", "h1"], "h1 listed more than once"), ([""], "''")],

@@ -10,7 +10,7 @@ import pytest
 from fixtures.results import A100, H100, make_result, write_engine_campaign, write_result
 from typer.testing import CliRunner
 
-from llenergymeasure.campaign.manifest import ManifestEntry, update_entry
+from llenergymeasure.campaign.manifest import ManifestEntry, replace_entry
 from llenergymeasure.cli import app
 from llenergymeasure.results.aggregate import aggregate_directory, format_value
 from llenergymeasure.results.figures import MAX_ROWS, pareto_front, shown_rows
@@ -94,7 +94,7 @@ def test_failures_from_the_manifests_are_listed(tmp_path: Path) -> None:
     )
     manifest = tmp_path / "hosts" / "gpu-a" / "manifest.json"
     manifest.parent.mkdir(parents=True)
-    update_entry(manifest, "engines-a100", "gpu-a", entry)
+    replace_entry(manifest, "engines-a100", "gpu-a", None, entry)
     page = write_report(tmp_path, n_resamples=500).html.read_text()
     failures = page.split("<h3>Failures</h3>", 1)[1]
     assert (

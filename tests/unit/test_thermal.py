@@ -200,6 +200,7 @@ def test_lem_wait_cool_prints_the_wait_as_json(tmp_path: Path) -> None:
         )
 
     assert outcome.exit_code == 0, outcome.output
+    assert baseline.stat().st_mode & 0o777 == 0o644  # the shared writer's mode, not mkstemp's 0600
     printed = json.loads(outcome.stdout)
     assert (printed["reason"], printed["temperatures"], printed["power_w"]) == (
         "cool",

@@ -57,7 +57,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     manifest_version: Literal[1] = MANIFEST_VERSION
-    # Empty only for a manifest not yet written; update_entry fills both in.
+    # Empty only for a manifest not yet written; replace_entry fills both in.
     campaign_name: str = ""
     host: str = ""
     entries: dict[str, ManifestEntry] = Field(default_factory=dict)
@@ -176,30 +176,22 @@ def manifest_lock(
         os.close(fd)  # closing the descriptor releases the flock
 
 
-def _claim(manifest: Manifest, path: Path, campaign: str, host: str) -> Manifest:
-    """`manifest` stamped with its owner; another campaign's or host's manifest is refused."""
+def check_owner(manifest: Manifest, path: str | Path, campaign: str, host: str) -> None:
+    """A manifest of another campaign or host must neither decide nor record this one's work."""
     for field, wanted in (("campaign_name", campaign), ("host", host)):
         found = getattr(manifest, field)
         if found and found != wanted:
             raise ManifestError(f"{path}: {field} is {found!r}, not {wanted!r}: refusing to mix")
+
+
+def _claim(manifest: Manifest, path: Path, campaign: str, host: str) -> Manifest:
+    """`manifest` stamped with its owner; another campaign's or host's manifest is refused."""
+    check_owner(manifest, path, campaign, host)
     return manifest.model_copy(update={"campaign_name": campaign, "host": host})
 
 
 class ManifestConflict(ManifestError):
     """The entry to replace is no longer the one the caller read: nothing was written."""
-
-
-def update_entry(
-    path: str | Path, campaign: str, host: str, entry: ManifestEntry, timeout: float = 30.0
-) -> tuple[ManifestEntry | None, ManifestEntry]:
-    """Under the lock: load, replace `entry.exp_id`'s entry, save. Returns (before, after)."""
-    path = Path(path)
-    with manifest_lock(path, campaign, timeout=timeout):
-        manifest = _claim(load_manifest(path), path, campaign, host)
-        before = manifest.entries.get(entry.exp_id)
-        manifest.entries[entry.exp_id] = entry
-        save_manifest(path, manifest)
-    return before, entry
 
 
 def replace_entry(
@@ -210,12 +202,13 @@ def replace_entry(
     entry: ManifestEntry,
     timeout: float = 30.0,
 ) -> ManifestEntry:
-    """`update_entry`, but only while the manifest still holds `expected` for this exp_id.
+    """Under the lock: load, set `entry.exp_id`'s entry, save, if it still is `expected`.
 
-    An attempt records its start and its outcome this way, so that an attempt left
-    running by a killed controller can never overwrite the entry of a newer attempt
-    (or a newer attempt the outcome of an older one it did not see). Raises
-    ManifestConflict, writing nothing, when the entry changed since it was read.
+    The one way an entry is written (`expected` None: there is none yet). An attempt
+    records its start and its outcome this way, so that an attempt left running by a
+    killed controller can never overwrite the entry of a newer attempt (or a newer
+    attempt the outcome of an older one it did not see). Raises ManifestConflict,
+    writing nothing, when the entry changed since it was read.
     """
     path = Path(path)
     with manifest_lock(path, campaign, timeout=timeout):

@@ -11,13 +11,15 @@ import hashlib
 import json
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from operator import attrgetter
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from llenergymeasure.config.loader import LoadedCampaign, format_validation_error
+from llenergymeasure.config.loader import LoadedCampaign
+from llenergymeasure.config.messages import format_validation_error
 from llenergymeasure.config.models import (
     Backend,
     ColdStartConfig,
@@ -32,6 +34,7 @@ from llenergymeasure.files import atomic_write_text
 
 PLAN_VERSION = 1
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost",)
+E = TypeVar("E")  # a plan entry: `PlannedExperiment` here, a plan.json dict in the filter
 
 
 class PlanModel(BaseModel):
@@ -240,9 +243,23 @@ def build_plan(
     )
 
 
+def host_share_of(
+    experiments: Iterable[E],
+    host: str,
+    host_of: Callable[[E], str],
+    position_of: Callable[[E], int],
+) -> list[E]:
+    """The experiments assigned to `host`, in plan order (by position).
+
+    Generic over the entry's form, so the playbook's filter (plan.json dicts) and the
+    package (`PlannedExperiment`) share one rule; a stable sort keeps ties in list order.
+    """
+    return sorted((e for e in experiments if host_of(e) == host), key=position_of)
+
+
 def host_share(plan: Plan, host: str) -> list[PlannedExperiment]:
-    """The experiments assigned to `host`, in plan order."""
-    return [e for e in plan.experiments if e.host == host]
+    """The experiments of `plan` assigned to `host`, in plan order."""
+    return host_share_of(plan.experiments, host, attrgetter("host"), attrgetter("position"))
 
 
 def plan_json(plan: Plan) -> str:

@@ -29,7 +29,7 @@ from llenergymeasure.config.introspection import (
     unknown_key_hint,
     unknown_keys,
 )
-from llenergymeasure.config.loader import describe_validation_error, format_loc
+from llenergymeasure.config.messages import describe_validation_error, format_loc
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.errors import ConfigError
 

@@ -19,8 +19,6 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from llenergymeasure.files import atomic_write_text
 from llenergymeasure.measure import nvml
 
 log = logging.getLogger(__name__)
@@ -178,16 +177,7 @@ def load_baseline(path: Path) -> BaselineFile | None:
 def save_baseline(path: Path, baseline: BaselineFile) -> None:
     """Atomic write: a reader sees the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(baseline.describe(), handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, json.dumps(baseline.describe(), indent=2))
 
 
 @contextmanager

@@ -9,8 +9,6 @@ backend module is imported by `load_backend` when a model is loaded.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +20,7 @@ import numpy as np
 
 from llenergymeasure.config.models import ExperimentConfig, ModelSpec
 from llenergymeasure.errors import ExperimentError, LemError
+from llenergymeasure.files import atomic_write_text
 from llenergymeasure.measure import nvml
 from llenergymeasure.measure.baseline import idle_baseline
 from llenergymeasure.measure.energy import build_energy
@@ -400,18 +399,7 @@ def write_result(out_dir: Path, result: ExperimentResult) -> Path:
     target = out_dir / RESULT_FILE
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        fd, temp_name = tempfile.mkstemp(prefix=f".{RESULT_FILE}.", dir=out_dir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), RESULT_MODE)  # mkstemp makes it owner-only
-                handle.write(result.model_dump_json(indent=2))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp_name, target)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        _fsync_directory(out_dir)
+        atomic_write_text(target, result.model_dump_json(indent=2), RESULT_MODE)
     except OSError as exc:
         raise ExperimentError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return target
@@ -420,14 +408,6 @@ def write_result(out_dir: Path, result: ExperimentResult) -> Path:
 def read_result(path: Path) -> ExperimentResult:
     """A result file read back and validated against the schema."""
     return ExperimentResult.model_validate(json.loads(path.read_text(encoding="utf-8")))
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_model_path(spec: ModelSpec) -> None:

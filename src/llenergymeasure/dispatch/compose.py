@@ -1,0 +1,254 @@
+"""The host's compose project: its services, their state, restarts, processes, the worker.
+
+Everything here reaches Docker through a `Compose` (the small interface below): the
+real one, `DockerCompose`, runs the docker CLI and python-on-whales; unit tests give a
+recording stand-in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import ValidationError
+
+from llenergymeasure.campaign.attempts import attempt_pids_from_top
+from llenergymeasure.dispatch.errors import ComposeError, ExperimentFailed, last_line
+from llenergymeasure.dispatch.timeouts import wait_for_worker
+from llenergymeasure.errors import LemError
+from llenergymeasure.files import atomic_write_text
+from llenergymeasure.runner.protocol import WorkerStats
+
+if TYPE_CHECKING:
+    from python_on_whales.components.compose.cli_wrapper import ComposeCLI
+
+SIGKILL_EXIT_CODE = 137  # a container's main process killed with SIGKILL (docker kill)
+# The docker exec of `lem worker --status`, whose own reply timeout (seconds) tells a
+# frozen worker; this one only bounds a docker CLI that hangs.
+WORKER_PROBE_EXEC_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A finished docker CLI run."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+
+class Compose(Protocol):
+    """The Docker operations of the dispatch layer; ComposeError when one fails."""
+
+    def cli(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Completed:
+        """`docker compose ... ARGS`; OSError or subprocess.TimeoutExpired when it cannot run."""
+        ...
+
+    def config_services(self) -> list[str]: ...
+
+    def ps(self, service: str) -> list[tuple[str, int | None]]:
+        """(status, exit code) of each of the service's containers, stopped ones too."""
+        ...
+
+    def restart(self, service: str, wait_timeout: int) -> None:
+        """Restart the service and wait until it is healthy."""
+        ...
+
+    def execute(self, service: str, argv: Sequence[str]) -> str:
+        """Run `argv` in the service: its stdout."""
+        ...
+
+
+class DockerCompose:
+    """The real `Compose`: the docker CLI for execs and top, python-on-whales for the rest.
+
+    python-on-whales is imported on first use: the import takes about a tenth of a
+    second, a good share of a task, and the one call every experiment makes, the exec of
+    `lem experiment`, runs the command line python-on-whales would build with subprocess.
+    """
+
+    def __init__(self, files: Sequence[str], name: str) -> None:
+        self.files = list(files)
+        self.name = name
+
+    @functools.cached_property
+    def _compose(self) -> ComposeCLI:
+        from python_on_whales import DockerClient
+
+        return DockerClient(compose_files=self.files, compose_project_name=self.name).compose
+
+    def command(self, *args: str) -> list[str]:
+        """`docker compose --file F ... --project-name P ARGS`, as python-on-whales builds it."""
+        files = [arg for name in self.files for arg in ("--file", name)]
+        return ["docker", "compose", *files, "--project-name", self.name, *args]
+
+    def cli(
+        self,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> Completed:
+        run = subprocess.run(
+            self.command(*args),
+            env={**os.environ, **env} if env is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        return Completed(run.returncode, run.stdout, run.stderr)
+
+    @contextlib.contextmanager
+    def _plain_errors(self) -> Any:
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            yield
+        except DockerException as exc:
+            raise ComposeError(exc.stderr, exc.return_code) from None
+
+    def config_services(self) -> list[str]:
+        with self._plain_errors():
+            return sorted(self._compose.config(return_json=True).get("services") or {})
+
+    def ps(self, service: str) -> list[tuple[str, int | None]]:
+        with self._plain_errors():
+            containers = self._compose.ps(services=[service], all=True)
+            return [(c.state.status, c.state.exit_code) for c in containers]
+
+    def restart(self, service: str, wait_timeout: int) -> None:
+        with self._plain_errors():
+            self._compose.restart(services=[service])
+            self._compose.up(
+                services=[service],
+                detach=True,
+                wait=True,
+                wait_timeout=wait_timeout,
+                recreate=False,
+                no_build=True,
+                pull="never",
+                quiet=True,
+            )
+
+    def execute(self, service: str, argv: Sequence[str]) -> str:
+        with self._plain_errors():
+            return self._compose.execute(service, list(argv), tty=False) or ""
+
+
+def compose_files_key(project_name: str, compose_files: Sequence[str]) -> list[list[Any]]:
+    """What the services of the project depend on: each file's path, size and mtime."""
+    key: list[list[Any]] = [["project", project_name]]
+    for name in compose_files:
+        try:
+            info = os.stat(name)
+        except OSError:
+            return []  # a missing file: let `docker compose config` name the problem
+        key.append([name, info.st_size, info.st_mtime_ns])
+    return key
+
+
+def compose_services(compose: Compose, params: Mapping[str, Any], cache: Path | None) -> list[str]:
+    """The services of the compose project, from `cache` when its files are unchanged.
+
+    `docker compose config` costs a tenth of a second or more per call; an experiment
+    loop over an unchanged project asks it once. The cache is written only when given.
+    """
+    key = compose_files_key(params["project_name"], params["compose_files"])
+    if cache is not None and key:
+        try:
+            cached = json.loads(cache.read_text(encoding="utf-8"))
+            if cached.get("key") == key:
+                return list(cached["services"])
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass  # no cache or a broken one: read the project and write it again
+    try:
+        services = compose.config_services()
+    except ComposeError as exc:
+        raise LemError(
+            f"compose_files: cannot read {params['compose_files']}: {last_line(exc.stderr)}"
+        ) from None
+    if cache is not None and key and params["service"] in services:
+        with contextlib.suppress(OSError):  # a cache that cannot be written only costs time
+            atomic_write_text(cache, json.dumps({"key": key, "services": services}) + "\n")
+    return services
+
+
+def check_service(compose: Compose, params: Mapping[str, Any], cache: Path | None) -> None:
+    """Fail before anything is written when the service is not in the compose project."""
+    services = compose_services(compose, params, cache)
+    if params["service"] not in services:
+        raise LemError(
+            f"service: {params['service']!r} is not a service of {params['compose_files']} "
+            f"(services: {', '.join(sorted(services)) or 'none'})"
+        )
+
+
+def service_stopped(compose: Compose, service: str) -> str | None:
+    """Why the service's container is not running, after a failed exec; None while it runs.
+
+    Asked only after a failure, so that "killed" or "daemon restarted" is said plainly
+    instead of the docker CLI's last line alone.
+    """
+    try:
+        states = compose.ps(service)
+    except ComposeError as exc:
+        return f"the Docker daemon did not answer: {last_line(exc.stderr) or exc.rc}"
+    if any(status == "running" for status, _ in states):
+        return None
+    if not states:
+        return "its container is gone"
+    status, code = states[0]
+    killed = " (killed)" if code == SIGKILL_EXIT_CODE else ""
+    return f"its container is {status} with exit code {code}{killed}"
+
+
+def worker_stats(compose: Compose, service: str, cancel: str | None) -> WorkerStats | None:
+    """`lem worker --status [--cancel EXP_ID]` in the service; None when the worker does
+    not answer (frozen, gone) or the exec cannot be made."""
+    argv = ["lem", "worker", "--status", *(["--cancel", cancel] if cancel else [])]
+    try:
+        probe = compose.cli(["exec", "--no-TTY", service, *argv], timeout=WORKER_PROBE_EXEC_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if probe.rc != 0:
+        return None
+    try:
+        return WorkerStats.model_validate_json(last_line(probe.stdout))
+    except ValidationError:
+        return None
+
+
+def restart_service(compose: Compose, service: str, wait_timeout: int, why: str) -> None:
+    """Restart the service and wait until it is healthy and its fresh worker answers."""
+    try:
+        compose.restart(service, wait_timeout)
+    except ComposeError as exc:
+        cause = f"restarting service {service!r} {why} failed: {last_line(exc.stderr)}"
+        raise ExperimentFailed(cause, exc.rc, exc.stderr) from None
+    if wait_for_worker(lambda: worker_stats(compose, service, None), wait_timeout) is None:
+        raise ExperimentFailed(
+            f"service {service!r} restarted {why}, but its worker did not answer "
+            f"within {wait_timeout} s"
+        )
+
+
+def attempt_pids_in(compose: Compose, service: str, exp_id: str) -> list[int]:
+    """Pids of processes in the service still running `exp_id` (`docker compose top`);
+    AttemptLookupFailed (a LemError: the task fails, nothing started) when top fails."""
+    try:
+        top = compose.cli(["top", service])
+    except OSError as exc:
+        return attempt_pids_from_top(127, "", f"cannot run the docker CLI: {exc}", exp_id)
+    return attempt_pids_from_top(top.rc, top.stdout, top.stderr, exp_id)

@@ -1,0 +1,538 @@
+"""The dispatch layer behind `lem_experiment`: one attempt's state machine, the restart
+and timeout policy, and the gaps, against a recording stand-in for Docker."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from fixtures.results import make_result, write_result
+
+from llenergymeasure.campaign.manifest import (
+    Manifest,
+    ManifestEntry,
+    load_manifest,
+    save_manifest,
+)
+from llenergymeasure.campaign.plan import PlannedExperiment, build_plan
+from llenergymeasure.config.loader import load_campaign
+from llenergymeasure.dispatch.attempt import Outcome, run_attempt
+from llenergymeasure.dispatch.compose import Completed
+from llenergymeasure.dispatch.errors import ComposeError
+from llenergymeasure.dispatch.gaps import wait_gap
+
+CAMPAIGN = "utest"
+LIBRARY = Path(__file__).resolve().parents[2] / "library"
+CONFIG = {
+    "config_name": "a",
+    "backend": "pytorch",
+    "model": {"path": "/models/tiny"},
+    "decoder": {"max_new_tokens": 4},
+    "dataset": {"name": "builtin:short-prompts", "num_prompts": 2},
+}
+
+
+def library_module(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, LIBRARY / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+LEM_EXPERIMENT = library_module("lem_experiment")
+
+
+class FakeCompose:
+    """A recording `Compose`: each exec of `lem experiment` answers the next of `exec_rcs`
+    and, on 0, writes the result the real one would."""
+
+    def __init__(
+        self, experiment: PlannedExperiment, state_dir: Path, exec_rcs: Sequence[int] = (0,)
+    ):
+        self.experiment = experiment
+        self.state_dir = state_dir
+        self.exec_rcs = list(exec_rcs)
+        self.calls: list[tuple[Any, ...]] = []
+        self.services = ["pytorch"]
+        self.top = ""
+        self.busy_with: str | None = None
+        self.wait_cool: str | Exception = '{"reason": "cool", "waited_seconds": 4.5}'
+        self.states: list[tuple[str, int | None]] = [("running", None)]
+
+    def cli(
+        self,
+        args: Sequence[str],
+        env: Any = None,
+        timeout: float | None = None,
+    ) -> Completed:
+        self.calls.append(("cli", *args))
+        if args[0] == "top":
+            return Completed(0, self.top, "")
+        if "worker" in args:
+            stats = {"pid": 7, "started_at": "now", "busy_with": self.busy_with}
+            return Completed(0, json.dumps(stats) + "\n", "")
+        rc = self.exec_rcs.pop(0)
+        if rc == 0:
+            result = make_result(
+                self.experiment.config_name,
+                self.experiment.cycle,
+                campaign_name=CAMPAIGN,
+                config_hash=self.experiment.config_hash,
+                energy_j=42.0,
+            )
+            write_result(self.state_dir / "results", result)
+        return Completed(rc, "", f"some output\nerror {rc}\n")
+
+    def config_services(self) -> list[str]:
+        self.calls.append(("config",))
+        return self.services
+
+    def ps(self, service: str) -> list[tuple[str, int | None]]:
+        self.calls.append(("ps", service))
+        return self.states
+
+    def restart(self, service: str, wait_timeout: int) -> None:
+        self.calls.append(("restart", service))
+
+    def execute(self, service: str, argv: Sequence[str]) -> str:
+        self.calls.append(("execute", service, *argv))
+        if isinstance(self.wait_cool, Exception):
+            raise self.wait_cool
+        return self.wait_cool
+
+    def kinds(self) -> list[str]:
+        """What was asked, by kind: config, top, experiment, worker, restart, ps, execute."""
+        kinds = []
+        for call in self.calls:
+            if call[0] != "cli":
+                kinds.append(call[0])
+            elif call[1] == "top":
+                kinds.append("top")
+            else:
+                kinds.append("worker" if "worker" in call else "experiment")
+        return kinds
+
+
+@pytest.fixture
+def a1(tmp_path: Path) -> PlannedExperiment:
+    campaign = tmp_path / "campaign.yml"
+    body = {"campaign_name": CAMPAIGN, "configs": [CONFIG], "execution": {"cycles": 1}}
+    campaign.write_text(yaml.safe_dump(body), encoding="utf-8")
+    return build_plan(load_campaign(campaign), ["localhost"]).experiments[0]
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "state"
+    path.mkdir()
+    return path
+
+
+def params(experiment: PlannedExperiment, state_dir: Path, **changes: Any) -> dict[str, Any]:
+    """The module's parameters, defaults filled in as AnsibleModule does."""
+    defaults = {k: v.get("default") for k, v in LEM_EXPERIMENT.ARGUMENT_SPEC.items()}
+    return defaults | {
+        "exp_id": experiment.exp_id,
+        "campaign_name": CAMPAIGN,
+        "host": experiment.host,
+        "config_name": experiment.config_name,
+        "cycle": experiment.cycle,
+        "backend": experiment.backend,
+        "config": experiment.config.model_dump(mode="json"),
+        "config_hash": experiment.config_hash,
+        "state_dir": str(state_dir),
+        "project_name": "lem-utest",
+        "compose_files": [str(state_dir.parent / "compose.yml")],
+        "service": "pytorch",
+        **changes,
+    }
+
+
+def entry(experiment: PlannedExperiment, **fields: Any) -> ManifestEntry:
+    return ManifestEntry(
+        exp_id=experiment.exp_id,
+        config_name=experiment.config_name,
+        config_hash=experiment.config_hash,
+        backend=experiment.backend,
+        service="pytorch",
+        cycle=experiment.cycle,
+        **fields,
+    )
+
+
+def save(state_dir: Path, *entries: ManifestEntry) -> None:
+    manifest = Manifest(
+        campaign_name=CAMPAIGN, host="localhost", entries={e.exp_id: e for e in entries}
+    )
+    save_manifest(state_dir / "manifest.json", manifest)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def stored_entry(state_dir: Path, experiment: PlannedExperiment) -> ManifestEntry:
+    return load_manifest(state_dir / "manifest.json").entries[experiment.exp_id]
+
+
+def completed_before(experiment: PlannedExperiment, state_dir: Path) -> None:
+    result = make_result(
+        experiment.config_name,
+        experiment.cycle,
+        campaign_name=CAMPAIGN,
+        config_hash=experiment.config_hash,
+        energy_j=123.0,
+    )
+    write_result(state_dir / "results", result)
+    path = f"results/{experiment.exp_id}/result.json"
+    save(state_dir, entry(experiment, status="completed", attempts=1, result_path=path))
+
+
+# -- the state machine ------------------------------------------------------------------
+
+
+def test_a_new_experiment_runs_and_is_recorded_completed(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    docker = FakeCompose(a1, state_dir)
+
+    outcome = run_attempt(params(a1, state_dir), diff=True, compose=docker)
+
+    assert not outcome.failed and outcome.changed
+    got = outcome.returned
+    assert (got["status"], got["reason"], got["attempts"]) == ("completed", "new", 1)
+    assert got["metrics"]["energy_j"] == 42.0 and got["service_restarted"] is False
+    assert got["gap"] == {"mode": "fixed", "outcome": "none", "waited_seconds": 0.0}
+    assert got["diff"]["before"] == {}
+    assert got["diff"]["after"]["status"] == "completed"
+    assert stored_entry(state_dir, a1).status == "completed"
+    assert (state_dir / "configs" / f"{a1.exp_id}.json").is_file()
+    assert docker.kinds() == ["config", "experiment"]
+    argv = docker.calls[1]
+    assert argv[1:4] == ("exec", "--no-TTY", "pytorch") and "--require-worker" in argv
+
+
+def test_completed_with_the_same_hash_is_not_run_and_nothing_is_written(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    completed_before(a1, state_dir)
+    before = tree(state_dir)
+    docker = FakeCompose(a1, state_dir)
+
+    outcome = run_attempt(params(a1, state_dir), compose=docker)
+
+    assert not outcome.changed and not outcome.failed
+    assert (outcome.returned["status"], outcome.returned["reason"]) == ("completed", "completed")
+    assert outcome.returned["metrics"]["energy_j"] == 123.0
+    assert docker.calls == [] and tree(state_dir) == before
+
+
+def test_completed_whose_result_is_gone_runs_again(a1: PlannedExperiment, state_dir: Path) -> None:
+    completed_before(a1, state_dir)
+    (state_dir / "results" / a1.exp_id / "result.json").unlink()
+
+    outcome = run_attempt(params(a1, state_dir), compose=FakeCompose(a1, state_dir))
+
+    assert outcome.returned["reason"] == "result-missing"
+    assert outcome.returned["detail"].startswith("completed before, but no result at ")
+    assert (outcome.returned["status"], outcome.returned["attempts"]) == ("completed", 2)
+
+
+def test_an_interrupted_entry_runs_again_with_its_partial_output_moved_aside(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    save(state_dir, entry(a1, status="running", attempts=1, started_at="earlier"))
+    partial = state_dir / "results" / a1.exp_id / "partial.txt"
+    partial.parent.mkdir(parents=True)
+    partial.write_text("half", encoding="utf-8")
+    docker = FakeCompose(a1, state_dir)
+
+    outcome = run_attempt(params(a1, state_dir), compose=docker)
+
+    assert (outcome.returned["reason"], outcome.returned["attempts"]) == ("interrupted", 2)
+    aside = state_dir / "results" / f"{a1.exp_id}.interrupted-1" / "partial.txt"
+    assert aside.read_text(encoding="utf-8") == "half"
+    assert docker.kinds() == ["config", "top", "experiment"]  # waited for the earlier one
+
+
+def test_an_interrupted_entry_that_top_cannot_check_fails_before_starting(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    save(state_dir, entry(a1, status="running", attempts=1))
+    docker = FakeCompose(a1, state_dir)
+    docker.cli = lambda args, env=None, timeout=None: Completed(1, "", "daemon gone")  # type: ignore[method-assign]
+
+    outcome = run_attempt(params(a1, state_dir), compose=docker)
+
+    assert outcome.failed and not outcome.changed
+    assert "docker compose top failed: daemon gone" in (outcome.msg or "")
+    assert (outcome.returned["status"], outcome.returned["attempts"]) == ("running", 1)
+    assert stored_entry(state_dir, a1).status == "running"
+
+
+@pytest.mark.parametrize(("retry", "runs"), [(True, True), (False, False)])
+def test_a_failed_experiment_runs_again_by_policy(
+    a1: PlannedExperiment, state_dir: Path, retry: bool, runs: bool
+) -> None:
+    save(state_dir, entry(a1, status="failed", attempts=3, error="out of memory"))
+    docker = FakeCompose(a1, state_dir)
+
+    outcome = run_attempt(params(a1, state_dir, retry_failed=retry), compose=docker)
+
+    got = outcome.returned
+    if runs:
+        assert (got["status"], got["reason"], got["attempts"]) == ("completed", "failed-retry", 4)
+    else:
+        assert not outcome.changed and not outcome.failed and docker.calls == []
+        assert (got["status"], got["reason"], got["error"]) == (
+            "failed",
+            "failed-kept",
+            "out of memory",
+        )
+
+
+def test_check_mode_reports_the_diff_and_writes_nothing(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    save(state_dir, entry(a1, status="failed", attempts=1, error="boom"))
+    before = tree(state_dir)
+    docker = FakeCompose(a1, state_dir)
+
+    outcome = run_attempt(params(a1, state_dir), check_mode=True, diff=True, compose=docker)
+
+    got = outcome.returned
+    assert outcome.changed and (got["status"], got["attempts"]) == ("pending", 1)
+    assert got["diff"]["before"]["status"] == "failed"
+    assert got["diff"]["after"]["status"] == "running" and got["diff"]["after"]["attempts"] == 2
+    assert docker.kinds() == ["config"] and tree(state_dir) == before  # no services cache either
+
+
+def test_without_diff_mode_there_is_no_diff(a1: PlannedExperiment, state_dir: Path) -> None:
+    outcome = run_attempt(
+        params(a1, state_dir), check_mode=True, compose=FakeCompose(a1, state_dir)
+    )
+
+    assert "diff" not in outcome.returned
+
+
+def test_an_unknown_service_fails_before_anything_is_written(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    outcome = run_attempt(params(a1, state_dir, service="vllm"), compose=FakeCompose(a1, state_dir))
+
+    assert outcome.failed and "'vllm' is not a service of" in (outcome.msg or "")
+    assert "services: pytorch" in (outcome.msg or "") and list(state_dir.iterdir()) == []
+
+
+def test_the_services_are_read_once_for_unchanged_compose_files(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    (state_dir.parent / "compose.yml").write_text("services: {}\n", encoding="utf-8")
+    first, second = FakeCompose(a1, state_dir), FakeCompose(a1, state_dir)
+    run_attempt(params(a1, state_dir), compose=first)
+    (state_dir / "manifest.json").unlink()
+
+    run_attempt(params(a1, state_dir), compose=second)
+
+    assert first.kinds()[0] == "config" and "config" not in second.kinds()
+
+
+def test_a_failed_exec_is_recorded_failed_with_its_stderr(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    outcome = run_attempt(params(a1, state_dir), diff=True, compose=FakeCompose(a1, state_dir, [1]))
+
+    got = outcome.returned
+    assert outcome.failed and outcome.changed and outcome.msg == f"{a1.exp_id}: error 1"
+    assert (got["status"], got["error"], got["rc"]) == ("failed", "error 1", 1)
+    assert (
+        got["stderr_tail"] == "some output\nerror 1" and got["diff"]["after"]["status"] == "failed"
+    )
+    assert stored_entry(state_dir, a1).error == "error 1"
+
+
+def test_a_stopped_service_is_named_in_the_failure(a1: PlannedExperiment, state_dir: Path) -> None:
+    docker = FakeCompose(a1, state_dir, [1])
+    docker.states = [("exited", 137)]
+
+    outcome = run_attempt(params(a1, state_dir), compose=docker)
+
+    assert (
+        "stopped during the experiment (its container is exited with exit code 137 (killed))"
+        in (outcome.returned["error"])
+    )
+
+
+def test_an_invalid_identity_fails_with_every_key_always_returned(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    outcome = run_attempt(
+        params(a1, state_dir, config_hash="0" * 16), compose=FakeCompose(a1, state_dir)
+    )
+
+    assert outcome.failed and (outcome.msg or "").startswith("config_hash: '0000000000000000'")
+    assert always_returned() <= set(outcome.returned)
+
+
+# -- restart on 75, timeouts ------------------------------------------------------------
+
+
+def test_exit_75_restarts_the_service_once_and_runs_again(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    docker = FakeCompose(a1, state_dir, [75, 0])
+
+    outcome = run_attempt(params(a1, state_dir, cold_start=True), compose=docker)
+
+    assert outcome.returned["status"] == "completed" and outcome.returned["service_restarted"]
+    # ps: after a failed exec, whether the service still runs; worker: the fresh one answers
+    assert docker.kinds() == ["config", "experiment", "ps", "restart", "worker", "experiment"]
+    assert "--cold-start" in docker.calls[1]
+
+
+def test_exit_75_without_a_restart_left_fails(a1: PlannedExperiment, state_dir: Path) -> None:
+    docker = FakeCompose(a1, state_dir, [75])
+
+    outcome = run_attempt(params(a1, state_dir, restart_allowed=False), compose=docker)
+
+    assert outcome.returned["error"] == (
+        "error 75 (no service restart left: health_check.max_restarts is spent)"
+    )
+    assert "restart" not in docker.kinds() and outcome.returned["service_restarted"] is False
+
+
+def test_exit_75_after_the_restart_too_fails(a1: PlannedExperiment, state_dir: Path) -> None:
+    outcome = run_attempt(params(a1, state_dir), compose=FakeCompose(a1, state_dir, [75, 75]))
+
+    assert outcome.returned["error"] == "error 75 (even after a restart of the service)"
+    assert outcome.returned["service_restarted"] is True
+
+
+def test_a_timed_out_exec_is_cancelled_in_the_worker(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    docker = FakeCompose(a1, state_dir, [124])
+
+    outcome = run_attempt(params(a1, state_dir, timeout=5), compose=docker)
+
+    assert outcome.returned["error"] == "timed out after 5 s: stopped in the worker"
+    assert (
+        "cli",
+        "exec",
+        "--no-TTY",
+        "pytorch",
+        "lem",
+        "worker",
+        "--status",
+        "--cancel",
+        a1.exp_id,
+    ) in (docker.calls)
+    assert docker.calls[1][4:7] == ("timeout", "--kill-after=30", "5")
+
+
+# -- gaps -------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def gap(
+    docker: FakeCompose, p: dict[str, Any], warnings: list[str] | None = None
+) -> tuple[Any, Clock]:
+    clock = Clock()
+    waited = wait_gap(
+        docker, p, (warnings if warnings is not None else []).append, clock.sleep, clock
+    )
+    return waited, clock
+
+
+def test_no_gap_waits_nothing(a1: PlannedExperiment, state_dir: Path) -> None:
+    waited, clock = gap(FakeCompose(a1, state_dir), params(a1, state_dir, gap_mode="thermal"))
+
+    assert (waited.outcome, waited.waited_seconds, clock.sleeps) == ("none", 0.0, [])
+
+
+def test_a_fixed_gap_sleeps(a1: PlannedExperiment, state_dir: Path) -> None:
+    docker = FakeCompose(a1, state_dir)
+    waited, clock = gap(docker, params(a1, state_dir, gap_seconds=30.0))
+
+    assert (waited.mode, waited.outcome, waited.waited_seconds) == ("fixed", "fixed", 30.0)
+    assert clock.sleeps == [30.0] and docker.calls == []
+
+
+def test_a_thermal_gap_is_what_wait_cool_answered(a1: PlannedExperiment, state_dir: Path) -> None:
+    docker = FakeCompose(a1, state_dir)
+    p = params(a1, state_dir, gap_seconds=60.0, gap_mode="thermal")
+    waited, clock = gap(docker, p)
+
+    assert (waited.outcome, waited.waited_seconds, clock.sleeps) == ("cool", 4.5, [])
+    assert docker.calls[0][:5] == ("execute", "pytorch", "lem", "wait-cool", "--max-seconds")
+    assert "/lem/state/baseline.json" in docker.calls[0]
+
+
+@pytest.mark.parametrize(
+    ("answer", "outcome", "warned"),
+    [
+        ('{"reason": "no-baseline", "waited_seconds": 0}', "no-baseline", False),
+        ("not json", "wait-cool-failed", True),
+        (ComposeError("exec failed", 1), "wait-cool-failed", True),
+    ],
+)
+def test_a_thermal_gap_that_cannot_tell_is_waited_as_fixed(
+    a1: PlannedExperiment, state_dir: Path, answer: Any, outcome: str, warned: bool
+) -> None:
+    docker = FakeCompose(a1, state_dir)
+    docker.wait_cool = answer
+    warnings: list[str] = []
+    waited, clock = gap(
+        docker, params(a1, state_dir, gap_seconds=60.0, gap_mode="thermal"), warnings
+    )
+
+    assert (waited.outcome, waited.waited_seconds, clock.sleeps) == (outcome, 60.0, [60.0])
+    assert bool(warnings) is warned
+
+
+# -- what the module documents ----------------------------------------------------------
+
+
+def documented() -> dict[str, Any]:
+    return yaml.safe_load(LEM_EXPERIMENT.RETURN)
+
+
+def always_returned() -> set[str]:
+    return {key for key, doc in documented().items() if doc["returned"] == "always"}
+
+
+def test_return_documents_exactly_the_keys_outcomes_have(
+    a1: PlannedExperiment, state_dir: Path, tmp_path: Path
+) -> None:
+    outcomes: list[Outcome] = []
+    for rcs, changes in (([0], {}), ([1], {}), ([0], {"config_hash": "0" * 16})):
+        directory = tmp_path / f"s{len(outcomes)}"
+        directory.mkdir()
+        outcomes.append(
+            run_attempt(
+                params(a1, directory, **changes), diff=True, compose=FakeCompose(a1, directory, rcs)
+            )
+        )
+    keys = set().union(*(o.returned for o in outcomes)) - {"diff"}  # diff: Ansible's own
+
+    assert keys == set(documented())
+    for outcome in outcomes:
+        assert always_returned() <= set(outcome.returned)
