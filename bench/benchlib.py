@@ -1,8 +1,9 @@
 """What the Docker benches share: the CPU image, the tiny model, a compose service of the
 CPU image, and campaign playbook runs on localhost.
 
-The compose file is rendered from docker/compose.yml.j2 and playbooks are run exactly as
-the integration tests do (tests/fixtures), so a bench measures the product's own path.
+The compose file is rendered from docker/compose.yml.j2 (as the integration tests do) and
+playbooks are run the way `lem run` runs them (`llenergymeasure.run_campaign`, through
+ansible-runner), so a bench measures the product's own path.
 Models and the host venv the playbook installs are kept under --cache-dir between runs,
 so that a second run of a bench measures the campaign, not the set-up.
 """
@@ -10,6 +11,7 @@ so that a second run of a bench measures the campaign, not the set-up.
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -23,6 +25,8 @@ from typing import Any
 
 from python_on_whales import DockerClient
 
+from llenergymeasure import run_campaign
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the fixtures that render compose files, run playbooks
 
@@ -30,7 +34,6 @@ from fixtures.campaign import (  # noqa: E402
     CampaignRun,
     HostDirs,
     compose_down,
-    run_campaign,
     write_yaml,
 )
 from fixtures.compose import cpu_host_variables, render_compose  # noqa: E402
@@ -38,6 +41,7 @@ from fixtures.compose import cpu_host_variables, render_compose  # noqa: E402
 LEM = Path(sys.executable).with_name("lem")
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "lem-bench"
 SERVICE = "pytorch"
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def cpu_image() -> str:
@@ -160,14 +164,12 @@ class Playbook:
     def run(self, host: HostDirs, campaign: dict[str, Any]) -> tuple[CampaignRun, float]:
         """Run `campaign` on `host`; the run and its wall time in seconds."""
         campaign_file = write_yaml(self.work / f"{campaign['campaign_name']}.yml", campaign)
-        variables = {
-            **host.variables(),
-            "lem_campaign_file": str(campaign_file),
-            "lem_results_dir": str(host.root / "results"),
-        }
+        variables = {**host.variables(), "lem_results_dir": str(host.root / "results")}
         started = time.perf_counter()
-        run = run_campaign(self.inventory(), variables, self.work)
+        outcome = run_campaign(campaign_file, self.inventory(), variables, project_dir=REPO)
         wall = time.perf_counter() - started
+        # The log is the playbook's output as a terminal shows it: colours dropped to parse.
+        run = CampaignRun(outcome.rc, ANSI_ESCAPE.sub("", outcome.log.read_text(encoding="utf-8")))
         if run.returncode != 0:
             compose_down(host.project)
             sys.exit(f"the campaign playbook failed:\n{run.output[-4000:]}")
