@@ -364,10 +364,14 @@ def test_the_services_cache_follows_a_changed_compose_file(tmp_path: Path) -> No
 
     (not_running,) = run_experiments(tmp_path, [args])
     cached = read_json(state_dir / ".compose-services.json")
+    recorded = read_json(state_dir / "manifest.json")
     compose_file.write_text(yaml.safe_dump({"services": {"vllm": {"image": "x"}}}))
     (gone,) = run_experiments(tmp_path, [args])
 
     assert not_running["status"] == "failed"  # the service was found, its exec failed
     assert cached["services"] == ["pytorch"]
-    assert gone["failed"] is True and "status" not in gone
+    # Refused before the attempt started: the entry returned and the manifest as they were.
+    assert gone["failed"] is True
+    assert (gone["status"], gone["attempts"]) == ("failed", not_running["attempts"])
+    assert read_json(state_dir / "manifest.json") == recorded
     assert "'pytorch' is not a service of" in gone["msg"] and "(services: vllm)" in gone["msg"]
