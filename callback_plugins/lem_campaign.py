@@ -308,6 +308,8 @@ class CallbackModule(CallbackBase):
             )
             line += self.pace.line_suffix(outcome.status, duration, left)
         self._display.display(line)
+        if "ansible_loop_var" in data:  # in a loop, the next item starts now
+            self.pace.started(host, time.monotonic())
 
     # -- at the end -------------------------------------------------------------------
 

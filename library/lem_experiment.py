@@ -139,14 +139,48 @@ options:
         instead of reusing the one the service's worker holds.
     type: bool
     default: false
-  restart_allowed:
+  max_restarts:
     description:
-      - Whether the service may be restarted when the worker answers that only a restart
-        gives the cold start asked for (exit 75), or when its worker is frozen or does not
-        stop an experiment past O(timeout). When false the experiment is recorded failed
-        without the restart (the caller's restart budget is spent).
+      - Service restarts allowed in the whole run (C(health_check.max_restarts)). The
+        service is restarted when the worker answers that only a restart gives the cold
+        start asked for (exit 75), when its worker is frozen or does not stop an experiment
+        past O(timeout), and when a health check fails (O(health_check_before),
+        O(health_check_after_failure)). Once they are spent, the experiment is recorded
+        failed without the restart, or runs as it is, with a warning.
+    type: int
+    default: 3
+  restarts_done:
+    description: Restarts already made in the run before this task (by the caller).
+    type: int
+    default: 0
+  loop_id:
+    description:
+      - Tasks given the same O(loop_id) (the experiments of one loop) count their restarts
+        together against O(max_restarts), in C(STATE_DIR/.loop-restarts.json), since one
+        task of a loop cannot see what the others returned. Make it unique to the run.
+      - Unset, this task's restarts are counted alone.
+    type: str
+  health_check_before:
+    description:
+      - Run C(lem health --json) in the service before the experiment, and restart the
+        service when the check fails (the exec does not answer) or a GPU's memory that the
+        service's worker does not hold is above O(gpu_memory_threshold_pct).
+      - Only when the experiment will run, before its gap and before its entry is marked
+        C(running), and never in check mode. When that restart fails, the task fails and
+        the experiment is left as it was (a re-run runs it).
+    type: bool
+    default: false
+  health_check_after_failure:
+    description:
+      - The same check after a failed experiment (a failure may mean that the service
+        itself died), unless this task restarted the service already; a healthy service
+        is left as it is.
     type: bool
     default: true
+  gpu_memory_threshold_pct:
+    description: Percent of a GPU's memory held outside the service's worker that fails the check.
+    type: float
+    default: 90.0
   wait_timeout:
     description: Seconds to wait for the service to be healthy again after a restart.
     type: int
@@ -157,9 +191,8 @@ options:
       - The exec (a thin client) is stopped by C(timeout) from coreutils, and the worker is
         asked to stop the experiment (C(lem worker --status --cancel)); it stops at its next
         stage. When the worker does not answer within seconds (frozen), or has not stopped
-        it after a grace period, the service is restarted (if O(restart_allowed)) and
-        C(service_restarted) is returned true, so that the next experiments find a worker that
-        serves them (see docs/reliability.md).
+        it after a grace period, the service is restarted (within O(max_restarts)), so that
+        the next experiments find a worker that serves them (see docs/reliability.md).
     type: int
   environment:
     description:
@@ -199,6 +232,8 @@ EXAMPLES = r"""
     compose_files: ["{{ lem_state_dir }}/compose.yml"]
     service: "{{ item.backend }}"
     gap_seconds: "{{ item.gap_seconds }}"
+    # the loop's restarts counted together, against max_restarts (3 by default)
+    loop_id: "{{ lem_run_id }}"
     environment:
       HF_TOKEN: "{{ lem_hf_token | default(omit) }}"
   loop: "{{ lem_pending | lem_with_gaps(60, 300) }}"
@@ -286,13 +321,29 @@ stderr_tail:
   description: Last lines of the experiment's stderr.
   returned: when the experiment ran and failed
   type: str
-service_restarted:
+service_restarts:
   description:
-    - Whether the service was restarted to give the experiment its cold start (exit 75),
-      or because its worker was frozen or kept running the experiment past O(timeout).
-      Callers count it against their restart budget.
+    - Service restarts this task made (for a cold start, a frozen or timed-out worker, a
+      failed health check). Callers add them to the restarts done in the run.
   returned: when the experiment ran
-  type: bool
+  type: int
+  sample: 0
+health:
+  description: The health checks made (O(health_check_before), O(health_check_after_failure)).
+  returned: when the experiment ran
+  type: list
+  elements: dict
+  contains:
+    when:
+      description: C(before the experiment) or C(after the failure).
+      type: str
+    problem:
+      description: Why the service failed the check; null when it passed.
+      type: str
+    restarted:
+      description: Whether the service was restarted for it.
+      type: bool
+  sample: [{"when": "after the failure", "problem": "`lem health` failed", "restarted": true}]
 gap:
   description: The gap waited before the experiment.
   returned: when the experiment ran
@@ -350,7 +401,12 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "thermal_temp_tolerance_c": {"type": "float", "default": 2.0},
     "thermal_power_tolerance_pct": {"type": "float", "default": 10.0},
     "cold_start": {"type": "bool", "default": False},
-    "restart_allowed": {"type": "bool", "default": True},
+    "max_restarts": {"type": "int", "default": 3},
+    "restarts_done": {"type": "int", "default": 0},
+    "loop_id": {"type": "str"},
+    "health_check_before": {"type": "bool", "default": False},
+    "health_check_after_failure": {"type": "bool", "default": True},
+    "gpu_memory_threshold_pct": {"type": "float", "default": 90.0},
     "wait_timeout": {"type": "int", "default": 600},
     "timeout": {"type": "int"},
     "environment": {"type": "dict", "default": {}, "no_log": True},

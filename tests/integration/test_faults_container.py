@@ -93,8 +93,10 @@ def test_a_killed_container_fails_its_experiment_the_service_comes_back_a_rerun_
     }
     assert "service 'pytorch' stopped during the experiment" in entries[FIRST]["error"]
     assert f"1 experiment(s) failed on localhost: {FIRST}" in first.output
-    # The service was brought back before the next experiment, which completed.
-    assert "TASK [lem_experiments : Restart the services pytorch]" in first.output
+    # The failed task's health check restarted the service (its JSON is in the output),
+    # and the next experiment completed.
+    assert '"when": "after the failure"' in first.output
+    assert '"restarted": true' in first.output
     assert entries[f"{CAMPAIGN}__bs2__c01"]["status"] == "completed"
 
     edit_yaml(campaign_file, {"failures": {"retry_failed_on_resume": False}})

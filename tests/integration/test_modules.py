@@ -20,6 +20,7 @@ import pytest
 import yaml
 from fixtures.ansible import PlaybookRun, localhost_play, run_playbook
 from fixtures.compose import cpu_host_variables, render_compose
+from fixtures.plan import experiment_args, manifest_entry
 from fixtures.results import make_result, write_result
 
 from llenergymeasure.campaign.manifest import Manifest, ManifestEntry, save_manifest
@@ -60,18 +61,6 @@ def plan_entry(experiment: PlannedExperiment) -> dict[str, Any]:
     return experiment.model_dump(mode="json")
 
 
-def entry_for(experiment: PlannedExperiment, **fields: Any) -> ManifestEntry:
-    return ManifestEntry(
-        exp_id=experiment.exp_id,
-        config_name=experiment.config_name,
-        config_hash=experiment.config_hash,
-        backend=experiment.backend,
-        service="pytorch",
-        cycle=experiment.cycle,
-        **fields,
-    )
-
-
 def store_result(state_dir: Path, experiment: PlannedExperiment, energy_j: float) -> Path:
     result = make_result(
         experiment.config_name,
@@ -90,26 +79,6 @@ def save_entries(state_dir: Path, *entries: ManifestEntry) -> None:
         campaign_name=CAMPAIGN, host="localhost", entries={e.exp_id: e for e in entries}
     )
     save_manifest(state_dir / "manifest.json", manifest)
-
-
-def experiment_args(
-    experiment: PlannedExperiment, state_dir: Path, compose_file: Path, project: str, **extra: Any
-) -> dict[str, Any]:
-    return {
-        "exp_id": experiment.exp_id,
-        "campaign_name": CAMPAIGN,
-        "host": experiment.host,
-        "config_name": experiment.config_name,
-        "cycle": experiment.cycle,
-        "backend": experiment.backend,
-        "config": experiment.config.model_dump(mode="json"),
-        "config_hash": experiment.config_hash,
-        "state_dir": str(state_dir),
-        "project_name": project,
-        "compose_files": [str(compose_file)],
-        "service": "pytorch",
-        **extra,
-    }
 
 
 def run_task(
@@ -219,9 +188,9 @@ def test_manifest_splits_the_share_into_pending_and_completed(
     done = {"status": "completed", "attempts": 1, "result_path": f"results/{a1.exp_id}/result.json"}
     save_entries(
         state_dir,
-        entry_for(a1, **done),
-        entry_for(b1, status="running", attempts=1),
-        entry_for(a2, status="failed", attempts=2, error="out of memory"),
+        manifest_entry(a1, **done),
+        manifest_entry(b1, status="running", attempts=1),
+        manifest_entry(a2, status="failed", attempts=2, error="out of memory"),
     )
     before = tree(state_dir)
     args = {
@@ -253,7 +222,7 @@ def test_manifest_keeps_failures_when_not_retrying(
 ) -> None:
     a1 = share[0]
     state_dir = tmp_path / "state"
-    failed = entry_for(a1, status="failed", attempts=1, error="model path missing")
+    failed = manifest_entry(a1, status="failed", attempts=1, error="model path missing")
     save_entries(state_dir, failed)
     args = {
         "state_dir": str(state_dir),
@@ -284,7 +253,7 @@ def test_manifest_runs_again_a_completed_experiment_whose_result_is_gone(
 ) -> None:
     a1 = share[0]
     state_dir = tmp_path / "state"
-    done = entry_for(a1, status="completed", attempts=1, result_path="results/x/result.json")
+    done = manifest_entry(a1, status="completed", attempts=1, result_path="results/x/result.json")
     save_entries(state_dir, done)
     args = {
         "state_dir": str(state_dir),
@@ -356,7 +325,9 @@ def test_experiment_check_mode_reports_and_writes_nothing(
 ) -> None:
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    args = experiment_args(share[0], state_dir, idle_compose, f"lem-test-{uuid.uuid4().hex[:8]}")
+    args = experiment_args(
+        share[0], CAMPAIGN, state_dir, idle_compose, f"lem-test-{uuid.uuid4().hex[:8]}"
+    )
 
     _, result = run_task(tmp_path, "lem_experiment", args, "--check", "--diff")
 
@@ -374,10 +345,10 @@ def test_experiment_completed_with_same_hash_is_not_run_again(
     state_dir = tmp_path / "state"
     store_result(state_dir, a1, energy_j=123.0)
     done = {"status": "completed", "attempts": 1, "result_path": f"results/{a1.exp_id}/result.json"}
-    save_entries(state_dir, entry_for(a1, **done))
+    save_entries(state_dir, manifest_entry(a1, **done))
     before = tree(state_dir)
     # The compose file does not exist: the module cannot have executed anything.
-    args = experiment_args(a1, state_dir, tmp_path / "absent.yml", "lem-test-unused")
+    args = experiment_args(a1, CAMPAIGN, state_dir, tmp_path / "absent.yml", "lem-test-unused")
 
     _, result = run_task(tmp_path, "lem_experiment", args)
 
@@ -393,9 +364,11 @@ def test_experiment_failure_kept_by_policy_is_not_run_again(
 ) -> None:
     a1 = share[0]
     state_dir = tmp_path / "state"
-    save_entries(state_dir, entry_for(a1, status="failed", attempts=3, error="out of memory"))
+    save_entries(state_dir, manifest_entry(a1, status="failed", attempts=3, error="out of memory"))
     before = tree(state_dir)
-    args = experiment_args(a1, state_dir, tmp_path / "absent.yml", "unused", retry_failed=False)
+    args = experiment_args(
+        a1, CAMPAIGN, state_dir, tmp_path / "absent.yml", "unused", retry_failed=False
+    )
 
     _, result = run_task(tmp_path, "lem_experiment", args)
 
@@ -410,7 +383,9 @@ def test_experiment_unknown_service_fails_before_writing(
 ) -> None:
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    args = experiment_args(share[0], state_dir, idle_compose, "lem-test-unused", service="vllm")
+    args = experiment_args(
+        share[0], CAMPAIGN, state_dir, idle_compose, "lem-test-unused", service="vllm"
+    )
 
     _, result = run_task(tmp_path, "lem_experiment", args)
 
@@ -442,7 +417,9 @@ def test_experiment_rejects_an_inconsistent_or_unsafe_identity(
 ) -> None:
     state_dir = tmp_path / "state"
     state_dir.mkdir()
-    args = experiment_args(share[0], state_dir, idle_compose, "lem-test-unused") | overrides
+    args = (
+        experiment_args(share[0], CAMPAIGN, state_dir, idle_compose, "lem-test-unused") | overrides
+    )
 
     _, result = run_task(tmp_path, "lem_experiment", args)
 
@@ -499,7 +476,12 @@ def test_experiment_runs_once_then_is_skipped(
     state_dir = service.state_dir
     secret = f"hf_{uuid.uuid4().hex}"
     args = experiment_args(
-        share[0], state_dir, service.compose_file, service.project, environment={"HF_TOKEN": secret}
+        share[0],
+        CAMPAIGN,
+        state_dir,
+        service.compose_file,
+        service.project,
+        environment={"HF_TOKEN": secret},
     )
 
     first_run, first = run_task(tmp_path, "lem_experiment", args, "--diff")
@@ -525,7 +507,7 @@ def test_experiment_carries_shell_syntax_as_data(tmp_path: Path, service: Servic
     hostile_path = "/models/$(touch /tmp/pwned); touch /tmp/pwned2 #"
     campaign = write_campaign(tmp_path, [tiny("evil", model={"path": hostile_path})], cycles=1)
     (evil,) = build_plan(load_campaign(campaign), ["localhost"]).experiments
-    args = experiment_args(evil, state_dir, service.compose_file, service.project)
+    args = experiment_args(evil, CAMPAIGN, state_dir, service.compose_file, service.project)
 
     _, result = run_task(tmp_path, "lem_experiment", args)
 
@@ -551,8 +533,8 @@ def test_experiment_interrupted_runs_again_with_partial_output_set_aside(
     partial = service.state_dir / "results" / a1.exp_id / "partial.log"
     partial.parent.mkdir(parents=True)
     partial.write_text("killed mid-window", encoding="utf-8")
-    save_entries(service.state_dir, entry_for(a1, status="running", attempts=1))
-    args = experiment_args(a1, service.state_dir, service.compose_file, service.project)
+    save_entries(service.state_dir, manifest_entry(a1, status="running", attempts=1))
+    args = experiment_args(a1, CAMPAIGN, service.state_dir, service.compose_file, service.project)
 
     _, result = run_task(tmp_path, "lem_experiment", args)
 
@@ -576,7 +558,7 @@ def test_experiment_past_its_timeout_is_stopped_and_recorded_failed(
     campaign = write_campaign(tmp_path, [slow], cycles=1)
     (experiment,) = build_plan(load_campaign(campaign), ["localhost"]).experiments
     args = experiment_args(
-        experiment, service.state_dir, service.compose_file, service.project, timeout=2
+        experiment, CAMPAIGN, service.state_dir, service.compose_file, service.project, timeout=2
     )
 
     _, result = run_task(tmp_path, "lem_experiment", args)
@@ -589,7 +571,7 @@ def test_experiment_past_its_timeout_is_stopped_and_recorded_failed(
     )
     assert result["failed"] is True and result["rc"] == 124
     assert result["msg"] == f"{experiment.exp_id}: {error}"
-    assert result["service_restarted"] is True
+    assert result["service_restarts"] == 1
     manifest = json.loads((service.state_dir / "manifest.json").read_text())
     assert manifest["entries"][experiment.exp_id]["status"] == "failed"
     assert manifest["entries"][experiment.exp_id]["error"] == error

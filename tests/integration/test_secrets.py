@@ -126,7 +126,7 @@ def test_the_token_is_in_no_output_or_log(secret_run: SecretRun) -> None:
 def test_a_service_restart_keeps_the_token(
     tmp_path: Path, cpu_image: str, docker_engine: DockerClient
 ) -> None:
-    """The health check's restart (lem_experiments' restart.yml) must not lose HF_TOKEN.
+    """The hand-over's restart (lem_experiments' restart.yml) must not lose HF_TOKEN.
 
     lem_services brings the service up with the token in `docker compose`'s environment;
     a later `docker compose up` without it would recreate the container without it.

@@ -33,6 +33,7 @@ from fixtures.campaign import (
     unique_name,
     write_yaml,
 )
+from fixtures.plan import experiment_args
 from fixtures.results import make_result, write_result
 from python_on_whales import DockerClient
 
@@ -270,23 +271,16 @@ def cold_start_args(experiment: PlannedExperiment, stand_in: StandIn, **extra: A
         config_hash=experiment.config_hash,
     )
     write_result(stand_in.state_dir / "prepared", result)
-    return {
-        "exp_id": experiment.exp_id,
-        "campaign_name": CAMPAIGN,
-        "host": experiment.host,
-        "config_name": experiment.config_name,
-        "cycle": experiment.cycle,
-        "backend": experiment.backend,
-        "config": experiment.config.model_dump(mode="json"),
-        "config_hash": experiment.config_hash,
-        "state_dir": str(stand_in.state_dir),
-        "project_name": stand_in.project,
-        "compose_files": [str(stand_in.compose_file)],
-        "service": "pytorch",
-        "cold_start": True,
-        "wait_timeout": 120,
+    return experiment_args(
+        experiment,
+        CAMPAIGN,
+        stand_in.state_dir,
+        stand_in.compose_file,
+        stand_in.project,
+        cold_start=True,
+        wait_timeout=120,
         **extra,
-    }
+    )
 
 
 def two_experiments(tmp_path: Path) -> list[PlannedExperiment]:
@@ -312,9 +306,9 @@ def test_a_cold_start_that_needs_a_restart_restarts_the_service_once(
         tmp_path, [cold_start_args(first, stand_in), cold_start_args(second, stand_in)]
     )
 
-    assert [(r["status"], r["service_restarted"]) for r in done] == [
-        ("completed", False),
-        ("completed", True),
+    assert [(r["status"], r["service_restarts"]) for r in done] == [
+        ("completed", 0),
+        ("completed", 1),
     ]
     assert stand_in.starts() == 2
     entries = manifest_entries(stand_in.state_dir / "manifest.json")
@@ -326,12 +320,12 @@ def test_a_cold_start_without_a_restart_left_is_recorded_failed(
 ) -> None:
     first, second = two_experiments(tmp_path)
     args = [cold_start_args(first, stand_in), cold_start_args(second, stand_in)]
-    args[1]["restart_allowed"] = False
+    args[1]["max_restarts"] = 0
 
     done = run_experiments(tmp_path, args)
 
     assert done[0]["status"] == "completed"
-    assert (done[1]["status"], done[1]["rc"], done[1]["service_restarted"]) == ("failed", 75, False)
+    assert (done[1]["status"], done[1]["rc"], done[1]["service_restarts"]) == ("failed", 75, 0)
     assert "no service restart left" in done[1]["error"]
     assert stand_in.starts() == 1
     entry = manifest_entries(stand_in.state_dir / "manifest.json")[second.exp_id]

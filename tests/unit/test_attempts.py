@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fixtures.clock import FakeClock
 
 from llenergymeasure.campaign.attempts import (
     AttemptLookupFailed,
@@ -46,21 +47,6 @@ root   4242    4200   0   10:00   ?     00:00:00   lem experiment c.json --exp-i
     assert attempt_pids(older_layout, EXP) == [4242]
     assert attempt_pids("", EXP) == []
     assert attempt_pids(f"no header here --exp-id {EXP}", EXP) == []
-
-
-class FakeClock:
-    """time.monotonic/time.sleep stand-ins: sleeping advances the clock."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_waiting_ends_when_the_earlier_attempt_ends() -> None:

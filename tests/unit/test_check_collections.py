@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
+
+from fixtures.load import load_module
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "check_collections.py"
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("check_collections", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-check = _load()
+check = load_module(SCRIPT, "check_collections")
 
 
 def test_the_pin_is_community_docker_from_3_13() -> None:

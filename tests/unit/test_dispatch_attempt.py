@@ -3,7 +3,6 @@ and timeout policy, and the gaps, against a recording stand-in for Docker."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +10,9 @@ from typing import Any
 
 import pytest
 import yaml
+from fixtures.clock import FakeClock
+from fixtures.load import load_module
+from fixtures.plan import experiment_args, manifest_entry
 from fixtures.results import make_result, write_result
 
 from llenergymeasure.campaign.manifest import (
@@ -37,15 +39,7 @@ CONFIG = {
 }
 
 
-def library_module(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, LIBRARY / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-LEM_EXPERIMENT = library_module("lem_experiment")
+LEM_EXPERIMENT = load_module(LIBRARY / "lem_experiment.py", "lem_experiment")
 
 
 class FakeCompose:
@@ -64,6 +58,10 @@ class FakeCompose:
         self.busy_with: str | None = None
         self.wait_cool: str | Exception = '{"reason": "cool", "waited_seconds": 4.5}'
         self.states: list[tuple[str, int | None]] = [("running", None)]
+        # `lem health --json` in the service: its exit status and the GPUs' outside shares
+        self.health_rc = 0
+        self.health_outside: list[float] = []
+        self.restart_error: ComposeError | None = None
 
     def cli(
         self,
@@ -77,6 +75,12 @@ class FakeCompose:
         if "worker" in args:
             stats = {"pid": 7, "started_at": "now", "busy_with": self.busy_with}
             return Completed(0, json.dumps(stats) + "\n", "")
+        if "health" in args:
+            gpus = [
+                {"index": i, "memory_outside_worker_pct": pct}
+                for i, pct in enumerate(self.health_outside)
+            ]
+            return Completed(self.health_rc, json.dumps({"gpus": gpus}), "service not running")
         rc = self.exec_rcs.pop(0)
         if rc == 0:
             result = make_result(
@@ -99,6 +103,8 @@ class FakeCompose:
 
     def restart(self, service: str, wait_timeout: int) -> None:
         self.calls.append(("restart", service))
+        if self.restart_error is not None:
+            raise self.restart_error
 
     def execute(self, service: str, argv: Sequence[str]) -> str:
         self.calls.append(("execute", service, *argv))
@@ -107,7 +113,8 @@ class FakeCompose:
         return self.wait_cool
 
     def kinds(self) -> list[str]:
-        """What was asked, by kind: config, top, experiment, worker, restart, ps, execute."""
+        """What was asked, by kind: config, top, experiment, worker, health, restart, ps,
+        execute."""
         kinds = []
         for call in self.calls:
             if call[0] != "cli":
@@ -115,7 +122,7 @@ class FakeCompose:
             elif call[1] == "top":
                 kinds.append("top")
             else:
-                kinds.append("worker" if "worker" in call else "experiment")
+                kinds.append(next((k for k in ("worker", "health") if k in call), "experiment"))
         return kinds
 
 
@@ -137,32 +144,9 @@ def state_dir(tmp_path: Path) -> Path:
 def params(experiment: PlannedExperiment, state_dir: Path, **changes: Any) -> dict[str, Any]:
     """The module's parameters, defaults filled in as AnsibleModule does."""
     defaults = {k: v.get("default") for k, v in LEM_EXPERIMENT.ARGUMENT_SPEC.items()}
-    return defaults | {
-        "exp_id": experiment.exp_id,
-        "campaign_name": CAMPAIGN,
-        "host": experiment.host,
-        "config_name": experiment.config_name,
-        "cycle": experiment.cycle,
-        "backend": experiment.backend,
-        "config": experiment.config.model_dump(mode="json"),
-        "config_hash": experiment.config_hash,
-        "state_dir": str(state_dir),
-        "project_name": "lem-utest",
-        "compose_files": [str(state_dir.parent / "compose.yml")],
-        "service": "pytorch",
-        **changes,
-    }
-
-
-def entry(experiment: PlannedExperiment, **fields: Any) -> ManifestEntry:
-    return ManifestEntry(
-        exp_id=experiment.exp_id,
-        config_name=experiment.config_name,
-        config_hash=experiment.config_hash,
-        backend=experiment.backend,
-        service="pytorch",
-        cycle=experiment.cycle,
-        **fields,
+    compose_file = state_dir.parent / "compose.yml"
+    return defaults | experiment_args(
+        experiment, CAMPAIGN, state_dir, compose_file, "lem-utest", **changes
     )
 
 
@@ -191,7 +175,7 @@ def completed_before(experiment: PlannedExperiment, state_dir: Path) -> None:
     )
     write_result(state_dir / "results", result)
     path = f"results/{experiment.exp_id}/result.json"
-    save(state_dir, entry(experiment, status="completed", attempts=1, result_path=path))
+    save(state_dir, manifest_entry(experiment, status="completed", attempts=1, result_path=path))
 
 
 # -- the state machine ------------------------------------------------------------------
@@ -207,7 +191,7 @@ def test_a_new_experiment_runs_and_is_recorded_completed(
     assert not outcome.failed and outcome.changed
     got = outcome.returned
     assert (got["status"], got["reason"], got["attempts"]) == ("completed", "new", 1)
-    assert got["metrics"]["energy_j"] == 42.0 and got["service_restarted"] is False
+    assert got["metrics"]["energy_j"] == 42.0 and got["service_restarts"] == 0
     assert got["gap"] == {"mode": "fixed", "outcome": "none", "waited_seconds": 0.0}
     assert got["diff"]["before"] == {}
     assert got["diff"]["after"]["status"] == "completed"
@@ -247,7 +231,7 @@ def test_completed_whose_result_is_gone_runs_again(a1: PlannedExperiment, state_
 def test_an_interrupted_entry_runs_again_with_its_partial_output_moved_aside(
     a1: PlannedExperiment, state_dir: Path
 ) -> None:
-    save(state_dir, entry(a1, status="running", attempts=1, started_at="earlier"))
+    save(state_dir, manifest_entry(a1, status="running", attempts=1, started_at="earlier"))
     partial = state_dir / "results" / a1.exp_id / "partial.txt"
     partial.parent.mkdir(parents=True)
     partial.write_text("half", encoding="utf-8")
@@ -264,7 +248,7 @@ def test_an_interrupted_entry_runs_again_with_its_partial_output_moved_aside(
 def test_an_interrupted_entry_that_top_cannot_check_fails_before_starting(
     a1: PlannedExperiment, state_dir: Path
 ) -> None:
-    save(state_dir, entry(a1, status="running", attempts=1))
+    save(state_dir, manifest_entry(a1, status="running", attempts=1))
     docker = FakeCompose(a1, state_dir)
     docker.cli = lambda args, env=None, timeout=None: Completed(1, "", "daemon gone")  # type: ignore[method-assign]
 
@@ -280,7 +264,7 @@ def test_an_interrupted_entry_that_top_cannot_check_fails_before_starting(
 def test_a_failed_experiment_runs_again_by_policy(
     a1: PlannedExperiment, state_dir: Path, retry: bool, runs: bool
 ) -> None:
-    save(state_dir, entry(a1, status="failed", attempts=3, error="out of memory"))
+    save(state_dir, manifest_entry(a1, status="failed", attempts=3, error="out of memory"))
     docker = FakeCompose(a1, state_dir)
 
     outcome = run_attempt(params(a1, state_dir, retry_failed=retry), compose=docker)
@@ -300,7 +284,7 @@ def test_a_failed_experiment_runs_again_by_policy(
 def test_check_mode_reports_the_diff_and_writes_nothing(
     a1: PlannedExperiment, state_dir: Path
 ) -> None:
-    save(state_dir, entry(a1, status="failed", attempts=1, error="boom"))
+    save(state_dir, manifest_entry(a1, status="failed", attempts=1, error="boom"))
     before = tree(state_dir)
     docker = FakeCompose(a1, state_dir)
 
@@ -390,7 +374,7 @@ def test_exit_75_restarts_the_service_once_and_runs_again(
 
     outcome = run_attempt(params(a1, state_dir, cold_start=True), compose=docker)
 
-    assert outcome.returned["status"] == "completed" and outcome.returned["service_restarted"]
+    assert outcome.returned["status"] == "completed" and outcome.returned["service_restarts"] == 1
     # ps: after a failed exec, whether the service still runs; worker: the fresh one answers
     assert docker.kinds() == ["config", "experiment", "ps", "restart", "worker", "experiment"]
     assert "--cold-start" in docker.calls[1]
@@ -399,19 +383,22 @@ def test_exit_75_restarts_the_service_once_and_runs_again(
 def test_exit_75_without_a_restart_left_fails(a1: PlannedExperiment, state_dir: Path) -> None:
     docker = FakeCompose(a1, state_dir, [75])
 
-    outcome = run_attempt(params(a1, state_dir, restart_allowed=False), compose=docker)
+    outcome = run_attempt(params(a1, state_dir, max_restarts=0), compose=docker)
 
     assert outcome.returned["error"] == (
         "error 75 (no service restart left: health_check.max_restarts is spent)"
     )
-    assert "restart" not in docker.kinds() and outcome.returned["service_restarted"] is False
+    assert "restart" not in docker.kinds() and outcome.returned["service_restarts"] == 0
 
 
 def test_exit_75_after_the_restart_too_fails(a1: PlannedExperiment, state_dir: Path) -> None:
-    outcome = run_attempt(params(a1, state_dir), compose=FakeCompose(a1, state_dir, [75, 75]))
+    docker = FakeCompose(a1, state_dir, [75, 75])
+
+    outcome = run_attempt(params(a1, state_dir), compose=docker)
 
     assert outcome.returned["error"] == "error 75 (even after a restart of the service)"
-    assert outcome.returned["service_restarted"] is True
+    assert outcome.returned["service_restarts"] == 1
+    assert "health" not in docker.kinds()  # restarted just now: no check after the failure
 
 
 def test_a_timed_out_exec_is_cancelled_in_the_worker(
@@ -436,26 +423,126 @@ def test_a_timed_out_exec_is_cancelled_in_the_worker(
     assert docker.calls[1][4:7] == ("timeout", "--kill-after=30", "5")
 
 
+# -- health checks and the run's restart budget ----------------------------------------
+
+
+def test_a_failure_whose_service_died_restarts_it_for_the_next_experiment(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    docker = FakeCompose(a1, state_dir, [1])
+    docker.health_rc = 1  # the exec cannot reach the service
+
+    outcome = run_attempt(params(a1, state_dir), compose=docker)
+
+    assert docker.kinds() == ["config", "experiment", "ps", "health", "restart", "worker"]
+    got = outcome.returned
+    assert (got["status"], got["service_restarts"]) == ("failed", 1)
+    assert got["health"] == [
+        {
+            "when": "after the failure",
+            "problem": "`lem health` failed: service not running",
+            "restarted": True,
+        }
+    ]
+
+
+def test_a_failure_on_a_healthy_service_leaves_it_as_it_is(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    docker = FakeCompose(a1, state_dir, [1])
+    docker.health_outside = [40.0]
+
+    outcome = run_attempt(params(a1, state_dir), compose=docker)
+
+    assert "restart" not in docker.kinds() and outcome.returned["service_restarts"] == 0
+    assert outcome.returned["health"] == [
+        {"when": "after the failure", "problem": None, "restarted": False}
+    ]
+
+
+def test_without_after_failure_checks_a_failure_asks_nothing_more(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    docker = FakeCompose(a1, state_dir, [1])
+
+    run_attempt(params(a1, state_dir, health_check_after_failure=False), compose=docker)
+
+    assert docker.kinds() == ["config", "experiment", "ps"]
+
+
+def test_memory_held_outside_the_worker_restarts_before_the_experiment(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    docker = FakeCompose(a1, state_dir, [0])
+    docker.health_outside = [2.0, 95.0]
+
+    outcome = run_attempt(params(a1, state_dir, health_check_before=True), compose=docker)
+
+    assert docker.kinds() == ["config", "health", "restart", "worker", "experiment"]
+    assert outcome.returned["status"] == "completed"
+    assert outcome.returned["health"][0]["problem"] == (
+        "GPU 1: 95 % of its memory held outside the worker (threshold 90 %)"
+    )
+
+
+def test_a_failed_restart_before_the_experiment_fails_the_task_and_starts_nothing(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    docker = FakeCompose(a1, state_dir, [0])
+    docker.health_rc = 1
+    docker.restart_error = ComposeError("Cannot connect to the Docker daemon", 1)
+
+    outcome = run_attempt(params(a1, state_dir, health_check_before=True), compose=docker)
+
+    assert outcome.failed and (outcome.msg or "").startswith(f"{a1.exp_id} not started: ")
+    assert "Cannot connect to the Docker daemon" in (outcome.msg or "")
+    assert "experiment" not in docker.kinds()
+    assert not (state_dir / "manifest.json").exists()  # still pending: a re-run runs it
+
+
+def test_a_spent_budget_runs_on_with_a_warning(a1: PlannedExperiment, state_dir: Path) -> None:
+    docker = FakeCompose(a1, state_dir, [0])
+    docker.health_rc = 1
+
+    outcome = run_attempt(
+        params(a1, state_dir, health_check_before=True, restarts_done=3, max_restarts=3),
+        compose=docker,
+    )
+
+    assert "restart" not in docker.kinds() and outcome.returned["status"] == "completed"
+    assert outcome.warnings == [
+        "service 'pytorch' failed its health check before the experiment (`lem health` "
+        "failed: service not running), but health_check.max_restarts (3) restarts were made "
+        "in this run already: going on without a restart"
+    ]
+
+
+def test_a_loops_tasks_spend_one_budget(a1: PlannedExperiment, tmp_path: Path) -> None:
+    """Two tasks of one loop (one loop_id), each failing on a dead service, with one
+    restart left in the run: the first restarts it, the second may not."""
+    state_dir = tmp_path / "state"  # the host's: the ledger is in it
+    state_dir.mkdir()
+    restarts = []
+    for _ in ("first", "second"):
+        (state_dir / "manifest.json").unlink(missing_ok=True)  # a new experiment each time
+        docker = FakeCompose(a1, state_dir, [1])
+        docker.health_rc = 1
+        run_attempt(
+            params(a1, state_dir, loop_id="run-1/seg", restarts_done=2, max_restarts=3),
+            compose=docker,
+        )
+        restarts.append(docker.kinds().count("restart"))
+
+    assert restarts == [1, 0]
+
+
 # -- gaps -------------------------------------------------------------------------------
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def gap(
     docker: FakeCompose, p: dict[str, Any], warnings: list[str] | None = None
-) -> tuple[Any, Clock]:
-    clock = Clock()
+) -> tuple[Any, FakeClock]:
+    clock = FakeClock()
     waited = wait_gap(
         docker, p, (warnings if warnings is not None else []).append, clock.sleep, clock
     )

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from fixtures.plan import manifest_entry
 from fixtures.results import make_result, write_result
 
 from llenergymeasure.campaign import prepare
@@ -43,18 +44,6 @@ def campaign_file(tmp_path: Path) -> Path:
 @pytest.fixture
 def share(campaign_file: Path) -> list[PlannedExperiment]:
     return build_plan(load_campaign(campaign_file), ["localhost"]).experiments
-
-
-def entry(experiment: PlannedExperiment, **fields: Any) -> ManifestEntry:
-    return ManifestEntry(
-        exp_id=experiment.exp_id,
-        config_name=experiment.config_name,
-        config_hash=experiment.config_hash,
-        backend=experiment.backend,
-        service="pytorch",
-        cycle=experiment.cycle,
-        **fields,
-    )
 
 
 def params(state_dir: Path, share: list[PlannedExperiment], **changes: Any) -> dict[str, Any]:
@@ -99,8 +88,10 @@ def test_the_share_is_sorted_by_the_manifest(
 ) -> None:
     a1, b1 = share
     complete(tmp_path, a1)
-    done = entry(a1, status="completed", attempts=1, result_path=f"results/{a1.exp_id}/result.json")
-    save(tmp_path, done, entry(b1, status="failed", attempts=2, error="oom"))
+    done = manifest_entry(
+        a1, status="completed", attempts=1, result_path=f"results/{a1.exp_id}/result.json"
+    )
+    save(tmp_path, done, manifest_entry(b1, status="failed", attempts=2, error="oom"))
 
     returned = share_status(params(tmp_path, share, retry_failed=False))
 
@@ -117,7 +108,7 @@ def test_a_completed_result_of_another_experiment_runs_again(
 ) -> None:
     a1 = share[0]
     complete(tmp_path, a1, config_hash="ffffffffffffffff")
-    save(tmp_path, entry(a1, status="completed", attempts=1))
+    save(tmp_path, manifest_entry(a1, status="completed", attempts=1))
 
     pending = share_status(params(tmp_path, share))["pending"]
 

@@ -8,7 +8,6 @@ these tests fail, instead of a campaign on a GPU host.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import tomllib
@@ -18,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from fixtures.load import load_module
 
 from llenergymeasure.config.models import ExperimentConfig, TensorRTConfig, VLLMConfig
 from llenergymeasure.runner.backends import tensorrt, vllm
@@ -39,13 +39,7 @@ def names(report: dict[str, Any], symbol: str) -> set[str]:
 
 
 def script() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "inspect_engines", ROOT / "scripts/inspect-engines.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module(ROOT / "scripts/inspect-engines.py", "inspect_engines")
 
 
 def every_key_config(backend: str, section: dict[str, Any], **extra: Any) -> ExperimentConfig:

@@ -2,29 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 from operator import itemgetter
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from fixtures.load import load_module
 
 from llenergymeasure.campaign.plan import host_share_of
 
 FILTERS_FILE = Path(__file__).resolve().parents[2] / "filter_plugins" / "lem.py"
 
 
-def _load_filters() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("lem_filters_under_test", FILTERS_FILE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-lem = _load_filters()
+lem = load_module(FILTERS_FILE, "lem_filters_under_test")
 
 
 def entry(position: int, config: str, cycle: int, host: str = "h1", backend: str = "pytorch"):

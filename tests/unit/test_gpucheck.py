@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from fakes.fake_nvml import FakeNvml, gpus
-from fixtures.compose import COMPOSE_TEMPLATE, REPO, render_compose
+from fixtures.compose import COMPOSE_TEMPLATE, REPO
 from fixtures.results import make_result
 
 from llenergymeasure import gpucheck
@@ -203,17 +203,17 @@ def test_experiment_configs_are_valid_for_the_package(backend: str) -> None:
     assert config.precision == "float16"
 
 
-def test_compose_is_rendered_as_the_role_renders_it(tmp_path: Path, capsys: Any) -> None:
-    variables = gpucheck.compose_variables(tmp_path, "lem-pytorch:0.1.0")
-
+def test_the_compose_file_gives_one_gpu_service_on_the_work_dir(
+    tmp_path: Path, capsys: Any
+) -> None:
     code = gpucheck.main(
         ["render-compose", str(COMPOSE_TEMPLATE), str(tmp_path), "lem-pytorch:0.1.0"]
     )
 
-    rendered = capsys.readouterr().out
-    assert code == 0 and rendered == render_compose(variables)
-    compose = yaml.safe_load(rendered)
+    compose = yaml.safe_load(capsys.readouterr().out)
+    assert code == 0
     service = compose["services"]["pytorch"]
+    assert list(compose["services"]) == ["pytorch"] and service["image"] == "lem-pytorch:0.1.0"
     assert compose["name"] == "lem-gpu-check"
     assert service["deploy"]["resources"]["reservations"]["devices"][0]["driver"] == "nvidia"
     assert {"source": str(tmp_path / "models"), "target": "/models"}.items() <= (

@@ -12,27 +12,27 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.fake_nvml import FakeGpu, FakeNvml, gpus, installed
-from test_client import CannedWorker
-from test_worker import (
+from fakes.fake_nvml import FakeGpu, FakeNvml, installed
+from fixtures.worker import (
     GIB,
     LEM,
-    MIB,
     RunningWorker,
     assert_done,
     experiment_config,
+    experiment_in_progress,
     lem_env,
+    one_fake_gpu_installed,
+    own_model_link,
     stand_in_loader,
     start_worker,
     tiny_gpu_config,
-    wait_until_busy,
 )
+from test_client import CannedWorker
 
 from llenergymeasure.measure.health import health_report
 from llenergymeasure.runner.client import EXIT_NEEDS_RESTART
@@ -76,9 +76,7 @@ def worker(short_dir: Path) -> Iterator[RunningWorker]:
 
 @pytest.fixture
 def own_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
-    link = tmp_path / "model"
-    link.symlink_to(tiny_model_dir, target_is_directory=True)
-    return link
+    return own_model_link(tiny_model_dir, tmp_path)
 
 
 # --- a real worker on the CPU ----------------------------------------------------------
@@ -117,19 +115,12 @@ def test_a_release_waits_for_the_experiment_being_measured(
     long_window = experiment_config(
         own_model, measurement={"warmup_prompts": 0, "min_window_seconds": 2.0}
     )
-    done: dict[str, subprocess.CompletedProcess[str]] = {}
-    running = threading.Thread(
-        target=lambda: done.update(
-            first=worker.experiment(long_window, tmp_path / "first", "--exp-id", "first")
-        )
-    )
-    running.start()
-    wait_until_busy(worker, "first")
+    first = experiment_in_progress(worker, long_window, tmp_path / "first")
 
     completed, report = lem_release(worker.socket)
-    running.join()
+    first_done = first.finish()
 
-    assert_done(done["first"])  # its window was not cut short
+    assert_done(first_done)  # its window was not cut short
     assert "lem worker: waiting for first to finish" in completed.stderr
     assert (completed.returncode, report["unloaded_model"]) == (0, str(own_model))
 
@@ -139,10 +130,7 @@ def test_a_release_waits_for_the_experiment_being_measured(
 
 @pytest.fixture
 def one_fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGpu]:
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.delenv("NVIDIA_VISIBLE_DEVICES", raising=False)
-    gpu = gpus(1, memory_used=600 * MIB, memory_total=80 * GIB)[0]
-    with installed(FakeNvml([gpu])):
+    with one_fake_gpu_installed(monkeypatch) as gpu:
         yield gpu
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from fixtures.clock import FakeClock
+
 from llenergymeasure.dispatch.timeouts import stop_timed_out, wait_for_worker
 from llenergymeasure.runner.protocol import WorkerStats
 
@@ -32,17 +34,6 @@ class ScriptedWorker:
         self.cancels.append(cancel)
         self._last = next(self._answers, self._last)
         return self._last
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def decide(worker: ScriptedWorker, grace: float = 30.0) -> tuple[bool, str]:

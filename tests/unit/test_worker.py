@@ -15,21 +15,32 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from fakes.fake_nvml import FakeGpu, FakeNvml, gpus, installed
+from fakes.fake_nvml import FakeGpu, FakeNvml, installed
+from fixtures.worker import (
+    LEM,
+    MIB,
+    MIN_WINDOW_S,
+    RunningWorker,
+    assert_done,
+    experiment_config,
+    experiment_in_progress,
+    lem_env,
+    one_fake_gpu_installed,
+    own_model_link,
+    stand_in_loader,
+    start_worker,
+    tiny_gpu_config,
+)
 
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.results.schema import ExperimentResult
-from llenergymeasure.runner.backends.base import BatchOutcome
 from llenergymeasure.runner.client import NoReply, run_on_worker, run_request, worker_status
-from llenergymeasure.runner.experiment import LoadedModel, read_result
+from llenergymeasure.runner.experiment import read_result
 from llenergymeasure.runner.loadkey import load_key
 from llenergymeasure.runner.protocol import (
     Done,
@@ -39,7 +50,6 @@ from llenergymeasure.runner.protocol import (
     RequestIdentity,
     RunRequest,
     WorkerError,
-    WorkerStats,
 )
 from llenergymeasure.runner.worker import (
     MemoryTolerance,
@@ -47,95 +57,6 @@ from llenergymeasure.runner.worker import (
     check_memory_released,
     listen,
 )
-
-LEM = Path(sys.executable).with_name("lem")
-GIB = 1 << 30
-MIB = 1 << 20
-# A hang guard for process start-up and shutdown, not a speed requirement.
-PROCESS_TIMEOUT_S = 120.0
-MIN_WINDOW_S = 0.3
-
-
-def experiment_config(model: Path, **changes: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "config_name": "tiny-worker",
-        "backend": "pytorch",
-        "model": {"path": str(model)},
-        "decoder": {"max_new_tokens": 8},
-        "pytorch": {"batch_size": 1},
-        "dataset": {"name": "builtin:short-prompts", "num_prompts": 2},
-        "measurement": {
-            "warmup_prompts": 1,
-            "min_window_seconds": MIN_WINDOW_S,
-            "baseline_seconds": 0,
-        },
-    }
-    data.update(changes)
-    return data
-
-
-def lem_env() -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env.pop("LEM_WORKER_SOCKET", None)
-    return env
-
-
-@dataclass
-class RunningWorker:
-    socket: Path
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def status(self) -> WorkerStats:
-        return worker_status(self.socket)
-
-    def experiment(
-        self, config: dict[str, Any], out: Path, *options: str
-    ) -> subprocess.CompletedProcess[str]:
-        """`lem experiment` through this worker; the config is written next to `out`."""
-        out.parent.mkdir(parents=True, exist_ok=True)
-        config_file = out.parent / f"{out.name}.json"
-        config_file.write_text(json.dumps(config), encoding="utf-8")
-        return subprocess.run(
-            [
-                LEM,
-                "experiment",
-                config_file,
-                "--out",
-                out,
-                "--worker-socket",
-                self.socket,
-                *options,
-            ],
-            capture_output=True,
-            text=True,
-            env=lem_env(),
-            check=False,
-        )
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=PROCESS_TIMEOUT_S)
-
-
-def start_worker(directory: Path) -> RunningWorker:
-    """`lem worker` on DIR/w.sock, its output in DIR/worker.log, once it serves."""
-    log = directory / "worker.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [LEM, "worker", "--socket", directory / "w.sock"],
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=lem_env(),
-        )
-    deadline = time.monotonic() + PROCESS_TIMEOUT_S
-    while "serving on" not in log.read_text(encoding="utf-8"):
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"lem worker did not start:\n{log.read_text(encoding='utf-8')}")
-        time.sleep(0.05)
-    return RunningWorker(socket=directory / "w.sock", process=process, log=log)
 
 
 @pytest.fixture
@@ -157,15 +78,7 @@ def shared_worker() -> Iterator[RunningWorker]:
 
 @pytest.fixture
 def own_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
-    """The tiny model under a path of this test's own: a load key no other test uses."""
-    link = tmp_path / "model"
-    link.symlink_to(tiny_model_dir, target_is_directory=True)
-    return link
-
-
-def assert_done(completed: subprocess.CompletedProcess[str]) -> None:
-    assert completed.returncode == 0, completed.stderr
-    assert completed.stdout.count("\n") == 1
+    return own_model_link(tiny_model_dir, tmp_path)
 
 
 def test_one_load_per_load_key_and_a_new_load_when_the_key_changes(
@@ -281,27 +194,13 @@ def test_the_worker_survives_a_failed_experiment(
     assert shared_worker.process.poll() is None
 
 
-def wait_until_busy(worker: RunningWorker, exp_id: str) -> None:
-    deadline = time.monotonic() + PROCESS_TIMEOUT_S
-    while worker.status().busy_with != exp_id:
-        assert time.monotonic() < deadline, f"the worker never started {exp_id}"
-        time.sleep(0.02)
-
-
 def test_a_request_arriving_during_an_experiment_waits_its_turn(
     shared_worker: RunningWorker, own_model: Path, tmp_path: Path
 ) -> None:
     long_window = experiment_config(
         own_model, measurement={"warmup_prompts": 0, "min_window_seconds": 2.0}
     )
-    first: dict[str, subprocess.CompletedProcess[str]] = {}
-    running = threading.Thread(
-        target=lambda: first.update(
-            done=shared_worker.experiment(long_window, tmp_path / "first", "--exp-id", "first")
-        )
-    )
-    running.start()
-    wait_until_busy(shared_worker, "first")
+    first = experiment_in_progress(shared_worker, long_window, tmp_path / "first")
     progress: list[Progress] = []
     request = run_request(
         ExperimentConfig.model_validate(experiment_config(own_model)),
@@ -311,10 +210,10 @@ def test_a_request_arriving_during_an_experiment_waits_its_turn(
     )
 
     reply = run_on_worker(shared_worker.socket, request, progress.append)
-    running.join()
+    first_done = first.finish()
 
     assert isinstance(reply, Done)
-    assert_done(first["done"])
+    assert_done(first_done)
     assert progress[0] == Progress(stage="queued", message="waiting for first to finish")
     earlier, later = (read_result(tmp_path / name / "result.json") for name in ("first", "second"))
     assert earlier.timing.finished_at <= later.timing.started_at  # never two at once
@@ -364,21 +263,14 @@ def test_sigterm_during_an_experiment_exits_without_waiting_for_it(
     endless = experiment_config(
         own_model, measurement={"warmup_prompts": 0, "min_window_seconds": 3600.0}
     )
-    client: dict[str, subprocess.CompletedProcess[str]] = {}
-    running = threading.Thread(
-        target=lambda: client.update(
-            done=fresh_worker.experiment(endless, tmp_path / "endless", "--exp-id", "endless")
-        )
-    )
-    running.start()
-    wait_until_busy(fresh_worker, "endless")
+    client = experiment_in_progress(fresh_worker, endless, tmp_path / "endless")
 
     code = fresh_worker.stop()
-    running.join()
+    client_done = client.finish()
 
     assert code == 0
-    assert client["done"].returncode == 2
-    assert "the worker closed the connection before answering" in client["done"].stderr
+    assert client_done.returncode == 2
+    assert "the worker closed the connection before answering" in client_done.stderr
     assert not (tmp_path / "endless" / "result.json").exists()
     log = fresh_worker.log.read_text(encoding="utf-8")
     assert "SIGTERM during endless: exiting without waiting for it" in log
@@ -440,48 +332,10 @@ def test_a_stale_socket_is_replaced_and_a_regular_file_kept(short_dir: Path) -> 
 # --- cold starts on a GPU: the NVML memory check, with the fake NVML ---------------------
 
 
-class StandInCudaBackend:
-    """A model 'resident' on a fake GPU: loading takes memory, unloading may give it back."""
-
-    device = "cuda"
-
-    def __init__(self, gpu: FakeGpu, size: int, releases_memory: bool) -> None:
-        self._gpu, self._size, self._releases = gpu, size, releases_memory
-        gpu.memory_used += size
-
-    def generate(self, prompts: list[str], config: ExperimentConfig) -> BatchOutcome:
-        raise MemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-
-    def synchronize(self) -> None:
-        return None
-
-    def unload(self) -> None:
-        if self._releases:
-            self._gpu.memory_used -= self._size
-
-    def versions(self) -> dict[str, str]:
-        return {}
-
-
-def stand_in_loader(gpu: FakeGpu, releases_memory: bool) -> Any:
-    def load(config: ExperimentConfig) -> LoadedModel:
-        backend = StandInCudaBackend(gpu, 6 * GIB, releases_memory)
-        return LoadedModel(backend=backend, load_key=load_key(config), load_seconds=1.5)
-
-    return load
-
-
 @pytest.fixture
 def one_fake_gpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGpu]:
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.delenv("NVIDIA_VISIBLE_DEVICES", raising=False)
-    gpu = gpus(1, memory_used=600 * MIB, memory_total=80 * GIB)[0]
-    with installed(FakeNvml([gpu])):
+    with one_fake_gpu_installed(monkeypatch) as gpu:
         yield gpu
-
-
-def tiny_gpu_config(model: Path) -> ExperimentConfig:
-    return ExperimentConfig.model_validate(experiment_config(model))
 
 
 def cold_start_request(config: ExperimentConfig, out_dir: Path) -> RunRequest:

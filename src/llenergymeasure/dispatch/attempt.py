@@ -42,6 +42,7 @@ from llenergymeasure.dispatch.execute import (
     execute_with_restart,
 )
 from llenergymeasure.dispatch.gaps import Gap, wait_gap
+from llenergymeasure.dispatch.restarts import RestartBudget
 from llenergymeasure.dispatch.result_file import UnusableResult, read_result
 from llenergymeasure.errors import LemError
 from llenergymeasure.files import atomic_write_text
@@ -58,6 +59,8 @@ _MINIMUMS = (
     ("gap_seconds", 0),
     ("timeout", 1),
     ("wait_timeout", 1),
+    ("max_restarts", 0),
+    ("restarts_done", 0),
     ("thermal_temp_tolerance_c", 0),
     ("thermal_power_tolerance_pct", 0),
 )
@@ -143,6 +146,7 @@ class Attempt:
         self.result_path = f"results/{self.exp_id}/result.json"  # relative to state_dir
         self.compose = compose or DockerCompose(params["compose_files"], params["project_name"])
         self.warnings: list[str] = []
+        self.health: list[dict[str, Any]] = []  # the health checks made, as returned
         # Every key RETURN documents as always returned, also when the task fails early.
         self.returned: dict[str, Any] = {key: params[key] for key in IDENTITY} | {
             "status": "pending",
@@ -201,9 +205,25 @@ class Attempt:
         if isinstance(previous, Outcome):
             return previous
         started = self.started_entry(previous)
+        run = self.service_exec()
+        if self.params["health_check_before"]:
+            self.check_health_before(run)
         gap = wait_gap(self.compose, self.params, self.warnings.append)
         self.start(previous, started, config)
-        return self.finish(previous, started, gap)
+        return self.finish(previous, started, gap, run)
+
+    def service_exec(self) -> ServiceExec:
+        p = self.params
+        budget = RestartBudget(self.state_dir, p["loop_id"], p["restarts_done"], p["max_restarts"])
+        return ServiceExec(self.compose, p, budget)
+
+    def check_health_before(self, run: ServiceExec) -> None:
+        """The service checked (and restarted when unhealthy) before the entry is marked
+        running; when the restart fails, the task fails and the experiment is left as it was."""
+        try:
+            self.health.append(self.checked(run, "before the experiment"))
+        except ExperimentFailed as exc:
+            raise LemError(f"{self.exp_id} not started: {exc.cause}") from None
 
     def settled(self, previous: ManifestEntry | None) -> Outcome | None:
         """The outcome (changed=false) when the manifest says there is nothing to run.
@@ -291,27 +311,40 @@ class Attempt:
         except OSError as exc:
             raise LemError(f"{config_file}: cannot write config: {exc.strerror or exc}") from None
 
-    def finish(self, previous: ManifestEntry | None, started: ManifestEntry, gap: Gap) -> Outcome:
-        """Execute, then record the experiment completed or failed."""
+    def finish(
+        self, previous: ManifestEntry | None, started: ManifestEntry, gap: Gap, run: ServiceExec
+    ) -> Outcome:
+        """Execute, then record the experiment completed or failed.
+
+        A failure may mean that the service itself died: its health is checked then (unless
+        this attempt restarted it already) and it is restarted, within the run's budget, so
+        that the next experiment finds it up again.
+        """
         self.returned["gap"] = asdict(gap)
-        run = ServiceExec(self.compose, self.params)
         try:
             execute_with_restart(run, gap.waited_seconds)
             result = self.result_of_run()
         except ExperimentFailed as exc:
+            cause = exc.cause
+            if self.params["health_check_after_failure"] and not run.budget.made:
+                try:
+                    self.health.append(self.checked(run, "after the failure"))
+                except ExperimentFailed as restart_failure:
+                    cause += f"; {restart_failure.cause}"
             failed = started.model_copy(
-                update={"status": "failed", "error": exc.cause, "completed_at": utc_now()}
+                update={"status": "failed", "error": cause, "completed_at": utc_now()}
             )
             self.replace(started, failed)
             return self.outcome(
                 True,
-                f"{self.exp_id}: {exc.cause}",
+                f"{self.exp_id}: {cause}",
                 status="failed",
                 attempts=failed.attempts,
-                error=exc.cause,
+                error=cause,
                 rc=exc.rc,
                 stderr_tail=exc.stderr_tail,
-                service_restarted=run.service_restarted,
+                service_restarts=run.budget.made,
+                health=self.health,
                 **self.diff_of(previous, failed),
             )
         completed = started.model_copy(
@@ -324,10 +357,23 @@ class Attempt:
         self.replace(started, completed)
         return self.outcome(
             True,
-            service_restarted=run.service_restarted,
+            service_restarts=run.budget.made,
+            health=self.health,
             **self.diff_of(previous, completed),
             **completed_fields(completed, result),
         )
+
+    def checked(self, run: ServiceExec, when: str) -> dict[str, Any]:
+        """The health check's report; a warning when it found a problem left unmended."""
+        report = run.check_health(when)
+        if report["problem"] is not None and not report["restarted"]:
+            self.warnings.append(
+                f"service {self.params['service']!r} failed its health check {when} "
+                f"({report['problem']}), but health_check.max_restarts "
+                f"({self.params['max_restarts']}) restarts were made in this run already: "
+                "going on without a restart"
+            )
+        return report
 
 
 def run_attempt(

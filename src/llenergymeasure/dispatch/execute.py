@@ -19,6 +19,7 @@ from llenergymeasure.dispatch.compose import (
     worker_stats,
 )
 from llenergymeasure.dispatch.errors import ExperimentFailed, NeedsRestart, TimedOut, last_line
+from llenergymeasure.dispatch.restarts import RestartBudget, health_problem
 from llenergymeasure.dispatch.timeouts import stop_timed_out
 
 TIMEOUT_EXIT_CODE = 124  # coreutils `timeout` exit status when the limit was hit
@@ -94,16 +95,29 @@ def execute(compose: Compose, params: Mapping[str, Any], gap_waited: float) -> N
 
 @dataclass
 class ServiceExec:
-    """The execs of one attempt in its service; `service_restarted` once a restart was made."""
+    """The execs of one attempt in its service, and the restarts it makes (`budget.made`)."""
 
     compose: Compose
     params: Mapping[str, Any]
-    service_restarted: bool = False
+    budget: RestartBudget
 
     def restart(self, why: str) -> None:
         p = self.params
+        self.budget.record()  # counted also when it fails: the service was restarted
         restart_service(self.compose, p["service"], p["wait_timeout"], why)
-        self.service_restarted = True
+
+    def check_health(self, when: str) -> dict[str, Any]:
+        """`lem health` in the service; restarted when unhealthy and the budget allows.
+
+        What was found, for the task's return; ExperimentFailed when the restart fails.
+        """
+        p = self.params
+        problem = health_problem(self.compose, p["service"], p["gpu_memory_threshold_pct"])
+        report: dict[str, Any] = {"when": when, "problem": problem, "restarted": False}
+        if problem is not None and self.budget.allowed():
+            self.restart(f"after its health check {when} ({problem})")
+            report["restarted"] = True
+        return report
 
 
 def execute_with_restart(run: ServiceExec, gap_waited: float) -> None:
@@ -115,7 +129,7 @@ def execute_with_restart(run: ServiceExec, gap_waited: float) -> None:
             execute(run.compose, run.params, gap_waited)
             return
         except NeedsRestart as exc:
-            if not run.params["restart_allowed"]:
+            if not run.budget.allowed():
                 raise ExperimentFailed(
                     f"{exc.cause} (no service restart left: health_check.max_restarts is spent)",
                     exc.rc,
@@ -139,7 +153,7 @@ def stop_in_worker(run: ServiceExec, timed_out: TimedOut) -> None:
         run.params["exp_id"], lambda cancel: worker_stats(run.compose, service, cancel)
     )
     cause = f"{timed_out.cause}: {outcome.detail}"
-    if outcome.restart and not run.params["restart_allowed"]:
+    if outcome.restart and not run.budget.allowed():
         cause += f"; service {service!r} not restarted: health_check.max_restarts is spent"
     elif outcome.restart:
         try:
