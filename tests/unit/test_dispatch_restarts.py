@@ -54,9 +54,10 @@ def test_a_broken_ledger_counts_nothing_and_is_written_again(tmp_path: Path, led
 
 def test_a_ledger_that_cannot_be_written_still_counts_the_tasks_restart(tmp_path: Path) -> None:
     missing = tmp_path / "gone"  # its directory does not exist: the write fails
-    budget = RestartBudget(missing, "run-1/seg-a", done_before=0, limit=3)
+    budget = RestartBudget(missing, "run-1/seg-a", done_before=0, limit=1)
     budget.record()
     assert budget.made == 1
+    assert budget.spent() == 1 and not budget.allowed()
 
 
 class HealthCompose:

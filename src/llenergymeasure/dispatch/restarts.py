@@ -44,7 +44,9 @@ class RestartBudget:
             return 0
 
     def spent(self) -> int:
-        return self.done_before + (self._ledger() if self.loop_id else self.made)
+        # max: a ledger that could not be written still holds this task's own restarts
+        loop = max(self._ledger(), self.made) if self.loop_id else self.made
+        return self.done_before + loop
 
     def allowed(self) -> bool:
         return self.spent() < self.limit
@@ -53,8 +55,8 @@ class RestartBudget:
         if self.loop_id:
             count = self._ledger() + 1
             body = json.dumps({"loop_id": self.loop_id, "restarts": count}) + "\n"
-            # A ledger that cannot be written only lets the loop restart more: never worth
-            # losing the experiment's own record over.
+            # A ledger that cannot be written only lets the loop's next tasks restart
+            # more: never worth losing the experiment's own record over.
             with contextlib.suppress(OSError):
                 atomic_write_text(self.state_dir / LEDGER, body)
         self.made += 1
