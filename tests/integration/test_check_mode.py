@@ -25,7 +25,6 @@ from fixtures.campaign import (
     compose_down,
     run_campaign,
     tiny_campaign,
-    unique_name,
     write_yaml,
 )
 from python_on_whales import DockerClient
@@ -39,10 +38,7 @@ EXPERIMENTS = [f"{CAMPAIGN}__bs{bs}__c{cycle:02d}" for cycle in (1, 2) for bs in
 @pytest.fixture
 def host(tmp_path: Path, docker_engine: DockerClient) -> Iterator[HostDirs]:
     """Every path of the host under one directory, which the run must not create."""
-    root = tmp_path / "host"
-    dirs = HostDirs(
-        root=root, project=unique_name("lem-check"), venv=root / "venv", models=root / "models"
-    )
+    dirs = HostDirs.fresh(tmp_path / "host", "lem-check")
     yield dirs
     compose_down(dirs.project)  # only does something when the test is failing
 

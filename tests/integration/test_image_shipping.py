@@ -24,7 +24,6 @@ from fixtures.campaign import (
     manifest_entries,
     run_campaign,
     tiny_campaign,
-    unique_name,
     write_yaml,
 )
 from fixtures.faults import PrivateEngine, private_engine
@@ -58,10 +57,7 @@ def controller_engine(
 
 @pytest.fixture
 def host(tmp_path: Path, docker_engine: DockerClient) -> Iterator[HostDirs]:
-    root = tmp_path / "host"
-    dirs = HostDirs(
-        root=root, project=unique_name("lem-ship"), venv=root / "venv", models=root / "models"
-    )
+    dirs = HostDirs.fresh(tmp_path / "host", "lem-ship")
     yield dirs
     compose_down(dirs.project)
 
