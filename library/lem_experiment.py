@@ -194,6 +194,12 @@ options:
         it after a grace period, the service is restarted (within O(max_restarts)), so that
         the next experiments find a worker that serves them (see docs/reliability.md).
     type: int
+  cancel_grace:
+    description:
+      - After a timeout, seconds the worker may take to leave the experiment (it stops
+        between stages) before the service is restarted.
+    type: float
+    default: 30.0
   environment:
     description:
       - Extra environment variables for the experiment process (for example C(HF_TOKEN)).
@@ -409,6 +415,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "gpu_memory_threshold_pct": {"type": "float", "default": 90.0},
     "wait_timeout": {"type": "int", "default": 600},
     "timeout": {"type": "int"},
+    "cancel_grace": {"type": "float", "default": 30.0},
     "environment": {"type": "dict", "default": {}, "no_log": True},
 }
 

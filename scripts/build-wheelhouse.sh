@@ -18,7 +18,10 @@
 #   lem/llenergymeasure-*.whl      the package layer
 #
 # Cached: dependencies are downloaded only when the wheelhouse cannot satisfy
-# them any more (a changed requirement or constraint); OUTDIR only grows.
+# them any more (a changed requirement or constraint); OUTDIR only grows. The
+# package wheel is built only when its sources changed (their hash is kept in
+# lem/.inputs-hash). Runs on one OUTDIR are serialized (flock on OUTDIR/.lock),
+# and the wheel is replaced by a rename, so a reader never sees half a wheel.
 #
 #   LEM_WHEEL_PYTHON=3.11   the image's Python (X.Y)
 #   LEM_WHEEL_GLIBC=2.36    the image's glibc: newest manylinux tag accepted
@@ -93,8 +96,28 @@ download_dependencies() {
     pip_download || die "pip could not download the dependencies of $BACKEND (see above)"
 }
 
-# The package wheel is rebuilt every time (seconds): it is the layer that changes.
+# Everything the package wheel is made from, by content.
+package_inputs_hash() {
+    (
+        cd "$REPO"
+        {
+            echo "${SOURCE_DATE_EPOCH:-}"
+            cat pyproject.toml README.md
+            find src -type f ! -name '*.pyc' ! -path '*/__pycache__/*' ! -path '*.egg-info/*' \
+                -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+        } | sha256sum | cut -c1-16
+    )
+}
+
+# The package wheel: the layer that changes, rebuilt only when its sources did.
 build_package_wheel() {
+    local inputs
+    inputs="$(package_inputs_hash)"
+    if [ "$(cat "$OUTDIR/lem/.inputs-hash" 2>/dev/null)" = "$inputs" ] &&
+        compgen -G "$OUTDIR/lem/llenergymeasure-*.whl" >/dev/null; then
+        say "package wheel up to date (sources $inputs)"
+        return
+    fi
     local isolation=()
     # The interpreter's own setuptools is enough when recent: no build env to fetch.
     if "$PY" -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 77)' \
@@ -106,10 +129,19 @@ build_package_wheel() {
     "$PY" -m pip wheel --quiet --no-deps "${isolation[@]}" --wheel-dir "$staging" "$REPO" ||
         die "pip could not build the llenergymeasure wheel from $REPO"
     mkdir -p "$OUTDIR/lem"
-    rm -f "$OUTDIR"/lem/*.whl
-    mv "$staging"/llenergymeasure-*.whl "$OUTDIR/lem/"
-    say "built $(basename "$OUTDIR"/lem/llenergymeasure-*.whl)"
+    local wheel
+    wheel="$(basename "$staging"/llenergymeasure-*.whl)"
+    # Same directory, so the rename is atomic; a wheel of another version goes after.
+    mv "$staging/$wheel" "$OUTDIR/lem/.$wheel.tmp"
+    mv "$OUTDIR/lem/.$wheel.tmp" "$OUTDIR/lem/$wheel"
+    find "$OUTDIR/lem" -maxdepth 1 -name 'llenergymeasure-*.whl' ! -name "$wheel" -delete
+    echo "$inputs" >"$OUTDIR/lem/.inputs-hash"
+    say "built $wheel"
 }
+
+# One build at a time per wheelhouse: concurrent campaigns (or test runs) share it.
+exec 9>>"$OUTDIR/.lock"
+flock 9
 
 download_dependencies
 build_package_wheel

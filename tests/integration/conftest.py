@@ -7,14 +7,17 @@ so a missing engine is a failure with the reason, not a skip.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fixtures.faults import PreparedHost, prepare_host
+from fixtures.faults import PreparedHost, PrivateEngine, prepare_host, private_engine
+from fixtures.shared import exclusive, made_once, run_root
 from python_on_whales import DockerClient
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_IMAGES = REPO / "scripts" / "build-images.sh"
+BASE_IMAGE = "lem-base:bookworm"  # scripts/build-base-image.sh's, the CPU image's base
 
 
 @pytest.fixture(scope="session")
@@ -35,15 +38,18 @@ def docker_engine() -> DockerClient:
 
 
 @pytest.fixture(scope="session")
-def cpu_image(docker_engine: DockerClient) -> str:
+def cpu_image(docker_engine: DockerClient, tmp_path_factory: pytest.TempPathFactory) -> str:
     """Tag of the CPU PyTorch image, built offline by scripts/build-images.sh.
 
     The script rebuilds only when the image's inputs changed, so this is quick
     when the image is current and always tests the code of this checkout.
     """
-    build = subprocess.run(
-        [str(BUILD_IMAGES), "--backend", "pytorch-cpu"], capture_output=True, text=True
-    )
+    # One worker at a time: scripts/test.sh built the image before pytest, so this is a
+    # check, but a stale image is rebuilt here and two builds must not race.
+    with exclusive(run_root(tmp_path_factory) / "build-images.lock"):
+        build = subprocess.run(
+            [str(BUILD_IMAGES), "--backend", "pytorch-cpu"], capture_output=True, text=True
+        )
     if build.returncode != 0:
         pytest.fail(f"scripts/build-images.sh failed:\n{build.stderr[-4000:]}")
     return build.stdout.strip().splitlines()[-1]
@@ -51,5 +57,33 @@ def cpu_image(docker_engine: DockerClient) -> str:
 
 @pytest.fixture(scope="session")
 def prepared_host(tmp_path_factory: pytest.TempPathFactory) -> PreparedHost:
-    """A host venv and the tiny model, made once for the fault tests' campaign runs."""
-    return prepare_host(tmp_path_factory.mktemp("lem-prepared-host"))
+    """A host venv and the tiny model, made once per run (all workers) for the campaign runs
+    whose point is not a fresh install."""
+    return made_once(
+        tmp_path_factory,
+        "prepared-host",
+        prepare_host,
+        encode=lambda host: {"venv": str(host.venv), "models": str(host.models)},
+        decode=lambda data: PreparedHost(venv=Path(data["venv"]), models=Path(data["models"])),
+    )
+
+
+@pytest.fixture(scope="session")
+def private_docker(
+    tmp_path_factory: pytest.TempPathFactory, cpu_image: str
+) -> Iterator[PrivateEngine]:
+    """A dockerd of the tests' own, holding the CPU image and its base, for the tests that
+    stop the engine or need one that differs from the machine's (mark them
+    ON_PRIVATE_ENGINE). Its root is short: dockerd's socket paths are limited."""
+    with private_engine(tmp_path_factory.mktemp("engine"), [cpu_image, BASE_IMAGE]) as engine:
+        yield engine
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under `--dist loadgroup`, an integration module's tests run on one worker, so that
+    its module-scoped set-up is made once; a test's own xdist_group mark wins."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.parent == here and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))

@@ -147,10 +147,18 @@ def campaign(tmp_path: Path) -> Campaign:
     return Campaign(tmp_path)
 
 
-def test_summary_written_from_completed_results(campaign: Campaign) -> None:
+def test_summary_written_from_completed_results_and_progress_printed(campaign: Campaign) -> None:
     run = campaign.run(extra_tasks=[skip_task(campaign, campaign.experiment("a", 1))])
 
     assert run.returncode == 0, run.stdout + run.stderr
+    # What it prints: the host's state, one progress line, the summary table and counts.
+    assert "lem: host=localhost 5 completed before, 1 to run, 0 failed (kept)" in run.stdout
+    # make_result: 640 output tokens over an 8 s window.
+    assert "[5/6] cfg=a cycle=1 host=localhost 400 J 80 tok/s (completed before)" in run.stdout
+    assert "LLenergyMeasure summary" in run.stdout
+    assert "lem: campaign cbtest: 5 completed, 0 failed, 1 not run" in run.stdout
+    assert f"lem: wrote {campaign.results_dir / 'summary.json'}" in run.stdout
+    # What it writes.
     summary = json.loads((campaign.results_dir / "summary.json").read_text())
     assert {r["config_name"]: r["n"] for r in summary["rows"]} == {"a": 3, "b": 2}
     a_energy = row(summary, "a")["metrics"]["energy_j"]
@@ -182,17 +190,6 @@ def test_baseline_adds_paired_ratios_and_the_report_is_written(campaign: Campaig
     page = (campaign.results_dir / "report.html").read_text()
     assert "Paired ratios to baseline a" in page and "data:image/png;base64," in page
     assert f"lem: wrote {campaign.results_dir / 'report.html'}" in run.stdout
-
-
-def test_progress_summary_table_and_counts_are_printed(campaign: Campaign) -> None:
-    run = campaign.run(extra_tasks=[skip_task(campaign, campaign.experiment("a", 1))])
-
-    assert "lem: host=localhost 5 completed before, 1 to run, 0 failed (kept)" in run.stdout
-    # make_result: 640 output tokens over an 8 s window.
-    assert "[5/6] cfg=a cycle=1 host=localhost 400 J 80 tok/s (completed before)" in run.stdout
-    assert "LLenergyMeasure summary" in run.stdout
-    assert "lem: campaign cbtest: 5 completed, 0 failed, 1 not run" in run.stdout
-    assert f"lem: wrote {campaign.results_dir / 'summary.json'}" in run.stdout
 
 
 def test_second_run_rewrites_nothing_that_is_the_same(campaign: Campaign) -> None:

@@ -1,7 +1,10 @@
 """The campaign playbook end to end: real ansible-playbook, real Docker, the CPU image.
 
 One host (localhost over the local connection, as inventory/local.yml describes it),
-everything it writes under the test's tmp dir, its own compose project.
+everything it writes under the test's tmp dir, its own compose project. A controller
+killed during an experiment is test_faults_controller.py's (its first test checks the
+re-run more strictly: each experiment once, its result from its last attempt); an
+invalid campaign is test_hostile_input_playbook.py's.
 """
 
 from __future__ import annotations
@@ -13,17 +16,13 @@ import pytest
 from fixtures.campaign import (
     HostDirs,
     compose_down,
-    container_runs,
-    kill_controller,
     manifest_entries,
     read_json,
     run_campaign,
-    running_campaign,
     tiny_campaign,
-    unique_name,
-    wait_for,
     write_yaml,
 )
+from fixtures.faults import PreparedHost
 from python_on_whales import DockerClient
 
 pytestmark = pytest.mark.docker
@@ -32,21 +31,12 @@ CAMPAIGN = "pbtest"
 EXPERIMENTS = 4  # 2 configs x 2 cycles
 
 
-@pytest.fixture(scope="module")
-def shared_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A venv and a models dir for the module's runs: the role installs and fills them once."""
-    root = tmp_path_factory.mktemp("lem-host")
-    return root / "venv", root / "models"
-
-
 @pytest.fixture
 def host(
-    tmp_path: Path, shared_dirs: tuple[Path, Path], docker_engine: DockerClient
+    tmp_path: Path, prepared_host: PreparedHost, docker_engine: DockerClient
 ) -> Iterator[HostDirs]:
-    venv, models = shared_dirs
-    dirs = HostDirs(
-        root=tmp_path / "host", project=unique_name("lem-pbtest"), venv=venv, models=models
-    )
+    """The session's venv and models: a fresh install is not what these tests prove."""
+    dirs = prepared_host.dirs(tmp_path / "host", "lem-pbtest")
     yield dirs
     compose_down(dirs.project)
 
@@ -106,58 +96,6 @@ def test_second_run_changes_nothing_and_writes_the_same_summary(
     assert "TASK [lem_experiments" not in second.output
     fetched = tmp_path / "results" / CAMPAIGN / "hosts" / "localhost" / "manifest.json"
     assert read_json(fetched)["entries"] == manifest_entries(host.manifest(CAMPAIGN))
-
-
-def test_sigkill_during_an_experiment_then_rerun_completes_each_experiment_once(
-    tmp_path: Path, host: HostDirs, inventory: Path
-) -> None:
-    variables = campaign_vars(tmp_path, host, tiny_campaign(CAMPAIGN))
-    manifest = host.manifest(CAMPAIGN)
-
-    def running_entry() -> str | None:
-        entries = manifest_entries(manifest)
-        return next((exp_id for exp_id, e in entries.items() if e["status"] == "running"), None)
-
-    with running_campaign(inventory, variables, tmp_path) as playbook:
-        interrupted = wait_for(running_entry, timeout=900, what=f"a running entry in {manifest}")
-        kill_controller(playbook)
-
-    # The exec'd `lem experiment` outlives the controller in the container: let it end
-    # so that the re-run measures on a quiet machine.
-    wait_for(
-        lambda: not container_runs(host.project, "lem experiment"),
-        timeout=300,
-        what="the orphaned experiment to end",
-    )
-    assert manifest_entries(manifest)[interrupted]["status"] == "running"
-
-    rerun = run_campaign(inventory, variables, tmp_path)
-    assert rerun.returncode == 0, rerun.output[-4000:]
-    entries = manifest_entries(manifest)
-    assert_completed_once(entries, EXPERIMENTS)
-    assert entries[interrupted]["attempts"] == 2
-    others = {exp_id: e["attempts"] for exp_id, e in entries.items() if exp_id != interrupted}
-    assert set(others.values()) == {1}, others
-    summary = read_json(tmp_path / "results" / CAMPAIGN / "summary.json")
-    assert sum(row["n"] for row in summary["rows"]) == EXPERIMENTS
-
-
-def test_invalid_campaign_fails_in_the_controller_play_before_any_host_task(
-    tmp_path: Path, host: HostDirs, inventory: Path
-) -> None:
-    campaign = tiny_campaign(CAMPAIGN)
-    campaign["execution"]["cycels"] = 3
-    variables = campaign_vars(tmp_path, host, campaign)
-
-    run = run_campaign(inventory, variables, tmp_path)
-
-    assert run.returncode != 0
-    campaign_file = variables["lem_campaign_file"]
-    assert f"{campaign_file}: execution.cycels: unknown key (value 3)" in run.output
-    assert "lem_host :" not in run.output  # no task of the host plays ran
-    assert run.recap()["localhost"]["failed"] == 1
-    assert not (tmp_path / "results" / CAMPAIGN).exists()
-    assert not (host.root / "state").exists()
 
 
 def test_failed_experiments_are_recorded_and_the_campaign_goes_on(

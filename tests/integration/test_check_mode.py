@@ -12,9 +12,7 @@ wheelhouse/).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from fixtures.campaign import (
     REPO,
     HostDirs,
     compose_down,
+    experiment_results,
     run_campaign,
     tiny_campaign,
     write_yaml,
@@ -64,29 +63,26 @@ def tree_state(root: Path) -> dict[str, tuple[int, int]]:
     }
 
 
+# What the campaign could build or load: the CPU image (scripts/build-images.sh) and its
+# base (scripts/build-base-image.sh). Tests running beside this one (pytest-xdist) tag
+# images of their own, so the engine's whole list is not this run's to compare.
+CAMPAIGN_IMAGES = ("lem-pytorch-cpu", "lem-base")
+
+
 def docker_state(docker: DockerClient, project: str) -> dict[str, object]:
-    """The project's containers, networks and volumes, and every image of the engine."""
+    """The project's containers, networks and volumes, and the campaign's images by tag."""
     label = ("label", f"com.docker.compose.project={project}")
     return {
         "containers": [c.name for c in docker.container.list(all=True, filters=[label])],
         "networks": [n.name for n in docker.network.list(filters=[label])],
         "volumes": [v.name for v in docker.volume.list(filters=[label])],
-        "images": sorted(image.id for image in docker.image.list(all=True)),
+        "images": sorted(
+            (tag, image.id)
+            for image in docker.image.list(all=True)
+            for tag in image.repo_tags
+            if tag.split(":")[0] in CAMPAIGN_IMAGES
+        ),
     }
-
-
-def experiment_results(output: str) -> dict[str, dict[str, Any]]:
-    """lem_experiment's results by exp_id, from the default callback's `-v` lines."""
-    results: dict[str, dict[str, Any]] = {}
-    for line in output.splitlines():
-        head, arrow, body = line.partition(" => {")
-        if not arrow or not head.startswith(("ok:", "changed:", "failed:", "fatal:")):
-            continue
-        with suppress(json.JSONDecodeError):
-            data = json.loads("{" + body)
-            if {"exp_id", "status", "reason", "attempts"} <= data.keys():
-                results[data["exp_id"]] = data
-    return results
 
 
 def campaign_variables(tmp_path: Path, host: HostDirs, campaign: dict[str, Any]) -> dict[str, Any]:

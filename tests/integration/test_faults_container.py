@@ -22,6 +22,7 @@ from fixtures.campaign import (
     write_yaml,
 )
 from fixtures.faults import (
+    ON_PRIVATE_ENGINE,
     ControllerRun,
     PreparedHost,
     PrivateEngine,
@@ -29,7 +30,6 @@ from fixtures.faults import (
     campaign_vars,
     edit_yaml,
     local_inventory,
-    private_engine,
     running_exp_id,
     summary_counts,
 )
@@ -147,10 +147,9 @@ def started(container: str) -> str:
     )
 
 
-@pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory, cpu_image: str) -> Iterator[PrivateEngine]:
-    with private_engine(tmp_path_factory.mktemp("engine"), [cpu_image, BASE_IMAGE]) as engine:
-        yield engine
+@pytest.fixture
+def engine(private_docker: PrivateEngine) -> PrivateEngine:
+    return private_docker
 
 
 @pytest.fixture
@@ -168,6 +167,7 @@ def engine_host(
     compose_down(dirs.project)
 
 
+@ON_PRIVATE_ENGINE
 def test_a_docker_daemon_restart_fails_clearly_and_a_rerun_completes(
     tmp_path: Path,
     engine: PrivateEngine,

@@ -4,7 +4,9 @@ Two inventory hosts over real SSH on 127.0.0.2 and 127.0.0.3, one sshd each (bot
 are this machine, sharing its Docker engine, each with its own compose project and
 state directory). host-b's sshd is stopped, sessions included, once its first
 experiment is reported: host-a finishes its share, the summary covers what completed
-and names what did not run; once host-b's sshd is back, a re-run finishes the campaign.
+and names what did not run; once host-b's sshd is back, a re-run finishes the campaign,
+and the two shares merge on the controller into one summary. (A fresh venv installed
+over SSH is test_image_shipping.py's.)
 """
 
 from __future__ import annotations
@@ -107,5 +109,13 @@ def test_an_unreachable_host_leaves_the_other_to_finish_and_a_rerun_completes(
     for name, host in hosts.items():
         assert_completed_exactly_once(host, CAMPAIGN, SHARES[name])
     assert summary_counts(results, CAMPAIGN) == {"bs1": 2, "bs2": 2}
-    warnings = read_json(results / CAMPAIGN / "summary.json")["warnings"]
-    assert not [warning for warning in warnings if "not run" in warning], warnings
+    summary = read_json(results / CAMPAIGN / "summary.json")
+    assert not [warning for warning in summary["warnings"] if "not run" in warning], summary
+    # The two shares merged on the controller (what test_two_hosts_ssh.py checked): each
+    # host's manifest fetched as it is on the host, each config's rows from its host's files.
+    for name, host in hosts.items():
+        fetched = read_json(results / CAMPAIGN / "hosts" / name / "manifest.json")
+        assert fetched["entries"] == manifest_entries(host.manifest(CAMPAIGN))
+    for row in summary["rows"]:
+        host = {"bs1": "host-a", "bs2": "host-b"}[row["config_name"]]
+        assert all(f"hosts/{host}/" in source for source in row["sources"]), row

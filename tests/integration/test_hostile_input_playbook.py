@@ -1,20 +1,25 @@
 """Hostile or wrong input to the campaign playbook (real ansible-playbook, inventory/local.yml).
 
-A bad campaign fails in the controller play, on the task that validates it, with the
-message `lem validate` gives; no host task runs and nothing is written: neither the
-results directory nor the host's state root comes into being. The last test runs a
-whole campaign whose model path is Jinja and shell syntax, to show that Ansible carries
-config values as data too.
+A bad campaign fails in the controller play, on the task that validates it (lem_plan),
+with the message `lem validate` gives; no host task runs and nothing is written: neither
+the results directory nor the host's state root comes into being. Three inputs go through
+the whole campaign playbook (a bad value, a hostile file, a missing file with shell syntax
+in its name); every other input is given to lem_plan, the task that refuses them there, in
+one ansible-playbook run with a task per input. The last test runs a whole campaign whose
+model path is Jinja and shell syntax, to show that Ansible carries config values as data.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fixtures.ansible import PlaybookRun, localhost_play, run_playbook
 from fixtures.campaign import (
     REPO,
     CampaignRun,
@@ -26,6 +31,7 @@ from fixtures.campaign import (
     unique_name,
     write_yaml,
 )
+from fixtures.faults import PreparedHost
 from python_on_whales import DockerClient
 
 from llenergymeasure.config.loader import load_campaign
@@ -81,50 +87,23 @@ def with_config(**changes: Any) -> dict[str, Any]:
     return campaign
 
 
-@pytest.mark.parametrize(
-    "campaign",
-    [
-        pytest.param({**with_config(), "campaign_name": "x; touch pwned"}, id="campaign-name-;"),
-        pytest.param({**with_config(), "campaign_name": "../escape"}, id="campaign-name-.."),
-        pytest.param(with_config(config_name="$(touch pwned)"), id="config-name-$()"),
-        pytest.param(with_config(config_name="a/b"), id="config-name-slash"),
-        pytest.param(with_config(config_name="a\nb`id`"), id="config-name-newline"),
-        pytest.param(with_config(model={"path": "/etc/passwd"}), id="model-outside-mounts"),
-        pytest.param(with_config(model={"path": "../models/tiny"}), id="model-relative"),
-        pytest.param(with_config(decoder={"max_new_tokens": "8"}), id="wrong-type"),
-        pytest.param(with_config(vllm={"max_num_seqs": 8}), id="other-backend-section"),
-        pytest.param(
-            grid_campaign({**TINY_CONFIG, "decoder": {"beams": 2}}, {"pytorch.batch_size": [1, 2]}),
-            id="grid-base-unknown-key",
-        ),
-        pytest.param(grid_campaign(TINY_CONFIG, HUGE_VARY), id="grid-of-10^12"),
-    ],
-)
-def test_a_bad_campaign_fails_on_the_controller_with_the_validate_message(
-    tmp_path: Path, campaign: dict[str, Any]
-) -> None:
-    campaign_file = write_yaml(tmp_path / "campaign.yml", campaign)
-    with pytest.raises(ConfigError) as validate_error:
-        load_campaign(campaign_file)
-    message = str(validate_error.value)
-
-    run = run_campaign(LOCAL_INVENTORY, campaign_variables(tmp_path, campaign_file), tmp_path)
-
-    assert_refused_before_any_host_task(run, tmp_path)
-    assert f"Module failed: {message.splitlines()[0]}" in run.output
-    assert json.dumps(message) in run.output  # the whole message, in the task's result
-    assert message.startswith(f"{campaign_file}: ")
-
-
-@pytest.mark.parametrize(
-    "missing", ["absent.yml", "no/such/dir/campaign.yml", "$(touch pwned); x.yml"]
-)
-def test_a_campaign_file_that_does_not_exist_fails_naming_it(tmp_path: Path, missing: str) -> None:
-    run = run_campaign(LOCAL_INVENTORY, campaign_variables(tmp_path, tmp_path / missing), tmp_path)
-
-    assert_refused_before_any_host_task(run, tmp_path)
-    assert f"{tmp_path / missing}: campaign file not found" in run.output
-    assert not (tmp_path / "pwned").exists() and not (REPO / "pwned").exists()
+BAD_CAMPAIGNS = {
+    "campaign-name-;": {**with_config(), "campaign_name": "x; touch pwned"},
+    "campaign-name-..": {**with_config(), "campaign_name": "../escape"},
+    "config-name-$()": with_config(config_name="$(touch pwned)"),
+    "config-name-slash": with_config(config_name="a/b"),
+    "config-name-newline": with_config(config_name="a\nb`id`"),
+    "model-outside-mounts": with_config(model={"path": "/etc/passwd"}),
+    "model-relative": with_config(model={"path": "../models/tiny"}),
+    "wrong-type": with_config(decoder={"max_new_tokens": "8"}),
+    # test_campaign_playbook.py's invalid campaign: a misspelt key
+    "unknown-key": {**with_config(), "execution": {"cycels": 3}},
+    "other-backend-section": with_config(vllm={"max_num_seqs": 8}),
+    "grid-base-unknown-key": grid_campaign(
+        {**TINY_CONFIG, "decoder": {"beams": 2}}, {"pytorch.batch_size": [1, 2]}
+    ),
+    "grid-of-10^12": grid_campaign(TINY_CONFIG, HUGE_VARY),
+}
 
 
 def alias_bomb() -> str:
@@ -134,30 +113,131 @@ def alias_bomb() -> str:
     return f"campaign_name: {CAMPAIGN}\n" + "\n".join(lines) + "\n"
 
 
-@pytest.mark.parametrize(
-    ("content", "problem"),
-    [
-        pytest.param(
-            alias_bomb().encode(),
-            "line 7: more than 200000 values once its YAML aliases are expanded; refused",
-            id="alias-bomb",
-        ),
-        pytest.param(
-            b"campaign_name: caf\xe9\n",
-            "line 1, column 19: not UTF-8 text (byte 0xe9); save the file as UTF-8",
-            id="not-utf-8",
-        ),
-        pytest.param(
-            b"campaign_name: x\nexecution:\n  cycles: " + b"9" * 5000 + b"\n",
-            "line 3: a number of 5000 characters",
-            id="integer-of-5000-digits",
-        ),
-    ],
-)
-def test_a_hostile_campaign_file_fails_on_the_controller_in_one_line(
-    tmp_path: Path, content: bytes, problem: str
+# file content -> the problem named after "<file>: "
+HOSTILE_FILES = {
+    "alias-bomb": (
+        alias_bomb().encode(),
+        "line 7: more than 200000 values once its YAML aliases are expanded; refused",
+    ),
+    "not-utf-8": (
+        b"campaign_name: caf\xe9\n",
+        "line 1, column 19: not UTF-8 text (byte 0xe9); save the file as UTF-8",
+    ),
+    "integer-of-5000-digits": (
+        b"campaign_name: x\nexecution:\n  cycles: " + b"9" * 5000 + b"\n",
+        "line 3: a number of 5000 characters",
+    ),
+}
+MISSING_FILES = ["absent.yml", "no/such/dir/campaign.yml", "$(touch pwned); x.yml"]
+
+
+@dataclass(frozen=True)
+class PlanRefusals:
+    """One ansible-playbook run with a lem_plan task per input, named after the input."""
+
+    root: Path
+    files: dict[str, Path]
+    run: PlaybookRun
+
+    def refusal(self, name: str) -> str:
+        """The input's task failed, wrote nothing, and said this (its whole message)."""
+        result = self.run.task_result(name)
+        assert result.get("failed") is True, result
+        assert not (self.root / "results" / name).exists()
+        assert "Traceback" not in self.run.stdout and "MODULE FAILURE" not in self.run.stdout
+        return str(result["msg"])
+
+
+@pytest.fixture(scope="module")
+def plan_refusals(tmp_path_factory: pytest.TempPathFactory) -> PlanRefusals:
+    root = tmp_path_factory.mktemp("hostile")
+    files: dict[str, Path] = {}
+    for name, campaign in BAD_CAMPAIGNS.items():
+        files[name] = write_yaml(root / f"bad-{len(files)}.yml", campaign)
+    for name, (content, _) in HOSTILE_FILES.items():
+        files[name] = root / f"hostile-{len(files)}.yml"
+        files[name].write_bytes(content)
+    for missing in MISSING_FILES:
+        files[missing] = root / missing
+    tasks = [
+        {
+            "name": name,
+            "lem_plan": {
+                "campaign_file": str(path),
+                "hosts": ["localhost"],
+                "results_dir": str(root / "results" / name),
+            },
+            "ignore_errors": True,
+        }
+        for name, path in files.items()
+    ]
+    return PlanRefusals(root, files, run_playbook(root, [localhost_play(tasks)]))
+
+
+@pytest.mark.parametrize("name", list(BAD_CAMPAIGNS))
+def test_a_bad_campaign_is_refused_with_the_validate_message(
+    plan_refusals: PlanRefusals, name: str
 ) -> None:
-    """Refused by lem_plan with one line naming the file: no traceback, no host task."""
+    campaign_file = plan_refusals.files[name]
+    with pytest.raises(ConfigError) as validate_error:
+        load_campaign(campaign_file)
+    message = str(validate_error.value)
+
+    assert plan_refusals.refusal(name) == message
+    assert message.startswith(f"{campaign_file}: ")
+
+
+def test_a_misspelt_key_is_named_with_its_value(plan_refusals: PlanRefusals) -> None:
+    campaign_file = plan_refusals.files["unknown-key"]
+
+    assert f"{campaign_file}: execution.cycels: unknown key (value 3)" in plan_refusals.refusal(
+        "unknown-key"
+    )
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_FILES))
+def test_a_hostile_campaign_file_is_refused_in_one_line(
+    plan_refusals: PlanRefusals, name: str
+) -> None:
+    """One line naming the file: no traceback."""
+    campaign_file = plan_refusals.files[name]
+    message = plan_refusals.refusal(name)
+
+    assert message.startswith(f"{campaign_file}: {HOSTILE_FILES[name][1]}")
+    assert len(message) < 300 and "\n" not in message
+
+
+@pytest.mark.parametrize("missing", MISSING_FILES)
+def test_a_campaign_file_that_does_not_exist_is_refused_naming_it(
+    plan_refusals: PlanRefusals, missing: str
+) -> None:
+    assert str(plan_refusals.files[missing]) in plan_refusals.refusal(missing)
+    assert not (plan_refusals.root / "pwned").exists() and not (REPO / "pwned").exists()
+
+
+# -- through the whole campaign playbook -----------------------------------------------
+
+
+def test_a_bad_value_fails_the_campaign_on_the_controller_with_the_validate_message(
+    tmp_path: Path,
+) -> None:
+    campaign_file = write_yaml(tmp_path / "campaign.yml", BAD_CAMPAIGNS["config-name-$()"])
+    with pytest.raises(ConfigError) as validate_error:
+        load_campaign(campaign_file)
+    message = str(validate_error.value)
+
+    run = run_campaign(LOCAL_INVENTORY, campaign_variables(tmp_path, campaign_file), tmp_path)
+
+    assert_refused_before_any_host_task(run, tmp_path)
+    assert f"Module failed: {message.splitlines()[0]}" in run.output
+    assert json.dumps(message) in run.output  # the whole message, in the task's result
+    assert not (tmp_path / "pwned").exists() and not (REPO / "pwned").exists()
+
+
+def test_a_hostile_campaign_file_fails_the_campaign_on_the_controller_in_one_line(
+    tmp_path: Path,
+) -> None:
+    content, problem = HOSTILE_FILES["alias-bomb"]
     campaign_file = tmp_path / "campaign.yml"
     campaign_file.write_bytes(content)
 
@@ -170,9 +250,20 @@ def test_a_hostile_campaign_file_fails_on_the_controller_in_one_line(
     assert message.startswith(f"{campaign_file}: {problem}") and len(message) < 300
 
 
+def test_a_missing_campaign_file_fails_the_campaign_naming_it(tmp_path: Path) -> None:
+    """The playbook's own check, before lem_plan: shell syntax in the name runs nothing."""
+    missing = tmp_path / MISSING_FILES[-1]
+
+    run = run_campaign(LOCAL_INVENTORY, campaign_variables(tmp_path, missing), tmp_path)
+
+    assert_refused_before_any_host_task(run, tmp_path)
+    assert f"{missing}: campaign file not found" in run.output
+    assert not (tmp_path / "pwned").exists() and not (REPO / "pwned").exists()
+
+
 @pytest.mark.docker
 def test_jinja_and_shell_syntax_in_a_config_value_are_carried_as_data(
-    tmp_path: Path, docker_engine: DockerClient
+    tmp_path: Path, docker_engine: DockerClient, prepared_host: PreparedHost
 ) -> None:
     """A model directory named with Jinja and shell syntax: loaded as it is, nothing run.
 
@@ -184,14 +275,24 @@ def test_jinja_and_shell_syntax_in_a_config_value_are_carried_as_data(
         f"{{{{ lookup('ansible.builtin.pipe', 'touch {marker}') }}}}"
         f"$(touch {marker}); `touch {marker}` {{% if true %}}x{{% endif %}}"
     )
-    host = host_dirs(tmp_path)
-    host.models.mkdir()
-    (host.models / hostile).symlink_to("tiny")  # lem_services makes models/tiny
+    # The session's venv (a fresh install is not what this proves), models of its own.
+    host = HostDirs(
+        root=tmp_path / "host",
+        project=unique_name("lem-hostile"),
+        venv=prepared_host.venv,
+        models=tmp_path / "models",
+    )
+    shutil.copytree(prepared_host.models / "tiny", host.models / "tiny")
+    (host.models / hostile).symlink_to("tiny")
     campaign = with_config(model={"path": f"/models/{hostile}"})
     campaign["execution"]["cycles"] = 1
-    campaign_file = write_yaml(tmp_path / "campaign.yml", campaign)
+    variables = {
+        **host.variables(),
+        "lem_campaign_file": str(write_yaml(tmp_path / "campaign.yml", campaign)),
+        "lem_results_dir": str(tmp_path / "results"),
+    }
     try:
-        run = run_campaign(LOCAL_INVENTORY, campaign_variables(tmp_path, campaign_file), tmp_path)
+        run = run_campaign(LOCAL_INVENTORY, variables, tmp_path)
     finally:
         compose_down(host.project)
 

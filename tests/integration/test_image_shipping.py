@@ -26,7 +26,7 @@ from fixtures.campaign import (
     tiny_campaign,
     write_yaml,
 )
-from fixtures.faults import PrivateEngine, private_engine
+from fixtures.faults import ON_PRIVATE_ENGINE, PrivateEngine
 from fixtures.sshd import SshServers, ssh_inventory, ssh_servers
 from python_on_whales import DockerClient
 
@@ -44,15 +44,16 @@ def system_docker(*argv: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def controller_engine(
-    tmp_path_factory: pytest.TempPathFactory, cpu_image: str
+    private_docker: PrivateEngine, cpu_image: str
 ) -> Iterator[tuple[PrivateEngine, str]]:
     """The private engine, with the CPU image also tagged as `tag` (unknown to the host)."""
     tag = f"lem-shiptest-{uuid.uuid4().hex[:8]}:v1"
-    # A short root: dockerd's sockets live under it (at most 108 bytes a path).
-    with private_engine(tmp_path_factory.mktemp("engine"), [cpu_image]) as engine:
-        subprocess.run(["docker", "tag", cpu_image, tag], env=engine.env(), check=True)
-        yield engine, tag
-    system_docker("image", "rm", tag)  # only the tag: the CPU image keeps its own
+    engine = private_docker
+    subprocess.run(["docker", "tag", cpu_image, tag], env=engine.env(), check=True)
+    yield engine, tag
+    # Only the tags: the CPU image keeps its own, on both engines.
+    subprocess.run(["docker", "image", "rm", tag], env=engine.env(), check=False)
+    system_docker("image", "rm", tag)
 
 
 @pytest.fixture
@@ -76,6 +77,7 @@ def build_images_stand_in(path: Path, tag: str) -> Path:
     return path
 
 
+@ON_PRIVATE_ENGINE
 def test_a_host_without_the_image_gets_it_from_the_controller(
     tmp_path: Path,
     controller_engine: tuple[PrivateEngine, str],

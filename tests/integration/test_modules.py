@@ -558,7 +558,13 @@ def test_experiment_past_its_timeout_is_stopped_and_recorded_failed(
     campaign = write_campaign(tmp_path, [slow], cycles=1)
     (experiment,) = build_plan(load_campaign(campaign), ["localhost"]).experiments
     args = experiment_args(
-        experiment, CAMPAIGN, service.state_dir, service.compose_file, service.project, timeout=2
+        experiment,
+        CAMPAIGN,
+        service.state_dir,
+        service.compose_file,
+        service.project,
+        timeout=2,
+        cancel_grace=3.0,
     )
 
     _, result = run_task(tmp_path, "lem_experiment", args)
@@ -566,7 +572,7 @@ def test_experiment_past_its_timeout_is_stopped_and_recorded_failed(
     # The worker answers the cancel but is inside a 600 s window (it stops between
     # stages): after the grace, the service is restarted and the work is really gone.
     error = (
-        "timed out after 2 s: its worker did not stop it within 30 s; "
+        "timed out after 2 s: its worker did not stop it within 3 s; "
         f"service {args['service']!r} restarted"
     )
     assert result["failed"] is True and result["rc"] == 124

@@ -118,7 +118,10 @@ def test_the_token_is_in_no_file_the_run_wrote(secret_run: SecretRun) -> None:
 def test_the_token_is_in_no_output_or_log(secret_run: SecretRun) -> None:
     logs = compose(secret_run.host.project, "logs", "--no-color")
     assert logs.returncode == 0 and logs.stdout  # the worker logs one line per request
-    assert "lem_experiment" in secret_run.run.output  # -v output of the experiment tasks
+    # -v output of the experiment tasks: each one's returned exp_id (the role's name,
+    # lem_experiments, is in every task header, so it proves nothing).
+    for cycle in (1, 2):
+        assert f'"exp_id": "{CAMPAIGN}__bs1__c{cycle:02d}"' in secret_run.run.output
     assert secret_run.token not in secret_run.run.output
     assert secret_run.token not in logs.stdout + logs.stderr
 

@@ -26,6 +26,7 @@ from fixtures.ansible import localhost_play, run_playbook
 from fixtures.campaign import (
     HostDirs,
     compose_down,
+    experiment_results,
     manifest_entries,
     read_json,
     run_campaign,
@@ -33,6 +34,7 @@ from fixtures.campaign import (
     unique_name,
     write_yaml,
 )
+from fixtures.faults import PreparedHost
 from fixtures.plan import experiment_args
 from fixtures.results import make_result, write_result
 from python_on_whales import DockerClient
@@ -47,27 +49,21 @@ pytestmark = pytest.mark.docker
 CAMPAIGN = "wktest"
 
 
-@pytest.fixture(scope="module")
-def shared_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A venv and a models dir for the module's runs: the role installs and fills them once."""
-    root = tmp_path_factory.mktemp("lem-host")
-    return root / "venv", root / "models"
-
-
 @pytest.fixture
 def host(
-    tmp_path: Path, shared_dirs: tuple[Path, Path], docker_engine: DockerClient
+    tmp_path: Path, prepared_host: PreparedHost, docker_engine: DockerClient
 ) -> Iterator[HostDirs]:
-    venv, models = shared_dirs
-    dirs = HostDirs(
-        root=tmp_path / "host", project=unique_name("lem-wktest"), venv=venv, models=models
-    )
+    """The session's venv and models: a fresh install is not what these tests prove."""
+    dirs = prepared_host.dirs(tmp_path / "host", "lem-wktest")
     yield dirs
     compose_down(dirs.project)
 
 
-def run_kept_up(tmp_path: Path, host: HostDirs, campaign: dict[str, Any]) -> list[dict]:
-    """Run `campaign` leaving the services up; the results in plan order."""
+def run_kept_up(
+    tmp_path: Path, host: HostDirs, campaign: dict[str, Any]
+) -> tuple[list[dict], list[dict]]:
+    """Run `campaign` leaving the services up; the results, and what lem_experiment
+    returned for each (from `-v`), in plan order."""
     inventory = write_yaml(
         tmp_path / "inventory.yml",
         {
@@ -88,13 +84,17 @@ def run_kept_up(tmp_path: Path, host: HostDirs, campaign: dict[str, Any]) -> lis
         "lem_results_dir": str(tmp_path / "results"),
         "lem_services_keep": True,
     }
-    run = run_campaign(inventory, variables, tmp_path)
+    run = run_campaign(inventory, variables, tmp_path, options=["-v"])
     assert run.returncode == 0, run.output[-4000:]
     entries = manifest_entries(host.manifest(CAMPAIGN))
     assert {entry["status"] for entry in entries.values()} == {"completed"}
     plan = read_json(tmp_path / "results" / CAMPAIGN / "plan.json")["experiments"]
     state = host.root / "state" / CAMPAIGN
-    return [read_json(state / entries[e["exp_id"]]["result_path"]) for e in plan]
+    returned = experiment_results(run.output)
+    return (
+        [read_json(state / entries[e["exp_id"]]["result_path"]) for e in plan],
+        [returned[e["exp_id"]] for e in plan],
+    )
 
 
 def worker_stats(project: str) -> dict[str, Any]:
@@ -129,7 +129,7 @@ def test_a_model_loads_once_per_load_key_in_run_order_and_gaps_are_thermal(
         "cycle_gap_seconds": 1,
     }
 
-    results = run_kept_up(tmp_path, host, campaign)
+    results, returned = run_kept_up(tmp_path, host, campaign)
 
     loads = key_changes(results)
     assert loads == [True, False, True, True, False, True]  # bs1 bs2 eager, twice
@@ -140,9 +140,15 @@ def test_a_model_loads_once_per_load_key_in_run_order_and_gaps_are_thermal(
         assert (result["timing"]["load_seconds"] > 0) == loaded
     stats = worker_stats(host.project)
     assert (stats["loads"], stats["experiments"], stats["failures"]) == (4, 6, 0)
-    # No GPU here: `lem wait-cool` says no-gpu and the gap is waited as a fixed one.
-    gaps = [r["timing"]["gap_waited_seconds"] for r in results]
-    assert gaps[0] == 0.0 and all(gap >= 1.0 for gap in gaps[1:]), gaps
+    # No GPU here: `lem wait-cool` ran in the service, said it cannot tell (no-gpu), and
+    # the gap was waited as a fixed one; the first experiment has no gap.
+    gaps = [r["gap"] for r in returned]
+    assert gaps[0] == {"mode": "thermal", "outcome": "none", "waited_seconds": 0.0}, gaps
+    assert {(g["mode"], g["outcome"]) for g in gaps[1:]} == {("thermal", "no-gpu")}, gaps
+    assert all(g["waited_seconds"] >= 1.0 for g in gaps[1:]), gaps
+    assert [r["timing"]["gap_waited_seconds"] for r in results] == [
+        g["waited_seconds"] for g in gaps
+    ]
 
 
 def test_force_cold_start_loads_every_experiment_without_restarting_the_service(
@@ -151,7 +157,7 @@ def test_force_cold_start_loads_every_experiment_without_restarting_the_service(
     campaign = tiny_campaign(CAMPAIGN, batch_sizes=(1, 2), cycles=2)
     campaign["cold_start"] = {"force_cold_start": True}
 
-    results = run_kept_up(tmp_path, host, campaign)
+    results, _ = run_kept_up(tmp_path, host, campaign)
 
     assert [r["timing"]["model_reused"] for r in results] == [False] * 4
     assert all(r["timing"]["load_seconds"] > 0 for r in results)

@@ -171,3 +171,15 @@ def test_worker_socket_directory_is_emptied_with_each_container_start() -> None:
     custom = services(lem_worker_socket="/var/run/lem-w/w.sock")["pytorch"]
     assert custom["tmpfs"] == ["/var/run/lem-w"]
     assert "tmpfs" not in services(lem_worker_socket="/w.sock")["pytorch"]
+
+
+def test_start_interval_is_rendered_only_when_given() -> None:
+    """An engine older than 25 refuses start_interval: the role passes "" for it there."""
+    assert "start_interval" not in services()["pytorch"]["healthcheck"]
+    assert "start_interval" not in services(lem_health_start_interval=" ")["pytorch"]["healthcheck"]
+
+    health = services(lem_health_start_interval="1s", lem_health_interval="7s")["pytorch"][
+        "healthcheck"
+    ]
+
+    assert (health["start_interval"], health["interval"]) == ("1s", "7s")

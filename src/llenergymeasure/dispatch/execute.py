@@ -20,7 +20,7 @@ from llenergymeasure.dispatch.compose import (
 )
 from llenergymeasure.dispatch.errors import ExperimentFailed, NeedsRestart, TimedOut, last_line
 from llenergymeasure.dispatch.restarts import RestartBudget, health_problem
-from llenergymeasure.dispatch.timeouts import stop_timed_out
+from llenergymeasure.dispatch.timeouts import CANCEL_GRACE_SECONDS, stop_timed_out
 
 TIMEOUT_EXIT_CODE = 124  # coreutils `timeout` exit status when the limit was hit
 TIMEOUT_KILL_AFTER_SECONDS = 30  # after TERM, time to exit cleanly before KILL
@@ -150,7 +150,9 @@ def stop_in_worker(run: ServiceExec, timed_out: TimedOut) -> None:
     service when the worker is frozen or does not stop it; raises ExperimentFailed."""
     service = run.params["service"]
     outcome = stop_timed_out(
-        run.params["exp_id"], lambda cancel: worker_stats(run.compose, service, cancel)
+        run.params["exp_id"],
+        lambda cancel: worker_stats(run.compose, service, cancel),
+        grace_seconds=run.params.get("cancel_grace", CANCEL_GRACE_SECONDS),
     )
     cause = f"{timed_out.cause}: {outcome.detail}"
     if outcome.restart and not run.budget.allowed():
