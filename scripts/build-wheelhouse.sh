@@ -77,14 +77,27 @@ pip_download() {
         -r "$OUTDIR/deps/requirements.txt" -c "$OUTDIR/deps/constraints.txt" "$@"
 }
 
+# Standard input to FILE, only when it differs: an unchanged wheelhouse is left as it
+# is, its directories' times included (the new content is staged outside it).
+write_if_changed() {
+    local file="$1" new
+    new="$(mktemp)"
+    cat >"$new"
+    if cmp -s "$new" "$file"; then
+        rm -f "$new"
+    else
+        cp "$new" "$file.tmp" && mv "$file.tmp" "$file" && rm -f "$new"
+    fi
+}
+
 download_dependencies() {
     mkdir -p "$OUTDIR/deps"
-    requirements download >"$OUTDIR/deps/requirements.txt"
-    requirements base >"$OUTDIR/deps/base-requirements.txt"
+    requirements download | write_if_changed "$OUTDIR/deps/requirements.txt"
+    requirements base | write_if_changed "$OUTDIR/deps/base-requirements.txt"
     if [ -n "$CONSTRAINTS" ]; then
-        cp "$REPO/$CONSTRAINTS" "$OUTDIR/deps/constraints.txt"
+        write_if_changed "$OUTDIR/deps/constraints.txt" <"$REPO/$CONSTRAINTS"
     else
-        : >"$OUTDIR/deps/constraints.txt"
+        write_if_changed "$OUTDIR/deps/constraints.txt" </dev/null
     fi
     # Resolving from the wheelhouse alone is the cache check: it also notices a
     # changed requirement or constraint, or a wheel removed by hand.

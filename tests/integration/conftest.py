@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from fixtures.faults import PreparedHost, PrivateEngine, prepare_host, private_engine
 from fixtures.shared import exclusive, made_once, run_root
+from fixtures.shared_campaign import SharedCampaign, run_shared_campaign, teardown
 from python_on_whales import DockerClient
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,6 +78,22 @@ def private_docker(
     ON_PRIVATE_ENGINE). Its root is short: dockerd's socket paths are limited."""
     with private_engine(tmp_path_factory.mktemp("engine"), [cpu_image, BASE_IMAGE]) as engine:
         yield engine
+
+
+@pytest.fixture(scope="session")
+def shared_campaign(
+    tmp_path_factory: pytest.TempPathFactory,
+    prepared_host: PreparedHost,
+    cpu_image: str,
+    docker_engine: DockerClient,
+) -> Iterator[SharedCampaign]:
+    """One campaign run through its life once (tests/fixtures/shared_campaign.py) for the
+    tests marked ON_SHARED_CAMPAIGN to read."""
+    shared = run_shared_campaign(tmp_path_factory.mktemp("shared"), prepared_host)
+    try:
+        yield shared
+    finally:
+        teardown(shared)
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -23,6 +23,8 @@ from fixtures.campaign import (
     write_yaml,
 )
 from fixtures.faults import PreparedHost
+from fixtures.shared_campaign import CAMPAIGN as SHARED
+from fixtures.shared_campaign import ON_SHARED_CAMPAIGN, SharedCampaign
 from python_on_whales import DockerClient
 
 pytestmark = pytest.mark.docker
@@ -73,29 +75,29 @@ def assert_completed_once(manifest: dict[str, dict], expected: int) -> None:
     assert {entry["status"] for entry in manifest.values()} == {"completed"}
 
 
+@ON_SHARED_CAMPAIGN
 def test_second_run_changes_nothing_and_writes_the_same_summary(
-    tmp_path: Path, host: HostDirs, inventory: Path
+    shared_campaign: SharedCampaign,
 ) -> None:
-    variables = campaign_vars(tmp_path, host, tiny_campaign(CAMPAIGN))
-    summary = tmp_path / "results" / CAMPAIGN / "summary.json"
+    """The session's shared campaign (3 configs x 2 cycles) run to its end, then again."""
+    shared = shared_campaign
+    summary = shared.results / "summary.json"
 
-    first = run_campaign(inventory, variables, tmp_path)
-    assert first.returncode == 0, first.output[-4000:]
-    assert_completed_once(manifest_entries(host.manifest(CAMPAIGN)), EXPERIMENTS)
-    first_summary = summary.read_bytes()
+    assert shared.second.returncode == 0, shared.second.output[-4000:]
+    assert_completed_once(manifest_entries(shared.host.manifest(SHARED)), 6)
     rows = read_json(summary)["rows"]
-    assert sorted(row["config_name"] for row in rows) == ["bs1", "bs2"]
+    assert sorted(row["config_name"] for row in rows) == ["bs1", "bs2", "hostile"]
     assert all(row["n"] == 2 for row in rows)
 
-    second = run_campaign(inventory, variables, tmp_path)
-    assert second.returncode == 0, second.output[-4000:]
-    assert second.recap()["localhost"]["changed"] == 0, second.output[-4000:]
-    assert summary.read_bytes() == first_summary
+    third = shared.third
+    assert third.returncode == 0, third.output[-4000:]
+    assert third.recap()["localhost"]["changed"] == 0, third.output[-4000:]
+    assert summary.read_bytes() == shared.summary_after_second
     # Finished work is not touched: no service came up, no experiment ran.
-    assert "TASK [lem_services" not in second.output
-    assert "TASK [lem_experiments" not in second.output
-    fetched = tmp_path / "results" / CAMPAIGN / "hosts" / "localhost" / "manifest.json"
-    assert read_json(fetched)["entries"] == manifest_entries(host.manifest(CAMPAIGN))
+    assert "TASK [lem_services" not in third.output
+    assert "TASK [lem_experiments" not in third.output
+    fetched = shared.results / "hosts" / "localhost" / "manifest.json"
+    assert read_json(fetched)["entries"] == manifest_entries(shared.host.manifest(SHARED))
 
 
 def test_failed_experiments_are_recorded_and_the_campaign_goes_on(

@@ -26,6 +26,13 @@ from fixtures.campaign import (
     tiny_campaign,
     write_yaml,
 )
+from fixtures.shared_campaign import (
+    ON_SHARED_CAMPAIGN,
+    SharedCampaign,
+    docker_state,
+    tree_state,
+)
+from fixtures.shared_campaign import exp_id as shared_exp_id
 from python_on_whales import DockerClient
 
 pytestmark = pytest.mark.docker
@@ -51,38 +58,6 @@ def inventory(tmp_path: Path) -> Path:
         "lem_services_tiny_model": True,
     }
     return write_yaml(tmp_path / "inventory.yml", {"all": {"hosts": {"localhost": host_vars}}})
-
-
-def tree_state(root: Path) -> dict[str, tuple[int, int]]:
-    """(size, mtime) of every file and directory under `root`: what a write would change."""
-    if not root.exists():
-        return {}
-    return {
-        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
-        for path in [root, *root.rglob("*")]
-    }
-
-
-# What the campaign could build or load: the CPU image (scripts/build-images.sh) and its
-# base (scripts/build-base-image.sh). Tests running beside this one (pytest-xdist) tag
-# images of their own, so the engine's whole list is not this run's to compare.
-CAMPAIGN_IMAGES = ("lem-pytorch-cpu", "lem-base")
-
-
-def docker_state(docker: DockerClient, project: str) -> dict[str, object]:
-    """The project's containers, networks and volumes, and the campaign's images by tag."""
-    label = ("label", f"com.docker.compose.project={project}")
-    return {
-        "containers": [c.name for c in docker.container.list(all=True, filters=[label])],
-        "networks": [n.name for n in docker.network.list(filters=[label])],
-        "volumes": [v.name for v in docker.volume.list(filters=[label])],
-        "images": sorted(
-            (tag, image.id)
-            for image in docker.image.list(all=True)
-            for tag in image.repo_tags
-            if tag.split(":")[0] in CAMPAIGN_IMAGES
-        ),
-    }
 
 
 def campaign_variables(tmp_path: Path, host: HostDirs, campaign: dict[str, Any]) -> dict[str, Any]:
@@ -119,30 +94,25 @@ def test_check_on_a_fresh_host_runs_through_and_changes_nothing(
     assert [e for e in EXPERIMENTS if e in would_run] == EXPERIMENTS, run.output[-6000:]
 
 
+@ON_SHARED_CAMPAIGN
 def test_check_on_a_host_that_ran_the_first_cycle_reports_the_second_pending(
-    tmp_path: Path, host: HostDirs, inventory: Path, docker_engine: DockerClient
+    shared_campaign: SharedCampaign,
 ) -> None:
-    """Where the host is set up, lem_experiment itself says what would run."""
-    done = run_campaign(
-        inventory, campaign_variables(tmp_path, host, tiny_campaign(CAMPAIGN, cycles=1)), tmp_path
-    )
-    assert done.returncode == 0, done.output[-6000:]
-    variables = campaign_variables(tmp_path, host, tiny_campaign(CAMPAIGN, cycles=2))
-    host_files = tree_state(host.root)
-    controller_files = tree_state(tmp_path / "results"), tree_state(REPO / "wheelhouse")
-    docker_before = docker_state(docker_engine, host.project)
-
-    run = run_campaign(inventory, variables, tmp_path, options=["--check", "-v"])
+    """Where the host is set up, lem_experiment itself says what would run (the session's
+    shared campaign: cycle 1 ran, the file grew to 2 cycles, then `--check -v`)."""
+    shared = shared_campaign
+    assert shared.first.returncode == 0, shared.first.output[-6000:]
+    run = shared.check
 
     assert run.returncode == 0, run.output[-6000:]
     assert run.recap()["localhost"]["failed"] == 0, run.output[-6000:]
-    assert tree_state(host.root) == host_files
-    assert (tree_state(tmp_path / "results"), tree_state(REPO / "wheelhouse")) == controller_files
-    assert docker_state(docker_engine, host.project) == docker_before
+    # Nothing on the host (files, containers, networks, volumes, images) or the
+    # controller (results, run lock, wheelhouse) changed.
+    assert shared.after_check == shared.before_check
     # The first cycle is finished work; lem_experiment reports the second as pending,
     # new, not run.
     reported = experiment_results(run.output)
-    second_cycle = [exp_id for exp_id in EXPERIMENTS if exp_id.endswith("c02")]
+    second_cycle = [shared_exp_id(config, 2) for config in ("bs1", "bs2", "hostile")]
     assert sorted(reported) == sorted(second_cycle), run.output[-6000:]
     for exp_id in second_cycle:
         assert reported[exp_id]["status"] == "pending", reported[exp_id]

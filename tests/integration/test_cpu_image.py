@@ -63,7 +63,7 @@ def test_wheelhouse_rerun_needs_no_index(tmp_path: Path) -> None:
     wheelhouse = REPO / "wheelhouse" / "pytorch-cpu"
     script = [str(REPO / "scripts" / "build-wheelhouse.sh"), "pytorch-cpu", str(wheelhouse)]
     subprocess.run(script, capture_output=True, check=True)
-    before = {path.name: path.stat().st_mtime_ns for path in (wheelhouse / "deps").glob("*.whl")}
+    before = {path.name: path.stat().st_mtime_ns for path in wheelhouse.rglob("*")}
     # No pip configuration and an index that refuses connections: any download fails.
     offline = {
         **{k: v for k, v in os.environ.items() if not k.startswith("PIP_")},
@@ -75,9 +75,11 @@ def test_wheelhouse_rerun_needs_no_index(tmp_path: Path) -> None:
 
     assert rerun.returncode == 0, rerun.stderr
     assert "nothing to download" in rerun.stderr
-    after = {path.name: path.stat().st_mtime_ns for path in (wheelhouse / "deps").glob("*.whl")}
+    assert "package wheel up to date" in rerun.stderr
+    # Nothing rewritten: not a wheel, not the requirement files, not the package wheel.
+    after = {path.name: path.stat().st_mtime_ns for path in wheelhouse.rglob("*")}
     assert after == before
-    assert [p.name for p in (wheelhouse / "lem").iterdir()] == [
+    assert [p.name for p in (wheelhouse / "lem").glob("*.whl")] == [
         f"llenergymeasure-{__version__}-py3-none-any.whl"
     ]
 

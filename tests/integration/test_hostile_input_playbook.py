@@ -12,8 +12,6 @@ model path is Jinja and shell syntax, to show that Ansible carries config values
 from __future__ import annotations
 
 import json
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,15 +22,15 @@ from fixtures.campaign import (
     REPO,
     CampaignRun,
     HostDirs,
-    compose_down,
     manifest_entries,
     run_campaign,
     tiny_campaign,
     unique_name,
     write_yaml,
 )
-from fixtures.faults import PreparedHost
-from python_on_whales import DockerClient
+from fixtures.shared_campaign import CAMPAIGN as SHARED
+from fixtures.shared_campaign import ON_SHARED_CAMPAIGN, SharedCampaign
+from fixtures.shared_campaign import exp_id as shared_exp_id
 
 from llenergymeasure.config.loader import load_campaign
 from llenergymeasure.errors import ConfigError
@@ -261,45 +259,29 @@ def test_a_missing_campaign_file_fails_the_campaign_naming_it(tmp_path: Path) ->
     assert not (tmp_path / "pwned").exists() and not (REPO / "pwned").exists()
 
 
-@pytest.mark.docker
+@ON_SHARED_CAMPAIGN
 def test_jinja_and_shell_syntax_in_a_config_value_are_carried_as_data(
-    tmp_path: Path, docker_engine: DockerClient, prepared_host: PreparedHost
+    shared_campaign: SharedCampaign,
 ) -> None:
     """A model directory named with Jinja and shell syntax: loaded as it is, nothing run.
 
     Ansible templates strings it trusts; a value from the campaign file must never be
-    one of them, on the controller (plan, filters, loops, callback) or on the host.
+    one of them, on the controller (plan, filters, loops, callback) or on the host. The
+    session's shared campaign has such a config (`hostile`), run over two cycles.
     """
-    marker = f"lem-pwned-{uuid.uuid4().hex[:8]}"
-    hostile = (
-        f"{{{{ lookup('ansible.builtin.pipe', 'touch {marker}') }}}}"
-        f"$(touch {marker}); `touch {marker}` {{% if true %}}x{{% endif %}}"
-    )
-    # The session's venv (a fresh install is not what this proves), models of its own.
-    host = HostDirs(
-        root=tmp_path / "host",
-        project=unique_name("lem-hostile"),
-        venv=prepared_host.venv,
-        models=tmp_path / "models",
-    )
-    shutil.copytree(prepared_host.models / "tiny", host.models / "tiny")
-    (host.models / hostile).symlink_to("tiny")
-    campaign = with_config(model={"path": f"/models/{hostile}"})
-    campaign["execution"]["cycles"] = 1
-    variables = {
-        **host.variables(),
-        "lem_campaign_file": str(write_yaml(tmp_path / "campaign.yml", campaign)),
-        "lem_results_dir": str(tmp_path / "results"),
-    }
-    try:
-        run = run_campaign(LOCAL_INVENTORY, variables, tmp_path)
-    finally:
-        compose_down(host.project)
+    shared = shared_campaign
+    entries = manifest_entries(shared.host.manifest(SHARED))
+    configs = shared.host.root / "state" / SHARED / "configs"
 
-    assert run.returncode == 0, run.output[-4000:]
-    (entry,) = manifest_entries(host.manifest(CAMPAIGN)).values()
-    assert entry["status"] == "completed"
-    given = host.root / "state" / CAMPAIGN / "configs" / f"{entry['exp_id']}.json"
-    assert json.loads(given.read_text(encoding="utf-8"))["model"]["path"] == f"/models/{hostile}"
-    touched = [*REPO.glob(f"{marker}*"), *tmp_path.rglob(f"{marker}*"), *Path("/tmp").glob(marker)]
+    for cycle in (1, 2):
+        hostile_exp = shared_exp_id("hostile", cycle)
+        assert entries[hostile_exp]["status"] == "completed", entries[hostile_exp]
+        given = json.loads((configs / f"{hostile_exp}.json").read_text(encoding="utf-8"))
+        assert given["model"]["path"] == f"/models/{shared.hostile}"
+    marker = shared.marker
+    touched = [
+        *REPO.glob(f"{marker}*"),
+        *shared.workdir.rglob(f"{marker}*"),
+        *Path("/tmp").glob(marker),
+    ]
     assert touched == []

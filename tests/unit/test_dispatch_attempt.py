@@ -24,7 +24,7 @@ from llenergymeasure.campaign.manifest import (
 from llenergymeasure.campaign.plan import PlannedExperiment, build_plan
 from llenergymeasure.config.loader import load_campaign
 from llenergymeasure.dispatch.attempt import Outcome, run_attempt
-from llenergymeasure.dispatch.compose import Completed
+from llenergymeasure.dispatch.compose import Completed, service_stopped
 from llenergymeasure.dispatch.errors import ComposeError
 from llenergymeasure.dispatch.gaps import wait_gap
 
@@ -351,6 +351,39 @@ def test_a_stopped_service_is_named_in_the_failure(a1: PlannedExperiment, state_
         "stopped during the experiment (its container is exited with exit code 137 (killed))"
         in (outcome.returned["error"])
     )
+
+
+class SettlingCompose:
+    """`docker compose ps` that says "running" `running_for` more times, then "exited"."""
+
+    def __init__(self, running_for: int) -> None:
+        self.running_for = running_for
+        self.asked = 0
+
+    def ps(self, service: str) -> list[tuple[str, int | None]]:
+        self.asked += 1
+        return [("running", None)] if self.asked <= self.running_for else [("exited", 137)]
+
+
+def test_a_killed_exec_waits_for_its_container_to_be_marked_exited() -> None:
+    """The exec ends (137) as the container dies, before Docker marks it exited."""
+    clock = FakeClock()
+    docker = SettlingCompose(running_for=3)
+
+    why = service_stopped(docker, "pytorch", exec_rc=137, clock=clock, sleep=clock.sleep)
+
+    assert why == "its container is exited with exit code 137 (killed)"
+    assert (docker.asked, clock.sleeps) == (4, [0.5, 0.5, 0.5])
+
+
+def test_a_running_service_is_asked_once_unless_the_exec_was_killed() -> None:
+    clock = FakeClock()
+    failed, killed = SettlingCompose(running_for=100), SettlingCompose(running_for=100)
+
+    assert service_stopped(failed, "pytorch", exec_rc=1, clock=clock, sleep=clock.sleep) is None
+    assert failed.asked == 1 and clock.sleeps == []
+    assert service_stopped(killed, "pytorch", exec_rc=137, clock=clock, sleep=clock.sleep) is None
+    assert clock.now >= 5.0 and killed.asked == len(clock.sleeps) + 1
 
 
 def test_an_invalid_identity_fails_with_every_key_always_returned(

@@ -12,7 +12,8 @@ import functools
 import json
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -195,18 +196,32 @@ def check_service(compose: Compose, params: Mapping[str, Any], cache: Path | Non
         )
 
 
-def service_stopped(compose: Compose, service: str) -> str | None:
+def service_stopped(
+    compose: Compose,
+    service: str,
+    exec_rc: int | None = None,
+    settle_seconds: float = 5.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str | None:
     """Why the service's container is not running, after a failed exec; None while it runs.
 
     Asked only after a failure, so that "killed" or "daemon restarted" is said plainly
-    instead of the docker CLI's last line alone.
+    instead of the docker CLI's last line alone. An exec killed by SIGKILL (`exec_rc`
+    137) ends as its container dies, a moment before Docker marks the container exited:
+    a container still said to run is asked again for up to `settle_seconds`.
     """
-    try:
-        states = compose.ps(service)
-    except ComposeError as exc:
-        return f"the Docker daemon did not answer: {last_line(exc.stderr) or exc.rc}"
-    if any(status == "running" for status, _ in states):
-        return None
+    deadline = clock() + (settle_seconds if exec_rc == SIGKILL_EXIT_CODE else 0.0)
+    while True:
+        try:
+            states = compose.ps(service)
+        except ComposeError as exc:
+            return f"the Docker daemon did not answer: {last_line(exc.stderr) or exc.rc}"
+        if not any(status == "running" for status, _ in states):
+            break
+        if clock() >= deadline:
+            return None
+        sleep(0.5)
     if not states:
         return "its container is gone"
     status, code = states[0]

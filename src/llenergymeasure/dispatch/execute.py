@@ -83,7 +83,7 @@ def execute(compose: Compose, params: Mapping[str, Any], gap_waited: float) -> N
         cause = f"timed out after {params['timeout']} s"
     else:
         cause = last_line(stderr) or f"lem experiment exited with status {rc}"
-    stopped = service_stopped(compose, params["service"])
+    stopped = service_stopped(compose, params["service"], exec_rc=rc)
     if stopped:
         cause = f"service {params['service']!r} stopped during the experiment ({stopped}): {cause}"
         raise ExperimentFailed(cause, rc, stderr)  # nothing of it runs any more
