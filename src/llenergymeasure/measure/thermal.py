@@ -13,11 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from llenergymeasure.measure import nvml
-from llenergymeasure.measure.baseline import BaselineFile, load_baseline
 from llenergymeasure.measure.gpus import visible_gpu_indices
+
+if TYPE_CHECKING:
+    from llenergymeasure.measure.baseline import BaselineFile
 
 GapReason = Literal["cool", "cap", "no-gpu", "no-baseline"]
 
@@ -120,6 +122,9 @@ def thermal_gap(
     poll_seconds: float = 1.0,
 ) -> GapWait:
     """Wait for this process's GPUs (`visible_gpu_indices`) against the baseline file."""
+    # Here, not at the top: measure/baseline.py settles its GPUs with this module's waiter.
+    from llenergymeasure.measure.baseline import load_baseline
+
     gpu_indices = visible_gpu_indices()
     baseline = load_baseline(baseline_path) if baseline_path is not None else None
     return wait_until_cool(idle_states(baseline, gpu_indices), max_seconds, tolerance, poll_seconds)

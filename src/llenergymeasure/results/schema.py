@@ -15,6 +15,8 @@ SCHEMA_VERSION = "1.0"
 
 # nvml: the GPUs' energy counters; nvml_power: GPU power samples integrated (no counter)
 EnergySource = Literal["nvml", "nvml_power", "rapl", "none"]
+# How an idle figure was taken: the energy counter's delta, or the mean of power samples.
+IdleMethod = Literal["energy_counter", "power_samples"]
 
 
 class ResultModel(BaseModel):
@@ -71,6 +73,22 @@ class Distribution(ResultModel):
     n: int = 0
 
 
+class IdleConditions(ResultModel):
+    """How one GPU's idle figure (measure/baseline.py) was taken."""
+
+    power_w: float
+    temperature_c: float | None = Field(None, description="At the end of the idle period")
+    age_s: float | None = Field(None, description="Seconds since it was measured")
+    method: IdleMethod
+    seconds: float | None = Field(None, description="Length of the idle period")
+    settled: bool | None = Field(
+        None,
+        description="True: measured once the thermal waiter said the GPU was back near its "
+        "earlier idle temperature and power; False: the wait hit its cap; None: no earlier "
+        "idle figure to judge by",
+    )
+
+
 class Energy(ResultModel):
     source: EnergySource
     gpu_energy_j: float | None = None
@@ -81,6 +99,7 @@ class Energy(ResultModel):
     )
     idle_baseline_power_w: float | None = None
     idle_baseline_power_w_per_gpu: list[float] | None = None
+    idle_baseline_conditions: list[IdleConditions] | None = None
     idle_adjusted_energy_j: float | None = None
     j_per_output_token: float | None = None
     j_per_request: float | None = None

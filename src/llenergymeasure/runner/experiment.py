@@ -22,7 +22,7 @@ from llenergymeasure.config.models import ExperimentConfig, ModelSpec
 from llenergymeasure.errors import ExperimentError, LemError
 from llenergymeasure.files import atomic_write_text
 from llenergymeasure.measure import nvml
-from llenergymeasure.measure.baseline import idle_baseline
+from llenergymeasure.measure.baseline import GpuBaseline, idle_entries
 from llenergymeasure.measure.energy import build_energy
 from llenergymeasure.measure.environment import collect_environment
 from llenergymeasure.measure.gpus import mig_warning, order_warning, visible_gpu_indices
@@ -89,10 +89,10 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class IdlePower:
-    """Idle power (W) per GPU, measured (or read from the cache) before the model loaded."""
+    """Idle entries per GPU, measured (or read from the cache) before the model loaded."""
 
     gpu_indices: list[int]
-    power_w: list[float] | None
+    entries: list[GpuBaseline] | None
     seconds_spent: float
 
 
@@ -185,7 +185,7 @@ def measure_experiment(
     prompts = load_prompts(config.dataset)
     gpu_indices, gpu_warnings = experiment_gpus(config, loaded.backend.device)
     report("baseline")
-    baseline, baseline_warnings = loaded_idle_power(gpu_indices, config, baseline_cache, idle)
+    idle_used, baseline_warnings = loaded_idle_power(gpu_indices, config, baseline_cache, idle)
     gpu_warnings.extend(baseline_warnings)
     report("warmup")
     warmup_seconds = warm_up(loaded.backend, prompts, config)
@@ -208,7 +208,23 @@ def measure_experiment(
         total_seconds=time.perf_counter() - started + setup_s,
         gap_waited_seconds=gap_waited_seconds,
     )
-    return build_result(config, identity, loaded.backend, window, baseline, timing, gpu_warnings)
+    result = build_result(
+        config, identity, loaded.backend, window, power_of(idle_used), timing, gpu_warnings
+    )
+    if idle_used is not None and result.energy.idle_baseline_power_w_per_gpu is not None:
+        now = time.time()
+        result.energy.idle_baseline_conditions = [entry.conditions(now) for entry in idle_used]
+        warm = [entry.index for entry in idle_used if entry.settled is False]
+        if warm:
+            result.warnings.append(
+                f"idle baseline of GPU(s) {warm} was measured when the thermal wait hit its "
+                "cap, not back near idle: it may be high, idle-adjusted energy low"
+            )
+    return result
+
+
+def power_of(entries: list[GpuBaseline] | None) -> list[float] | None:
+    return None if entries is None else [entry.power_w for entry in entries]
 
 
 def idle_before_load(
@@ -222,8 +238,8 @@ def idle_before_load(
     if progress is not None:
         progress("baseline")
     started = time.perf_counter()
-    power = idle_baseline(gpu_indices, config.measurement.baseline_seconds, baseline_cache)
-    return IdlePower(gpu_indices, power, time.perf_counter() - started)
+    entries = idle_entries(gpu_indices, config.measurement.baseline_seconds, baseline_cache)
+    return IdlePower(gpu_indices, entries, time.perf_counter() - started)
 
 
 def loaded_idle_power(
@@ -231,17 +247,17 @@ def loaded_idle_power(
     config: ExperimentConfig,
     baseline_cache: Path | None,
     idle: IdlePower | None,
-) -> tuple[list[float] | None, list[str]]:
-    """The idle power for the window on `gpu_indices`, and warnings. The model is loaded
+) -> tuple[list[GpuBaseline] | None, list[str]]:
+    """The idle entries for the window on `gpu_indices`, and warnings. The model is loaded
     now: use what was measured before the load, else an idle value cached earlier."""
     if not gpu_indices:
         return None, []
     if idle is not None and idle.gpu_indices == gpu_indices:
-        return idle.power_w, []
+        return idle.entries, []
     seconds = config.measurement.baseline_seconds
-    power = idle_baseline(gpu_indices, seconds, baseline_cache, gpu_idle=False)
-    if power is not None:
-        return power, []
+    entries = idle_entries(gpu_indices, seconds, baseline_cache, gpu_idle=False)
+    if entries is not None:
+        return entries, []
     return None, [
         f"no idle baseline: none cached for GPU(s) {gpu_indices} from an idle moment, and "
         "the loaded model keeps them busy (`lem baseline` or the next model load measures "
