@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from fakes.fake_nvml import FakeGpu, FakeNvml, gpus, installed
+from fixtures.clock import WallClock as Clock
 
 from llenergymeasure.measure.baseline import (
     BaselinePolicy,
@@ -29,16 +30,6 @@ POLICY = BaselinePolicy(
     settle_max_s=0.05,  # real time here; tests/unit/test_idle_settle.py paces it with a fake clock
     settle_poll_s=0.01,
 )
-
-
-class Clock:
-    """Wall-clock time the test moves by hand (cache ages), from 1,000,000 s."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

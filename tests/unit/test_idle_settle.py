@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from fakes.fake_nvml import FakeGpu, FakeNvml, installed
-from fixtures.clock import FakeClock
+from fixtures.clock import FakeClock, WallClock
 
 from llenergymeasure.measure.baseline import BaselinePolicy, GpuBaseline, idle_entries
 from llenergymeasure.results.schema import IdleConditions
@@ -42,16 +42,6 @@ class CoolingClock(FakeClock):
         super().sleep(seconds)
         if self.cools_after_s is not None and self.now >= self.cools_after_s:
             self.gpu.power_w, self.gpu.temperature_c = IDLE_W + 1.0, IDLE_C
-
-
-class WallClock:
-    """Unix time the test moves by hand (the cache's ages)."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
