@@ -8,8 +8,10 @@ these tests fail, instead of a campaign on a GPU host.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import sys
 import tomllib
 import zipfile
 from pathlib import Path
@@ -20,11 +22,13 @@ import pytest
 from fixtures.load import load_module
 
 from llenergymeasure.config.models import ExperimentConfig, TensorRTConfig, VLLMConfig
+from llenergymeasure.errors import ExperimentError
 from llenergymeasure.runner.backends import tensorrt, vllm
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "engines"
-PINNED_VLLM = "0.11.1"
+PINNED_VLLM = "0.11.1"  # ML.ENERGY v3's version, kept for comparison with it
+VLLM_VERSIONS = [PINNED_VLLM, "0.33.0"]  # fixtures read from both PyPI wheels
 TENSORRT_FIXTURE = "tensorrt_llm-1.0.0rc4.json"
 
 
@@ -61,33 +65,62 @@ DECODERS = [
 ]
 
 
-def test_vllm_engine_args_are_engine_args_fields() -> None:
-    section = {
-        "max_num_seqs": 8,
-        "max_num_batched_tokens": 4096,
-        "max_model_len": 2048,
-        "enable_chunked_prefill": True,
-        "quantization": "fp8",
-        "block_size": 16,
-        "swap_space": 4.0,
-    }
-    args = vllm.engine_args(every_key_config("vllm", section))
+EVERY_VLLM_KEY = {
+    "max_num_seqs": 8,
+    "max_num_batched_tokens": 4096,
+    "max_model_len": 2048,
+    "enable_chunked_prefill": True,
+    "quantization": "fp8",
+    "block_size": 16,
+    "swap_space": 4.0,
+}
+# Section keys a vLLM version no longer takes (check_engine_args refuses them there).
+GONE_IN = {"0.33.0": {"swap_space"}}
+
+
+def engine_args_class(version: str) -> type:
+    """A dataclass with the fields of that version's real EngineArgs (from its wheel)."""
+    fields = names(fixture(f"vllm-{version}.json"), "engine_args")
+    return dataclasses.make_dataclass("EngineArgs", [(name, Any, None) for name in fields])
+
+
+@pytest.mark.parametrize("version", VLLM_VERSIONS)
+def test_vllm_engine_args_are_engine_args_fields(version: str) -> None:
+    args = vllm.engine_args(every_key_config("vllm", EVERY_VLLM_KEY))
     assert set(VLLMConfig.model_fields) <= set(args)  # every section key is translated
     # vllm.LLM(**kwargs) hands every keyword on to EngineArgs
-    report = fixture(f"vllm-{PINNED_VLLM}.json")
+    report = fixture(f"vllm-{version}.json")
     assert report["symbols"]["llm_init"]["var_keyword"] is True
     unknown = set(args) - names(report, "engine_args") - names(report, "llm_init")
-    assert not unknown
+    assert unknown == GONE_IN.get(version, set())
 
 
+@pytest.mark.parametrize("version", VLLM_VERSIONS)
+def test_a_setting_the_installed_vllm_lacks_is_refused_by_name(version: str) -> None:
+    installed = engine_args_class(version)
+    defaults = vllm.engine_args(every_key_config("vllm", {}))
+    vllm.check_engine_args(defaults, installed, version)  # what every version takes
+    every_key = vllm.engine_args(every_key_config("vllm", EVERY_VLLM_KEY))
+    if version not in GONE_IN:
+        vllm.check_engine_args(every_key, installed, version)
+        return
+    with pytest.raises(ExperimentError, match=rf"vLLM {version}'s EngineArgs has no swap_space"):
+        vllm.check_engine_args(every_key, installed, version)
+
+
+@pytest.mark.parametrize("version", VLLM_VERSIONS)
 @pytest.mark.parametrize("decoder", DECODERS)
-def test_vllm_sampling_params_are_sampling_params_fields(decoder: dict[str, Any]) -> None:
+def test_vllm_sampling_params_are_sampling_params_fields(
+    decoder: dict[str, Any], version: str
+) -> None:
     params = vllm.sampling_params(every_key_config("vllm", {}, decoder=decoder))
-    assert set(params) <= names(fixture(f"vllm-{PINNED_VLLM}.json"), "sampling_params")
+    assert set(params) <= names(fixture(f"vllm-{version}.json"), "sampling_params")
 
 
-def test_the_pinned_vllm_fills_request_metrics_with_the_fields_read() -> None:
-    report = fixture(f"vllm-{PINNED_VLLM}.json")
+@pytest.mark.parametrize("version", VLLM_VERSIONS)
+def test_each_vllm_version_fills_request_metrics_with_the_fields_read(version: str) -> None:
+    report = fixture(f"vllm-{version}.json")
+    assert report["version"] == version and report["source"].startswith("PyPI wheel")
     assert "metrics" in names(report, "output_processor_request_output")
     assert set(vllm.STATS_FIELDS) <= names(report, "request_state_stats")
 
@@ -232,3 +265,22 @@ def test_the_script_reads_a_source_directory(tmp_path: Path) -> None:
     )
     assert report["symbols"]["kv_cache_config"]["names"] == ["enable_block_reuse"]
     assert "missing" in report["symbols"]["torch_llm_args"]
+
+
+def test_load_refuses_swap_space_on_vllm_0_33_before_starting_the_engine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_engine(**kwargs: Any) -> None:
+        pytest.fail("vllm.LLM must not start with an argument its EngineArgs lacks")
+
+    arg_utils = ModuleType("vllm.engine.arg_utils")
+    arg_utils.EngineArgs = engine_args_class("0.33.0")  # type: ignore[attr-defined]
+    fake_vllm = ModuleType("vllm")
+    fake_vllm.__version__ = "0.33.0"  # type: ignore[attr-defined]
+    fake_vllm.LLM = no_engine  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
+    monkeypatch.setitem(sys.modules, "vllm.engine", ModuleType("vllm.engine"))
+    monkeypatch.setitem(sys.modules, "vllm.engine.arg_utils", arg_utils)
+
+    with pytest.raises(ExperimentError, match="swap_space"):
+        vllm.load(every_key_config("vllm", {"swap_space": 4.0}))

@@ -130,5 +130,23 @@ def test_gpu_pytorch_image_takes_torch_from_its_base_not_the_wheelhouse() -> Non
     download, base = requirement_lines("pytorch", "download"), requirement_lines("pytorch", "base")
 
     assert not any(line.startswith("torch") for line in download)
-    assert [line for line in base if line.startswith("torch")] == ["torch>=2.2"]
+    assert [line for line in base if line.startswith("torch")] == ["torch>=2.6"]
     assert {"transformers", "tokenizers"} <= {Requirement(line).name for line in download}
+
+
+def test_the_cpu_constraints_satisfy_the_package_s_requirements() -> None:
+    """requirements/cpu.txt pins what the CPU image installs; each pin must meet the floor
+    pyproject.toml sets (torch>=2.6: transformers 5.x switches PyTorch off below it)."""
+    required = {
+        Requirement(line).name: Requirement(line)
+        for line in requirement_lines("pytorch-cpu", "download")
+    }
+    pins = [
+        Requirement(line)
+        for line in (REPO / "requirements" / "cpu.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert pins, "requirements/cpu.txt pins nothing"
+    for pin in pins:
+        (version,) = [spec.version for spec in pin.specifier]
+        assert required[pin.name].specifier.contains(version, prereleases=True), pin

@@ -17,13 +17,12 @@ request without them has null latency, TTFT and inter-token latency, with a warn
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import timedelta
 from typing import Any
 
 from llenergymeasure.config.models import ExperimentConfig, TensorRTConfig
 from llenergymeasure.errors import ExperimentError
-from llenergymeasure.runner.backends import not_installed_message
+from llenergymeasure.runner.backends import not_installed_message, refuse_unknown_fields
 from llenergymeasure.runner.backends.base import BatchOutcome
 from llenergymeasure.runner.backends.engine_outputs import RequestTiming, parse_engine_outputs
 from llenergymeasure.runner.backends.offline_engine import OfflineEngine
@@ -100,17 +99,10 @@ def sampling_params(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def check_sampling_params(params: dict[str, Any], sampling_class: Any) -> None:
-    """Refuse arguments the installed `SamplingParams` dataclass lacks: dropping one would
-    change what is measured (no `return_perf_metrics`: no timings) without a word."""
-    if not dataclasses.is_dataclass(sampling_class):
-        return  # not introspectable: SamplingParams(**params) itself rejects unknown names
-    names = {field.name for field in dataclasses.fields(sampling_class) if field.init}
-    missing = sorted(set(params) - names)
-    if missing:
-        raise ExperimentError(
-            f"the installed TensorRT-LLM's SamplingParams has no {', '.join(missing)}: "
-            f"install the pinned version ({PINNED_PACKAGE})"
-        )
+    """Refuse arguments the installed `SamplingParams` lacks: dropping one would change
+    what is measured (no `return_perf_metrics`: no timings) without a word."""
+    hint = f": install the pinned version ({PINNED_PACKAGE})"
+    refuse_unknown_fields(params, sampling_class, "TensorRT-LLM's SamplingParams", hint)
 
 
 def _seconds(value: Any) -> float:

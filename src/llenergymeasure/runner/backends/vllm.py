@@ -20,7 +20,7 @@ from typing import Any
 
 from llenergymeasure.config.models import ExperimentConfig, VLLMConfig
 from llenergymeasure.errors import ExperimentError
-from llenergymeasure.runner.backends import not_installed_message
+from llenergymeasure.runner.backends import not_installed_message, refuse_unknown_fields
 from llenergymeasure.runner.backends.base import BatchOutcome
 from llenergymeasure.runner.backends.engine_outputs import RequestTiming, parse_engine_outputs
 from llenergymeasure.runner.backends.offline_engine import OfflineEngine
@@ -48,6 +48,13 @@ def engine_args(config: ExperimentConfig) -> dict[str, Any]:
         args["revision"] = config.model.revision
     args.update(section.model_dump(exclude_none=True))
     return args
+
+
+def check_engine_args(args: dict[str, Any], engine_args_class: Any, version: str) -> None:
+    """Refuse a setting the installed vLLM's `EngineArgs` lacks (`swap_space` is gone in
+    0.33: `LLM(swap_space=...)` raises TypeError there), naming it and the version."""
+    hint = " (a setting of another vLLM version: leave it unset for this one)"
+    refuse_unknown_fields(args, engine_args_class, f"vLLM {version}'s EngineArgs", hint)
 
 
 def sampling_params(config: ExperimentConfig) -> dict[str, Any]:
@@ -127,4 +134,8 @@ def load(config: ExperimentConfig) -> LoadedVLLM:
         import vllm
     except ImportError as exc:
         raise ExperimentError(not_installed_message("vllm", "vllm")) from exc
-    return LoadedVLLM(vllm.LLM(**engine_args(config)), vllm)
+    from vllm.engine.arg_utils import EngineArgs
+
+    args = engine_args(config)
+    check_engine_args(args, EngineArgs, vllm.__version__)
+    return LoadedVLLM(vllm.LLM(**args), vllm)
