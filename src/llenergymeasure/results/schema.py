@@ -37,7 +37,12 @@ class Identity(ResultModel):
 class Timing(ResultModel):
     started_at: str = Field(description="ISO 8601 UTC start of the experiment")
     finished_at: str
-    load_seconds: float = Field(description="Model load time (0 when reused)")
+    load_seconds: float = Field(description="Model load time (0 when reused), engine import apart")
+    import_seconds: float | None = Field(
+        None,
+        description="Import of the backend's module and engine before the load (0 when "
+        "reused or already imported, e.g. by the worker at its start)",
+    )
     model_reused: bool = False
     cold_start_method: Literal["fresh_process", "unload", "restart"] | None = None
     runner: Literal["worker", "in_process"] | None = Field(
@@ -71,6 +76,11 @@ class Distribution(ResultModel):
     p90: float | None = None
     p99: float | None = None
     n: int = 0
+    definition: str | None = Field(
+        None,
+        description="TTFT only: what it counts from (batch_start, frontend_arrival, "
+        "llm_submit, executor_arrival; docs/results.md)",
+    )
 
 
 class IdleConditions(ResultModel):

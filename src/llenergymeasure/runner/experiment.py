@@ -84,6 +84,7 @@ class LoadedModel:
     load_key: str
     load_seconds: float
     cold_start_method: ColdStartMethod = "fresh_process"
+    import_seconds: float = 0.0
     experiments_measured: int = 0
 
 
@@ -145,8 +146,10 @@ def run_experiment(
 
 
 def load_model(config: ExperimentConfig) -> LoadedModel:
-    """Load the config's model with its backend, timed (the engine import is not)."""
+    """Load the config's model with its backend; the engine import and the load are timed
+    apart, the same way for every backend."""
     check_model_path(config.model)
+    importing = time.perf_counter()
     module = import_backend(config.backend)
     started = time.perf_counter()
     try:
@@ -156,7 +159,10 @@ def load_model(config: ExperimentConfig) -> LoadedModel:
             f"cannot load model {config.model.path} ({config.backend}): {_one_line(str(exc))}"
         ) from exc
     return LoadedModel(
-        backend=backend, load_key=load_key(config), load_seconds=time.perf_counter() - started
+        backend=backend,
+        load_key=load_key(config),
+        load_seconds=time.perf_counter() - started,
+        import_seconds=started - importing,
     )
 
 
@@ -194,12 +200,14 @@ def measure_experiment(
     report("window_done")
     first_use = loaded.experiments_measured == 0
     loaded.experiments_measured += 1
-    # the first use also pays for the load and the idle baseline taken before it
-    setup_s = loaded.load_seconds + (idle.seconds_spent if idle else 0.0) if first_use else 0.0
+    # the first use also pays for the engine import, the load and the idle baseline before it
+    idle_s = idle.seconds_spent if idle else 0.0
+    setup_s = loaded.import_seconds + loaded.load_seconds + idle_s if first_use else 0.0
     timing = Timing(
         started_at=started_at,
         finished_at=_utc_now(),
         load_seconds=loaded.load_seconds if first_use else 0.0,
+        import_seconds=loaded.import_seconds if first_use else 0.0,
         model_reused=not first_use,
         cold_start_method=loaded.cold_start_method if first_use else None,
         warmup_seconds=warmup_seconds,
@@ -362,7 +370,9 @@ def build_result(
             requests_per_s=tokens.requests / readings.duration_s,
         ),
         latency=distribution([r.latency_s for r in records if r.latency_s is not None]),
-        ttft=distribution([r.ttft_s for r in records if r.ttft_s is not None]),
+        ttft=distribution([r.ttft_s for r in records if r.ttft_s is not None]).model_copy(
+            update={"definition": getattr(backend, "ttft_definition", None)}
+        ),
         itl=distribution([gap for r in records for gap in r.itl_s]),
         energy=energy,
         power=power,

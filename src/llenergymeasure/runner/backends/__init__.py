@@ -33,11 +33,18 @@ BACKEND_EXTRAS: dict[str, str] = {
 
 
 def import_backend(backend: str) -> ModuleType:
-    """The backend's module, engine imported; a missing engine is an ExperimentError."""
+    """The backend's module, engine imported; a missing engine is an ExperimentError.
+
+    The engine import is here, not in the module's `load`: a cold `import vllm` takes
+    minutes, and every backend's `load_seconds` must count the load alone (the import is
+    `import_seconds`). A module that imports its engine lazily has `import_engine()`."""
     try:
-        return importlib.import_module(BACKEND_MODULES[backend])
+        module = importlib.import_module(BACKEND_MODULES[backend])
     except ModuleNotFoundError as exc:
         raise ExperimentError(not_installed_message(backend, exc.name)) from exc
+    if hasattr(module, "import_engine"):
+        module.import_engine()
+    return module
 
 
 def load_backend(config: ExperimentConfig, module: ModuleType | None = None) -> LoadedBackend:

@@ -18,6 +18,7 @@ request without them has null latency, TTFT and inter-token latency, with a warn
 from __future__ import annotations
 
 from datetime import timedelta
+from types import ModuleType
 from typing import Any
 
 from llenergymeasure.config.models import ExperimentConfig, TensorRTConfig
@@ -134,6 +135,9 @@ class LoadedTensorRT(OfflineEngine):
 
     engine_name = "TensorRT-LLM"
     package = "tensorrt_llm"
+    # timing_metrics.arrival_time: set at submit with the LLM-level return_perf_metrics
+    # (`load` passes it where the LLM takes it), else when the executor receives the request.
+    ttft_definition = "executor_arrival"
 
     def generate(self, prompts: list[str], config: ExperimentConfig) -> BatchOutcome:
         llm = self._loaded()
@@ -157,16 +161,37 @@ def _llm_class(trtllm: Any, prebuilt_engine: bool) -> Any:
     return trtllm.LLM
 
 
-def load(config: ExperimentConfig) -> LoadedTensorRT:
-    """Build or load a TensorRT-LLM engine for the config; a missing engine is an error."""
+def import_engine() -> ModuleType:
+    """tensorrt_llm and its LLM API (timed apart from the load by backends.import_backend)."""
     try:
         import tensorrt_llm
-        from tensorrt_llm import llmapi
+        import tensorrt_llm.llmapi
     except ImportError as exc:
         raise ExperimentError(not_installed_message("tensorrt", "tensorrt_llm")) from exc
+    return tensorrt_llm
+
+
+def takes_llm_perf_metrics(llm_args_class: Any) -> bool:
+    """Whether the LLM takes `return_perf_metrics` itself (1.2's BaseLlmArgs; not 1.0): only
+    then is a request's arrival stamped when it is submitted, not when the executor sees it."""
+    return "return_perf_metrics" in getattr(llm_args_class, "model_fields", {})
+
+
+def _llm_args_class(trtllm: Any) -> Any:
+    return getattr(getattr(trtllm.llmapi, "llm_args", None), "BaseLlmArgs", None)
+
+
+def load(config: ExperimentConfig) -> LoadedTensorRT:
+    """Build or load a TensorRT-LLM engine for the config; a missing engine is an error."""
+    tensorrt_llm = import_engine()
     llm_class = _llm_class(
         tensorrt_llm,
         prebuilt_engine=config.tensorrt is not None and bool(config.tensorrt.engine_dir),
     )
-    llm = llm_class(**build_llm_kwargs(llm_args(config), llmapi))
-    return LoadedTensorRT(llm, tensorrt_llm)
+    kwargs = build_llm_kwargs(llm_args(config), tensorrt_llm.llmapi)
+    at_submit = takes_llm_perf_metrics(_llm_args_class(tensorrt_llm))
+    if at_submit:
+        kwargs["return_perf_metrics"] = True
+    loaded = LoadedTensorRT(llm_class(**kwargs), tensorrt_llm)
+    loaded.ttft_definition = "llm_submit" if at_submit else "executor_arrival"
+    return loaded

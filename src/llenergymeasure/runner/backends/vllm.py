@@ -16,6 +16,7 @@ a warning (engine_outputs.py).
 from __future__ import annotations
 
 import contextlib
+from types import ModuleType
 from typing import Any
 
 from llenergymeasure.config.models import ExperimentConfig, VLLMConfig
@@ -101,6 +102,9 @@ class LoadedVLLM(OfflineEngine):
 
     engine_name = "vLLM"
     package = "vllm"
+    # RequestStateStats.first_token_latency: from the request's arrival at the frontend
+    # (LLM.generate adding it) to its first token.
+    ttft_definition = "frontend_arrival"
 
     def generate(self, prompts: list[str], config: ExperimentConfig) -> BatchOutcome:
         llm = self._loaded()
@@ -128,12 +132,18 @@ def _destroy_distributed_state() -> None:
         torch.distributed.destroy_process_group()
 
 
-def load(config: ExperimentConfig) -> LoadedVLLM:
-    """Start a vLLM engine for the config's model; vLLM missing is an ExperimentError."""
+def import_engine() -> ModuleType:
+    """vLLM itself (minutes when cold; backends.import_backend times it apart from the load)."""
     try:
         import vllm
     except ImportError as exc:
         raise ExperimentError(not_installed_message("vllm", "vllm")) from exc
+    return vllm
+
+
+def load(config: ExperimentConfig) -> LoadedVLLM:
+    """Start a vLLM engine for the config's model; vLLM missing is an ExperimentError."""
+    vllm = import_engine()
     from vllm.engine.arg_utils import EngineArgs
 
     args = engine_args(config)
