@@ -284,7 +284,7 @@ def experiment_gpus(config: ExperimentConfig, device: str) -> tuple[list[int], l
     nvml.refresh()  # a driver that was not ready when this process started may be now
     wanted = gpus_used(config)
     visible = visible_gpu_indices()
-    warnings = [w for w in (order_warning(), mig_warning()) if w is not None and visible]
+    warnings = [w for w in (order_warning(), mig_warning(visible)) if w is not None and visible]
     if len(visible) < wanted:
         warnings.append(f"the config uses {wanted} GPUs, only {len(visible)} visible to NVML")
         return visible, warnings
