@@ -2,7 +2,7 @@
 # Build a backend image offline and print its tag on stdout (logs go to stderr).
 #
 #   scripts/build-images.sh [--backend pytorch-cpu|pytorch|vllm|tensorrt]
-#                           [--tag TAG] [--base-image IMAGE]
+#                           [--tag TAG] [--base-image IMAGE] [--vllm-version X.Y.Z]
 #
 # pytorch-cpu (the default) starts from the debootstrap base image, built here
 # when missing (scripts/build-base-image.sh); the GPU backends start from their
@@ -11,6 +11,10 @@
 # `docker build --network none` proves the build needs no network.
 # Idempotent: the image carries a hash of its inputs (Dockerfile, base image,
 # package sources, requirements) as a label; when it matches, nothing is built.
+#
+# --vllm-version: the image of another vLLM version (a campaign's `vllm.version`): base
+# vllm/vllm-openai:vX.Y.Z, tag lem-vllm:<version>-vllmX.Y.Z, its own wheelhouse
+# (DIR/vllm-X.Y.Z) whose base check is vllm==X.Y.Z.
 #
 #   LEM_WHEELHOUSE_DIR=wheelhouse   wheelhouses go to DIR/<backend>
 set -euo pipefail
@@ -27,12 +31,14 @@ die() {
 BACKEND=pytorch-cpu
 TAG=
 BASE_IMAGE=
+VLLM_VERSION=
 while [ $# -gt 0 ]; do
     case "$1" in
     --backend) BACKEND="${2:?--backend needs a value}" && shift 2 ;;
     --tag) TAG="${2:?--tag needs a value}" && shift 2 ;;
     --base-image) BASE_IMAGE="${2:?--base-image needs a value}" && shift 2 ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
+    --vllm-version) VLLM_VERSION="${2:?--vllm-version needs X.Y.Z}" && shift 2 ;;
+    -h | --help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -45,8 +51,17 @@ esac
 
 VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n 1)"
 [ -n "$VERSION" ] || die "no version found in pyproject.toml"
-TAG="${TAG:-lem-$BACKEND:$VERSION}"
+DEFAULT_TAG="lem-$BACKEND:$VERSION"
 WHEELHOUSE="${LEM_WHEELHOUSE_DIR:-$REPO/wheelhouse}/$BACKEND"
+if [ -n "$VLLM_VERSION" ]; then
+    [ "$BACKEND" = vllm ] || die "--vllm-version is for --backend vllm"
+    [[ "$VLLM_VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "--vllm-version expects X.Y.Z, got '$VLLM_VERSION'"
+    DEFAULT_TAG="lem-vllm:$VERSION-vllm$VLLM_VERSION"
+    WHEELHOUSE="$WHEELHOUSE-$VLLM_VERSION"
+    BASE_IMAGE="${BASE_IMAGE:-vllm/vllm-openai:v$VLLM_VERSION}"
+    export LEM_ENGINE_PIN="vllm==$VLLM_VERSION"
+fi
+TAG="${TAG:-$DEFAULT_TAG}"
 
 # The image to build on: present locally afterwards, or a clear error.
 resolve_base_image() {

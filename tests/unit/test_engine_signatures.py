@@ -21,14 +21,19 @@ from typing import Any
 import pytest
 from fixtures.load import load_module
 
-from llenergymeasure.config.models import ExperimentConfig, TensorRTConfig, VLLMConfig
+from llenergymeasure.config.models import (
+    VLLM_KEYS_GONE_IN,
+    VLLM_VERSIONS,
+    ExperimentConfig,
+    TensorRTConfig,
+    VLLMConfig,
+)
 from llenergymeasure.errors import ExperimentError
 from llenergymeasure.runner.backends import tensorrt, vllm
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "engines"
 PINNED_VLLM = "0.11.1"  # ML.ENERGY v3's version, kept for comparison with it
-VLLM_VERSIONS = [PINNED_VLLM, "0.33.0"]  # fixtures read from both PyPI wheels
 TENSORRT_FIXTURE = "tensorrt_llm-1.0.0rc4.json"
 
 
@@ -74,8 +79,6 @@ EVERY_VLLM_KEY = {
     "block_size": 16,
     "swap_space": 4.0,
 }
-# Section keys a vLLM version no longer takes (check_engine_args refuses them there).
-GONE_IN = {"0.33.0": {"swap_space"}}
 
 
 def engine_args_class(version: str) -> type:
@@ -87,12 +90,25 @@ def engine_args_class(version: str) -> type:
 @pytest.mark.parametrize("version", VLLM_VERSIONS)
 def test_vllm_engine_args_are_engine_args_fields(version: str) -> None:
     args = vllm.engine_args(every_key_config("vllm", EVERY_VLLM_KEY))
-    assert set(VLLMConfig.model_fields) <= set(args)  # every section key is translated
+    # every section key is translated; `version` chooses the service, it is no engine argument
+    assert set(VLLMConfig.model_fields) - {"version"} <= set(args)
     # vllm.LLM(**kwargs) hands every keyword on to EngineArgs
     report = fixture(f"vllm-{version}.json")
     assert report["symbols"]["llm_init"]["var_keyword"] is True
     unknown = set(args) - names(report, "engine_args") - names(report, "llm_init")
-    assert unknown == GONE_IN.get(version, set())
+    assert unknown == VLLM_KEYS_GONE_IN.get(version, set())
+
+
+def test_every_vllm_version_has_a_fixture_read_from_its_wheel() -> None:
+    assert VLLM_VERSIONS[0] == PINNED_VLLM
+    for version in VLLM_VERSIONS:
+        assert fixture(f"vllm-{version}.json")["version"] == version
+
+
+def test_a_key_gone_from_the_config_s_vllm_version_is_refused_at_validation() -> None:
+    with pytest.raises(ValueError, match=r"swap_space: vLLM 0\.33\.0's EngineArgs has no"):
+        VLLMConfig(version="0.33.0", swap_space=4.0)
+    assert VLLMConfig(version="0.11.1", swap_space=4.0).swap_space == 4.0
 
 
 @pytest.mark.parametrize("version", VLLM_VERSIONS)
@@ -101,7 +117,7 @@ def test_a_setting_the_installed_vllm_lacks_is_refused_by_name(version: str) -> 
     defaults = vllm.engine_args(every_key_config("vllm", {}))
     vllm.check_engine_args(defaults, installed, version)  # what every version takes
     every_key = vllm.engine_args(every_key_config("vllm", EVERY_VLLM_KEY))
-    if version not in GONE_IN:
+    if version not in VLLM_KEYS_GONE_IN:
         vllm.check_engine_args(every_key, installed, version)
         return
     with pytest.raises(ExperimentError, match=rf"vLLM {version}'s EngineArgs has no swap_space"):
@@ -267,20 +283,28 @@ def test_the_script_reads_a_source_directory(tmp_path: Path) -> None:
     assert "missing" in report["symbols"]["torch_llm_args"]
 
 
-def test_load_refuses_swap_space_on_vllm_0_33_before_starting_the_engine(
+def fake_vllm(version: str, started: dict[str, Any]) -> dict[str, ModuleType]:
+    """sys.modules entries of a vLLM `version` whose EngineArgs has its wheel's fields."""
+    arg_utils = ModuleType("vllm.engine.arg_utils")
+    arg_utils.EngineArgs = engine_args_class(version)  # type: ignore[attr-defined]
+    package = ModuleType("vllm")
+    package.__version__ = version  # type: ignore[attr-defined]
+    package.LLM = lambda **kwargs: started.update(kwargs)  # type: ignore[attr-defined]
+    engine = ModuleType("vllm.engine")
+    return {"vllm": package, "vllm.engine": engine, "vllm.engine.arg_utils": arg_utils}
+
+
+def test_load_starts_the_engine_of_the_config_s_vllm_version_only(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def no_engine(**kwargs: Any) -> None:
-        pytest.fail("vllm.LLM must not start with an argument its EngineArgs lacks")
+    started: dict[str, Any] = {}
+    for name, module in fake_vllm("0.33.0", started).items():
+        monkeypatch.setitem(sys.modules, name, module)
 
-    arg_utils = ModuleType("vllm.engine.arg_utils")
-    arg_utils.EngineArgs = engine_args_class("0.33.0")  # type: ignore[attr-defined]
-    fake_vllm = ModuleType("vllm")
-    fake_vllm.__version__ = "0.33.0"  # type: ignore[attr-defined]
-    fake_vllm.LLM = no_engine  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "vllm", fake_vllm)
-    monkeypatch.setitem(sys.modules, "vllm.engine", ModuleType("vllm.engine"))
-    monkeypatch.setitem(sys.modules, "vllm.engine.arg_utils", arg_utils)
-
-    with pytest.raises(ExperimentError, match="swap_space"):
-        vllm.load(every_key_config("vllm", {"swap_space": 4.0}))
+    with pytest.raises(
+        ExperimentError, match=r"vllm\.version is 0\.11\.1 but this service runs vLLM 0\.33\.0"
+    ):
+        vllm.load(every_key_config("vllm", {}))
+    assert started == {}
+    vllm.load(every_key_config("vllm", {"version": "0.33.0", "max_num_seqs": 8}))
+    assert started["max_num_seqs"] == 8 and "version" not in started

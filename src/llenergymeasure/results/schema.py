@@ -76,10 +76,15 @@ class Distribution(ResultModel):
     p90: float | None = None
     p99: float | None = None
     n: int = 0
+
+
+class Ttft(Distribution):
+    """Time to first token; engines stamp a request's start in different places."""
+
     definition: str | None = Field(
         None,
-        description="TTFT only: what it counts from (batch_start, frontend_arrival, "
-        "llm_submit, executor_arrival; docs/results.md)",
+        description="What it counts from: batch_start, frontend_arrival, llm_submit or "
+        "executor_arrival (docs/results.md)",
     )
 
 
@@ -166,7 +171,7 @@ class ExperimentResult(ResultModel):
     tokens: Tokens
     throughput: Throughput
     latency: Distribution
-    ttft: Distribution
+    ttft: Ttft
     itl: Distribution
     energy: Energy
     power: Power

@@ -34,6 +34,7 @@ from llenergymeasure.results.schema import (
     Throughput,
     Timing,
     Tokens,
+    Ttft,
 )
 from llenergymeasure.runner.backends import import_backend, load_backend, not_installed_message
 from llenergymeasure.runner.backends.base import LoadedBackend, RequestRecord
@@ -370,8 +371,9 @@ def build_result(
             requests_per_s=tokens.requests / readings.duration_s,
         ),
         latency=distribution([r.latency_s for r in records if r.latency_s is not None]),
-        ttft=distribution([r.ttft_s for r in records if r.ttft_s is not None]).model_copy(
-            update={"definition": getattr(backend, "ttft_definition", None)}
+        ttft=Ttft(
+            **distribution([r.ttft_s for r in records if r.ttft_s is not None]).model_dump(),
+            definition=getattr(backend, "ttft_definition", None),
         ),
         itl=distribution([gap for r in records for gap in r.itl_s]),
         energy=energy,

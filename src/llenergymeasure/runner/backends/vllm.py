@@ -47,7 +47,7 @@ def engine_args(config: ExperimentConfig) -> dict[str, Any]:
     }
     if config.model.revision is not None:
         args["revision"] = config.model.revision
-    args.update(section.model_dump(exclude_none=True))
+    args.update(section.model_dump(exclude_none=True, exclude={"version"}))
     return args
 
 
@@ -56,6 +56,16 @@ def check_engine_args(args: dict[str, Any], engine_args_class: Any, version: str
     0.33: `LLM(swap_space=...)` raises TypeError there), naming it and the version."""
     hint = " (a setting of another vLLM version: leave it unset for this one)"
     refuse_unknown_fields(args, engine_args_class, f"vLLM {version}'s EngineArgs", hint)
+
+
+def check_version(config: ExperimentConfig, installed: str) -> None:
+    """The config's `vllm.version` is the one installed here: each version has its image."""
+    wanted = (config.vllm or VLLMConfig()).version
+    if installed.split("+")[0] != wanted:
+        raise ExperimentError(
+            f"vllm.version is {wanted} but this service runs vLLM {installed}: its image is "
+            f"built by scripts/build-images.sh --backend vllm --vllm-version {wanted}"
+        )
 
 
 def sampling_params(config: ExperimentConfig) -> dict[str, Any]:
@@ -144,6 +154,7 @@ def import_engine() -> ModuleType:
 def load(config: ExperimentConfig) -> LoadedVLLM:
     """Start a vLLM engine for the config's model; vLLM missing is an ExperimentError."""
     vllm = import_engine()
+    check_version(config, vllm.__version__)
     from vllm.engine.arg_utils import EngineArgs
 
     args = engine_args(config)
