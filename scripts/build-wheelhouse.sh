@@ -27,7 +27,7 @@
 #   LEM_WHEEL_GLIBC=2.36    the image's glibc: newest manylinux tag accepted
 #   LEM_PYTHON              interpreter that runs pip (default: .venv/bin/python, python3)
 #   LEM_ENGINE_PIN          a requirement replacing the engine's pin (vllm==0.33.0: the
-#                           image of another vLLM version, build-images.sh --vllm-version)
+#                           image of another vLLM version, build-images.sh --engine-version)
 #   LEM_WHEEL_FIND_LINKS    another wheelhouse's deps/ to take wheels from first
 #                           (gpu-check.sh --bundle: only what resolves is copied)
 # pip's own settings (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, ...) apply as usual.

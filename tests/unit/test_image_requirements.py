@@ -156,7 +156,7 @@ def test_the_cpu_constraints_satisfy_the_package_s_requirements() -> None:
 
 @pytest.mark.parametrize("version", VLLM_VERSIONS)
 def test_each_vllm_version_s_image_checks_its_base_for_that_version(version: str) -> None:
-    """build-images.sh --vllm-version X pins vllm==X (LEM_ENGINE_PIN): the image build
+    """build-images.sh --engine-version X pins vllm==X (LEM_ENGINE_PIN): the image build
     fails unless its base carries that very vLLM."""
     base = requirement_lines("vllm", "base", f"vllm=={version}")
 
@@ -164,6 +164,12 @@ def test_each_vllm_version_s_image_checks_its_base_for_that_version(version: str
     assert requirement_lines("vllm", "download", f"vllm=={version}") == requirement_lines(
         "vllm", "download"
     )
+
+
+def test_a_tensorrt_llm_release_image_checks_its_base_for_that_release() -> None:
+    base = requirement_lines("tensorrt", "base", "tensorrt-llm==1.2.0")
+
+    assert [line for line in base if line.startswith("tensorrt")] == ["tensorrt-llm==1.2.0"]
 
 
 def test_a_pin_of_nothing_the_wheelhouse_requires_is_refused() -> None:

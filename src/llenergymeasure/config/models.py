@@ -147,7 +147,7 @@ class PyTorchConfig(StrictModel):
 
 
 # The vLLM versions a campaign can measure, each with its own image (scripts/build-images.sh
-# --vllm-version) and engine-argument fixture read from its wheel (tests/fixtures/engines/):
+# --engine-version) and engine-argument fixture read from its wheel (tests/fixtures/engines/):
 # 0.11.1 is ML.ENERGY v3's, 0.33.0 today's.
 VLLM_VERSIONS = ("0.11.1", "0.33.0")
 # Section keys a version's EngineArgs no longer has (tests check them against the fixtures).

@@ -64,7 +64,7 @@ def check_version(config: ExperimentConfig, installed: str) -> None:
     if installed.split("+")[0] != wanted:
         raise ExperimentError(
             f"vllm.version is {wanted} but this service runs vLLM {installed}: its image is "
-            f"built by scripts/build-images.sh --backend vllm --vllm-version {wanted}"
+            f"built by scripts/build-images.sh --backend vllm --engine-version {wanted}"
         )
 
 
