@@ -11,6 +11,7 @@ metrics.", status="prototype")`. The 1.0.0rc4 fixture's LLM args do not have it.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 from pydantic import create_model
 
+from llenergymeasure.commands.runner import preload_backend
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.runner import experiment
 from llenergymeasure.runner.backends import tensorrt
@@ -164,3 +166,14 @@ def test_the_result_says_what_ttft_counts_from_and_times_import_and_load_apart()
     assert (first.timing.import_seconds, first.timing.load_seconds) == (90.0, 5.0)
     assert first.timing.total_seconds >= 95.0
     assert (reused.timing.import_seconds, reused.timing.load_seconds) == (0.0, 0.0)
+
+
+def test_the_worker_imports_its_engine_before_it_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """So the service's health-check start period (the worker listens only after this)
+    covers the engine import it is sized for."""
+    imported: list[str] = []
+    monkeypatch.setattr(vllm_backend, "import_engine", lambda: imported.append("vllm"))
+
+    preload_backend("vllm", logging.getLogger("test"))
+
+    assert imported == ["vllm"]
