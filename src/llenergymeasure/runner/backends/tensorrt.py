@@ -172,8 +172,9 @@ def import_engine() -> ModuleType:
 
 
 def takes_llm_perf_metrics(llm_args_class: Any) -> bool:
-    """Whether the LLM takes `return_perf_metrics` itself (1.2's BaseLlmArgs; not 1.0): only
-    then is a request's arrival stamped when it is submitted, not when the executor sees it."""
+    """Whether the LLM takes `return_perf_metrics` itself (BaseLlmArgs of releases after 1.0;
+    not 1.0.0rc4's): only then is a request's arrival stamped when it is submitted, not
+    when the executor sees it."""
     return "return_perf_metrics" in getattr(llm_args_class, "model_fields", {})
 
 
