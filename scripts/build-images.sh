@@ -2,7 +2,7 @@
 # Build a backend image offline and print its tag on stdout (logs go to stderr).
 #
 #   scripts/build-images.sh [--backend pytorch-cpu|pytorch|vllm|tensorrt]
-#                           [--tag TAG] [--base-image IMAGE]
+#                           [--tag TAG] [--base-image IMAGE] [--engine-version X.Y.Z]
 #
 # pytorch-cpu (the default) starts from the debootstrap base image, built here
 # when missing (scripts/build-base-image.sh); the GPU backends start from their
@@ -11,6 +11,12 @@
 # `docker build --network none` proves the build needs no network.
 # Idempotent: the image carries a hash of its inputs (Dockerfile, base image,
 # package sources, requirements) as a label; when it matches, nothing is built.
+#
+# --engine-version (vllm, tensorrt): the image of another engine version (a campaign's
+# `vllm.version`; a TensorRT-LLM release): base vllm/vllm-openai:vX.Y.Z or
+# nvcr.io/nvidia/tensorrt-llm/release:X.Y.Z (or --base-image: one built from a wheel you
+# bring, docs/gpu.md), tag lem-<backend>:<version>-<backend>X.Y.Z, its own wheelhouse
+# (DIR/<backend>-X.Y.Z) whose base check pins the engine to X.Y.Z.
 #
 #   LEM_WHEELHOUSE_DIR=wheelhouse   wheelhouses go to DIR/<backend>
 set -euo pipefail
@@ -27,12 +33,14 @@ die() {
 BACKEND=pytorch-cpu
 TAG=
 BASE_IMAGE=
+ENGINE_VERSION=
 while [ $# -gt 0 ]; do
     case "$1" in
     --backend) BACKEND="${2:?--backend needs a value}" && shift 2 ;;
     --tag) TAG="${2:?--tag needs a value}" && shift 2 ;;
     --base-image) BASE_IMAGE="${2:?--base-image needs a value}" && shift 2 ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
+    --engine-version) ENGINE_VERSION="${2:?--engine-version needs X.Y.Z}" && shift 2 ;;
+    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -45,8 +53,22 @@ esac
 
 VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n 1)"
 [ -n "$VERSION" ] || die "no version found in pyproject.toml"
-TAG="${TAG:-lem-$BACKEND:$VERSION}"
+DEFAULT_TAG="lem-$BACKEND:$VERSION"
 WHEELHOUSE="${LEM_WHEELHOUSE_DIR:-$REPO/wheelhouse}/$BACKEND"
+if [ -n "$ENGINE_VERSION" ]; then
+    [[ "$ENGINE_VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+(rc[0-9]+)?$ ]] ||
+        die "--engine-version expects X.Y.Z, got '$ENGINE_VERSION'"
+    case "$BACKEND" in
+    vllm) ENGINE_IMAGE="vllm/vllm-openai:v$ENGINE_VERSION" ENGINE_PACKAGE=vllm ;;
+    tensorrt) ENGINE_IMAGE="nvcr.io/nvidia/tensorrt-llm/release:$ENGINE_VERSION" ENGINE_PACKAGE=tensorrt-llm ;;
+    *) die "--engine-version is for --backend vllm or tensorrt" ;;
+    esac
+    DEFAULT_TAG="lem-$BACKEND:$VERSION-$BACKEND$ENGINE_VERSION"
+    WHEELHOUSE="$WHEELHOUSE-$ENGINE_VERSION"
+    BASE_IMAGE="${BASE_IMAGE:-$ENGINE_IMAGE}"
+    export LEM_ENGINE_PIN="$ENGINE_PACKAGE==$ENGINE_VERSION"
+fi
+TAG="${TAG:-$DEFAULT_TAG}"
 
 # The image to build on: present locally afterwards, or a clear error.
 resolve_base_image() {

@@ -26,6 +26,10 @@
 #   LEM_WHEEL_PYTHON=3.11   the image's Python (X.Y)
 #   LEM_WHEEL_GLIBC=2.36    the image's glibc: newest manylinux tag accepted
 #   LEM_PYTHON              interpreter that runs pip (default: .venv/bin/python, python3)
+#   LEM_ENGINE_PIN          a requirement replacing the engine's pin (vllm==0.33.0: the
+#                           image of another vLLM version, build-images.sh --engine-version)
+#   LEM_WHEEL_FIND_LINKS    another wheelhouse's deps/ to take wheels from first
+#                           (gpu-check.sh --bundle: only what resolves is copied)
 # pip's own settings (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, ...) apply as usual.
 set -euo pipefail
 
@@ -52,7 +56,8 @@ fi
 
 # One view of the wheelhouse's table (download | base | constraints).
 requirements() {
-    "$PY" "$REPO/scripts/image_requirements.py" "$REPO/pyproject.toml" "$BACKEND" "$1"
+    "$PY" "$REPO/scripts/image_requirements.py" "$REPO/pyproject.toml" "$BACKEND" "$1" \
+        ${LEM_ENGINE_PIN:+"$LEM_ENGINE_PIN"}
 }
 
 # Also the check that BACKEND names a wheelhouse.
@@ -73,7 +78,7 @@ pip_download() {
     # shellcheck disable=SC2046  # one word per pip option
     "$PY" -m pip download --quiet --dest "$OUTDIR/deps" --only-binary :all: \
         --implementation cp --python-version "$TARGET_PYTHON" $(platform_args) \
-        --find-links "$OUTDIR/deps" \
+        --find-links "$OUTDIR/deps" ${LEM_WHEEL_FIND_LINKS:+--find-links "$LEM_WHEEL_FIND_LINKS"} \
         -r "$OUTDIR/deps/requirements.txt" -c "$OUTDIR/deps/constraints.txt" "$@"
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The requirement lines of one wheelhouse, from pyproject.toml's [tool.llenergymeasure.wheelhouse].
 
-    image_requirements.py PYPROJECT NAME download|base|constraints
+    image_requirements.py PYPROJECT NAME download|base|constraints [PIN]
 
 download     what pip downloads into the wheelhouse: pip itself (the image build runs
              pip from its wheel), the package's dependencies and its extras, less the
@@ -9,6 +9,8 @@ download     what pip downloads into the wheelhouse: pip itself (the image build
 base         the requirement lines of the distributions the base image provides (a
              bare name where no extra names it): checked at image build, not downloaded;
 constraints  the constraints file, relative to the repository ("" for none).
+PIN          a requirement line that replaces the line of the same distribution (an image
+             of another engine version: `vllm==0.33.0`).
 
 Standard library only: scripts/build-wheelhouse.sh runs it with any Python >= 3.11.
 """
@@ -48,13 +50,21 @@ def wheelhouse(project: dict[str, Any], name: str) -> dict[str, Any]:
     return wheelhouses[name]
 
 
-def split_requirements(project: dict[str, Any], name: str) -> tuple[list[str], list[str]]:
-    """(lines to download, lines the base image provides) of wheelhouse `name`."""
+def split_requirements(
+    project: dict[str, Any], name: str, pin: str | None = None
+) -> tuple[list[str], list[str]]:
+    """(lines to download, lines the base image provides) of wheelhouse `name`; `pin`
+    replaces the line of its distribution."""
     spec = wheelhouse(project, name)
     extras = project["project"]["optional-dependencies"]
     lines = ["pip", *project["project"]["dependencies"]]
     for extra in spec.get("extras", []):
         lines += extras[extra]
+    if pin is not None:
+        pinned = requirement_name(pin)
+        if pinned not in {requirement_name(line) for line in lines}:
+            raise KeyError(f"{pin!r} pins nothing wheelhouse {name!r} requires")
+        lines = [pin if requirement_name(line) == pinned else line for line in lines]
     provided = {canonical(dist) for dist in spec.get("base-provides", [])}
     download = [line for line in lines if requirement_name(line) not in provided]
     base = [line for line in lines if requirement_name(line) in provided]
@@ -64,7 +74,7 @@ def split_requirements(project: dict[str, Any], name: str) -> tuple[list[str], l
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[2] not in ("download", "base", "constraints"):
+    if len(argv) not in (3, 4) or argv[2] not in ("download", "base", "constraints"):
         print(__doc__, file=sys.stderr)
         return 2
     project = load(Path(argv[0]))
@@ -72,7 +82,7 @@ def main(argv: list[str]) -> int:
         if argv[2] == "constraints":
             lines = [wheelhouse(project, argv[1]).get("constraints", "")]
         else:
-            download, base = split_requirements(project, argv[1])
+            download, base = split_requirements(project, argv[1], argv[3] if argv[3:] else None)
             lines = download if argv[2] == "download" else base
     except KeyError as exc:
         print(f"image_requirements: {exc.args[0]}", file=sys.stderr)

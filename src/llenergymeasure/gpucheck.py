@@ -14,9 +14,10 @@ read as plain JSON in the documented schema (results/schema.py), not through pyd
     python -m llenergymeasure.gpucheck config BACKEND MODEL_PATH WINDOW_S
     python -m llenergymeasure.gpucheck render-compose TEMPLATE WORK_DIR IMAGE
     python -m llenergymeasure.gpucheck report --probe FILE [--work DIR] [--run LABEL=RESULT_JSON]...
-        [--skip LABEL=REASON]... [--error LABEL=REASON]...
+        [--skip LABEL=REASON]... [--error LABEL=REASON]... [--prepared STEP=DETAIL]...
 
-`report` exits 0 when every check passed, 1 when one failed, 3 when there is no GPU.
+`report` exits 0 on `pass` (every run ran and every check passed), 2 on `partial`
+(nothing failed, something was skipped), 1 on `fail`, 3 on `no_gpu`.
 """
 
 from __future__ import annotations
@@ -37,11 +38,12 @@ from llenergymeasure import __version__
 ENERGY_TOLERANCE = 0.15
 # An idle datacenter GPU draws tens of watts; below this NVML reports nonsense.
 IDLE_MIN_W = 10.0
-EXIT_PASS, EXIT_FAIL, EXIT_NO_GPU = 0, 1, 3
+EXIT_PASS, EXIT_FAIL, EXIT_PARTIAL, EXIT_NO_GPU = 0, 1, 2, 3
 # energy.source values that measured no GPU energy at all.
 NO_GPU_ENERGY = ("none", "rapl")
 
 Status = Literal["pass", "fail", "skip"]
+Verdict = Literal["pass", "partial", "fail", "no_gpu"]
 
 
 @dataclass
@@ -183,24 +185,44 @@ def load_run(path: Path) -> Run:
         return Run("fail", f"cannot check {path}: {type(exc).__name__}: {exc}", str(path))
 
 
-def assemble(probe: dict[str, Any], runs: dict[str, Run]) -> dict[str, Any]:
-    """The report: `no_gpu` when the probe found none, else pass only if nothing failed
-    and at least one run passed."""
+def skipped_steps(runs: dict[str, Run]) -> list[str]:
+    """What did not run: a whole run (no Docker, no vLLM) or one check of a run."""
+    skipped = [f"{label}: {run.reason}" for label, run in runs.items() if run.status == "skip"]
+    skipped += [
+        f"{label}.{check.name}: {check.detail}"
+        for label, run in runs.items()
+        for check in run.checks
+        if check.status == "skip"
+    ]
+    return skipped
+
+
+def verdict(probe: dict[str, Any], runs: dict[str, Run]) -> Verdict:
+    """`pass` only when every run ran and every check passed; `partial` when nothing
+    failed but something was skipped (so not everything is proven); `no_gpu` when the
+    probe found none; `fail` otherwise, including when nothing ran at all."""
     statuses = [run.status for run in runs.values()]
     if probe.get("no_gpu"):
-        status = "no_gpu"
-    elif "fail" in statuses or "pass" not in statuses or probe.get("error"):
-        status = "fail"
-    else:
-        status = "pass"
+        return "no_gpu"
+    if "fail" in statuses or "pass" not in statuses or probe.get("error"):
+        return "fail"
+    return "partial" if skipped_steps(runs) else "pass"
+
+
+def assemble(
+    probe: dict[str, Any], runs: dict[str, Run], prepared: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The report; `prepared` names the preparation steps that passed (before the probe)."""
     return {
         "report": "lem gpu-check",
-        "format": 1,
-        "status": status,
+        "format": 2,
+        "status": verdict(probe, runs),
         "reason": probe.get("no_gpu") or probe.get("error"),
         "host": socket.gethostname(),
         "lem_version": __version__,
         "thresholds": {"energy_tolerance": ENERGY_TOLERANCE, "idle_min_w": IDLE_MIN_W},
+        "preparation": prepared or {},
+        "skipped": skipped_steps(runs),
         "driver_version": probe.get("driver_version"),
         "gpus": probe.get("gpus", []),
         "runs": {label: asdict(run) for label, run in runs.items()},
@@ -208,7 +230,8 @@ def assemble(probe: dict[str, Any], runs: dict[str, Run]) -> dict[str, Any]:
 
 
 def exit_code(report: dict[str, Any]) -> int:
-    return {"pass": EXIT_PASS, "no_gpu": EXIT_NO_GPU}.get(report["status"], EXIT_FAIL)
+    codes = {"pass": EXIT_PASS, "partial": EXIT_PARTIAL, "no_gpu": EXIT_NO_GPU}
+    return codes.get(report["status"], EXIT_FAIL)
 
 
 def probe() -> dict[str, Any]:
@@ -321,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--run", action="append", default=[])
     report.add_argument("--skip", action="append", default=[])
     report.add_argument("--error", action="append", default=[])
+    report.add_argument("--prepared", action="append", default=[])
     args = parser.parse_args(argv)
 
     if args.command == "probe":
@@ -335,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         runs |= {label: Run("skip", why) for label, why in _pairs(args.skip, "--skip").items()}
         runs |= {label: Run("fail", why) for label, why in _pairs(args.error, "--error").items()}
         probed = json.loads(args.probe.read_text(encoding="utf-8"))
-        result = assemble(probed, runs) | {"work_dir": args.work}
+        prepared = _pairs(args.prepared, "--prepared")
+        result = assemble(probed, runs, prepared) | {"work_dir": args.work}
         print(json.dumps(result, indent=2))
         return exit_code(result)
     return 0

@@ -76,6 +76,7 @@ class FakeGpu:
     energy_rate_w: float | None = None
     processes_v3: bool = True  # False: a driver before R510, only the _v2 process list answers
     mig_uuids: list[str] = field(default_factory=list)
+    mig_mode: bool | None = None  # None: a GPU without MIG (NVML answers NOT_SUPPORTED)
     created: float = field(default_factory=time.monotonic)
 
     def energy_mj(self) -> int:
@@ -99,6 +100,7 @@ class FakeNvml:
     NVML_SUCCESS = NVML_SUCCESS
     NVML_FI_DEV_POWER_INSTANT = 186
     NVML_TEMPERATURE_GPU = 0
+    NVML_DEVICE_MIG_ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
     NVML_CLOCK_SM = 1
     NVML_CLOCK_MEM = 2
 
@@ -150,6 +152,13 @@ class FakeNvml:
 
     def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, migDevice: MigHandle) -> int:
         return migDevice.parent
+
+    def nvmlDeviceGetMigMode(self, device: int) -> list[int]:
+        mode = self._gpu(device).mig_mode
+        if mode is None:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        current = int(mode) * pynvml.NVML_DEVICE_MIG_ENABLE
+        return [current, current]  # [current, pending]
 
     def nvmlDeviceGetIndex(self, handle: int) -> int:
         self._gpu(handle)

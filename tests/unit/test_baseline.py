@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from fakes.fake_nvml import FakeGpu, FakeNvml, gpus, installed
+from fixtures.clock import WallClock as Clock
 
 from llenergymeasure.measure.baseline import (
     BaselinePolicy,
@@ -22,18 +23,13 @@ from llenergymeasure.measure.thermal import GpuState, idle_states
 
 SECONDS = 0.1
 POLICY = BaselinePolicy(
-    max_age_s=3600.0, recheck_after_s=60.0, recheck_seconds=0.05, interval_s=0.02
+    max_age_s=3600.0,
+    recheck_after_s=60.0,
+    recheck_seconds=0.05,
+    interval_s=0.02,
+    settle_max_s=0.05,  # real time here; tests/unit/test_idle_settle.py paces it with a fake clock
+    settle_poll_s=0.01,
 )
-
-
-class Clock:
-    """Wall-clock time the test moves by hand (cache ages), from 1,000,000 s."""
-
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -96,9 +92,9 @@ def test_drift_above_ten_percent_measures_again(
 ) -> None:
     cache = tmp_path / "baseline.json"
     baseline(cache, clock)
-    fake.gpus[1].power_w = 46.0  # +15 %
+    fake.gpus[1].power_w = 34.0  # -15 % (upwards: tests/unit/test_idle_settle.py)
     clock.now += 120.0
-    assert baseline(cache, clock) == [60.0, 46.0]
+    assert baseline(cache, clock) == [60.0, 34.0]
     remeasured = load_baseline(cache)
     assert remeasured is not None and remeasured.measured_at == clock.now
 

@@ -100,6 +100,25 @@ def test_the_worker_measures_idle_power_before_it_loads_the_model(
     assert stored is not None and stored.power_w() == [pytest.approx(IDLE_W)]
 
 
+def test_each_result_records_the_idle_figure_s_temperature_age_and_method(
+    gpu: FakeGpu, tmp_path: Path
+) -> None:
+    cache = tmp_path / "state" / "baseline.json"
+    worker = worker_for(gpu)
+    first = run(worker, tmp_path / "one", cache)
+    second = run(worker, tmp_path / "two", cache)  # reused model: the cached figure, older
+
+    (one,) = first.energy.idle_baseline_conditions
+    (two,) = second.energy.idle_baseline_conditions
+    assert (one.power_w, one.temperature_c, one.method) == (
+        pytest.approx(IDLE_W),
+        gpu.temperature_c,
+        "power_samples",  # 0.1 s is below the counter's minimum period
+    )
+    assert one.settled is None, "no earlier idle figure to judge settling by"
+    assert one.seconds == 0.1 and 0.0 <= one.age_s < two.age_s
+
+
 def test_a_reused_model_reads_the_cached_idle_value_and_leaves_it(
     gpu: FakeGpu, tmp_path: Path
 ) -> None:

@@ -8,8 +8,10 @@ these tests fail, instead of a campaign on a GPU host.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import sys
 import tomllib
 import zipfile
 from pathlib import Path
@@ -19,12 +21,19 @@ from typing import Any
 import pytest
 from fixtures.load import load_module
 
-from llenergymeasure.config.models import ExperimentConfig, TensorRTConfig, VLLMConfig
+from llenergymeasure.config.models import (
+    VLLM_KEYS_GONE_IN,
+    VLLM_VERSIONS,
+    ExperimentConfig,
+    TensorRTConfig,
+    VLLMConfig,
+)
+from llenergymeasure.errors import ExperimentError
 from llenergymeasure.runner.backends import tensorrt, vllm
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "engines"
-PINNED_VLLM = "0.11.1"
+PINNED_VLLM = "0.11.1"  # ML.ENERGY v3's version, kept for comparison with it
 TENSORRT_FIXTURE = "tensorrt_llm-1.0.0rc4.json"
 
 
@@ -61,33 +70,73 @@ DECODERS = [
 ]
 
 
-def test_vllm_engine_args_are_engine_args_fields() -> None:
-    section = {
-        "max_num_seqs": 8,
-        "max_num_batched_tokens": 4096,
-        "max_model_len": 2048,
-        "enable_chunked_prefill": True,
-        "quantization": "fp8",
-        "block_size": 16,
-        "swap_space": 4.0,
-    }
-    args = vllm.engine_args(every_key_config("vllm", section))
-    assert set(VLLMConfig.model_fields) <= set(args)  # every section key is translated
+EVERY_VLLM_KEY = {
+    "max_num_seqs": 8,
+    "max_num_batched_tokens": 4096,
+    "max_model_len": 2048,
+    "enable_chunked_prefill": True,
+    "quantization": "fp8",
+    "block_size": 16,
+    "swap_space": 4.0,
+}
+
+
+def engine_args_class(version: str) -> type:
+    """A dataclass with the fields of that version's real EngineArgs (from its wheel)."""
+    fields = names(fixture(f"vllm-{version}.json"), "engine_args")
+    return dataclasses.make_dataclass("EngineArgs", [(name, Any, None) for name in fields])
+
+
+@pytest.mark.parametrize("version", VLLM_VERSIONS)
+def test_vllm_engine_args_are_engine_args_fields(version: str) -> None:
+    args = vllm.engine_args(every_key_config("vllm", EVERY_VLLM_KEY))
+    # every section key is translated; `version` chooses the service, it is no engine argument
+    assert set(VLLMConfig.model_fields) - {"version"} <= set(args)
     # vllm.LLM(**kwargs) hands every keyword on to EngineArgs
-    report = fixture(f"vllm-{PINNED_VLLM}.json")
+    report = fixture(f"vllm-{version}.json")
     assert report["symbols"]["llm_init"]["var_keyword"] is True
     unknown = set(args) - names(report, "engine_args") - names(report, "llm_init")
-    assert not unknown
+    assert unknown == VLLM_KEYS_GONE_IN.get(version, set())
 
 
+def test_every_vllm_version_has_a_fixture_read_from_its_wheel() -> None:
+    assert VLLM_VERSIONS[0] == PINNED_VLLM
+    for version in VLLM_VERSIONS:
+        assert fixture(f"vllm-{version}.json")["version"] == version
+
+
+def test_a_key_gone_from_the_config_s_vllm_version_is_refused_at_validation() -> None:
+    with pytest.raises(ValueError, match=r"swap_space: vLLM 0\.33\.0's EngineArgs has no"):
+        VLLMConfig(version="0.33.0", swap_space=4.0)
+    assert VLLMConfig(version="0.11.1", swap_space=4.0).swap_space == 4.0
+
+
+@pytest.mark.parametrize("version", VLLM_VERSIONS)
+def test_a_setting_the_installed_vllm_lacks_is_refused_by_name(version: str) -> None:
+    installed = engine_args_class(version)
+    defaults = vllm.engine_args(every_key_config("vllm", {}))
+    vllm.check_engine_args(defaults, installed, version)  # what every version takes
+    every_key = vllm.engine_args(every_key_config("vllm", EVERY_VLLM_KEY))
+    if version not in VLLM_KEYS_GONE_IN:
+        vllm.check_engine_args(every_key, installed, version)
+        return
+    with pytest.raises(ExperimentError, match=rf"vLLM {version}'s EngineArgs has no swap_space"):
+        vllm.check_engine_args(every_key, installed, version)
+
+
+@pytest.mark.parametrize("version", VLLM_VERSIONS)
 @pytest.mark.parametrize("decoder", DECODERS)
-def test_vllm_sampling_params_are_sampling_params_fields(decoder: dict[str, Any]) -> None:
+def test_vllm_sampling_params_are_sampling_params_fields(
+    decoder: dict[str, Any], version: str
+) -> None:
     params = vllm.sampling_params(every_key_config("vllm", {}, decoder=decoder))
-    assert set(params) <= names(fixture(f"vllm-{PINNED_VLLM}.json"), "sampling_params")
+    assert set(params) <= names(fixture(f"vllm-{version}.json"), "sampling_params")
 
 
-def test_the_pinned_vllm_fills_request_metrics_with_the_fields_read() -> None:
-    report = fixture(f"vllm-{PINNED_VLLM}.json")
+@pytest.mark.parametrize("version", VLLM_VERSIONS)
+def test_each_vllm_version_fills_request_metrics_with_the_fields_read(version: str) -> None:
+    report = fixture(f"vllm-{version}.json")
+    assert report["version"] == version and report["source"].startswith("PyPI wheel")
     assert "metrics" in names(report, "output_processor_request_output")
     assert set(vllm.STATS_FIELDS) <= names(report, "request_state_stats")
 
@@ -232,3 +281,30 @@ def test_the_script_reads_a_source_directory(tmp_path: Path) -> None:
     )
     assert report["symbols"]["kv_cache_config"]["names"] == ["enable_block_reuse"]
     assert "missing" in report["symbols"]["torch_llm_args"]
+
+
+def fake_vllm(version: str, started: dict[str, Any]) -> dict[str, ModuleType]:
+    """sys.modules entries of a vLLM `version` whose EngineArgs has its wheel's fields."""
+    arg_utils = ModuleType("vllm.engine.arg_utils")
+    arg_utils.EngineArgs = engine_args_class(version)  # type: ignore[attr-defined]
+    package = ModuleType("vllm")
+    package.__version__ = version  # type: ignore[attr-defined]
+    package.LLM = lambda **kwargs: started.update(kwargs)  # type: ignore[attr-defined]
+    engine = ModuleType("vllm.engine")
+    return {"vllm": package, "vllm.engine": engine, "vllm.engine.arg_utils": arg_utils}
+
+
+def test_load_starts_the_engine_of_the_config_s_vllm_version_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started: dict[str, Any] = {}
+    for name, module in fake_vllm("0.33.0", started).items():
+        monkeypatch.setitem(sys.modules, name, module)
+
+    with pytest.raises(
+        ExperimentError, match=r"vllm\.version is 0\.11\.1 but this service runs vLLM 0\.33\.0"
+    ):
+        vllm.load(every_key_config("vllm", {}))
+    assert started == {}
+    vllm.load(every_key_config("vllm", {"version": "0.33.0", "max_num_seqs": 8}))
+    assert started["max_num_seqs"] == 8 and "version" not in started

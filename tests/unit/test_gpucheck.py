@@ -115,16 +115,26 @@ def test_cpu_result_fails_the_cuda_check() -> None:
     assert statuses(run)["ran_on_cuda"] == "fail" and run.status == "fail"
 
 
-def test_report_passes_only_when_something_ran_and_nothing_failed(tmp_path: Path) -> None:
-    good = tmp_path / "good.json"
-    good.write_text(json.dumps(gpu_result()), encoding="utf-8")
-    passed = {"pytorch": gpucheck.load_run(good), "vllm": gpucheck.Run("skip", "no vllm")}
+def test_report_passes_only_when_every_run_ran_and_passed() -> None:
+    both = {
+        "pytorch": gpucheck.check_result(gpu_result()),
+        "image": gpucheck.check_result(gpu_result()),
+    }
 
-    report = gpucheck.assemble(PROBE_ONE_GPU, passed)
-    only_skips = gpucheck.assemble(PROBE_ONE_GPU, {"image": gpucheck.Run("skip", "no docker")})
-    with_error = gpucheck.assemble(PROBE_ONE_GPU, {**passed, "image": gpucheck.Run("fail", "x")})
+    report = gpucheck.assemble(PROBE_ONE_GPU, both)
 
     assert (report["status"], gpucheck.exit_code(report)) == ("pass", 0)
+    assert report["skipped"] == []
+
+
+def test_a_skipped_run_makes_the_report_partial_and_names_it() -> None:
+    passed = gpucheck.check_result(gpu_result())
+    runs = {"pytorch": passed, "vllm": gpucheck.Run("skip", "no vllm")}
+
+    report = gpucheck.assemble(PROBE_ONE_GPU, runs)
+
+    assert (report["status"], gpucheck.exit_code(report)) == ("partial", 2)
+    assert report["skipped"] == ["vllm: no vllm"]
     assert report["runs"]["vllm"] == {
         "status": "skip",
         "reason": "no vllm",
@@ -132,8 +142,39 @@ def test_report_passes_only_when_something_ran_and_nothing_failed(tmp_path: Path
         "checks": [],
         "summary": {},
     }
-    assert (only_skips["status"], gpucheck.exit_code(only_skips)) == ("fail", 1)
-    assert with_error["status"] == "fail"
+
+
+def test_a_skipped_check_inside_a_passed_run_makes_the_report_partial() -> None:
+    no_counter = gpu_result()
+    no_counter["energy"]["source"] = "nvml_power"
+
+    report = gpucheck.assemble(PROBE_ONE_GPU, {"pytorch": gpucheck.check_result(no_counter)})
+
+    assert report["runs"]["pytorch"]["status"] == "pass"
+    assert report["status"] == "partial"
+    assert [s.split(":")[0] for s in report["skipped"]] == ["pytorch.energy_counter_vs_power"]
+
+
+def test_a_failure_or_nothing_run_is_a_fail_even_with_skips() -> None:
+    passed = gpucheck.check_result(gpu_result())
+    only_skips = {"image": gpucheck.Run("skip", "no docker")}
+    with_error = {
+        "pytorch": passed,
+        "vllm": gpucheck.Run("skip", "x"),
+        "image": gpucheck.Run("fail", "y"),
+    }
+
+    for runs in (only_skips, with_error, {}):
+        report = gpucheck.assemble(PROBE_ONE_GPU, runs)
+        assert (report["status"], gpucheck.exit_code(report)) == ("fail", 1), runs
+
+
+def test_no_gpu_report_carries_the_preparation_that_passed() -> None:
+    prepared = {"venv": "from the bundle", "lem": "lem 0.1.0", "tiny_model": "/w/models/tiny"}
+
+    report = gpucheck.assemble({"no_gpu": "NVML cannot start"}, {}, prepared)
+
+    assert (report["status"], report["preparation"]) == ("no_gpu", prepared)
 
 
 def test_no_gpu_report_exits_3_with_the_reason() -> None:
@@ -227,27 +268,28 @@ def python_without_nvml(where: Path) -> Path:
     return where / "bin" / "python"
 
 
-def test_script_on_a_machine_without_gpu_prints_one_json_report(tmp_path: Path) -> None:
-    venv_dir = tmp_path / "gpu-venv"
-    has_driver = Path("/dev/nvidiactl").exists()
+def test_script_whose_preparation_fails_says_fail_in_one_json_report(tmp_path: Path) -> None:
+    """Preparation comes before the probe: a bundle that cannot install is the gate's own
+    failure, never `no_gpu` (tests/integration/test_gpu_check_bundle.py: the passing case)."""
+    empty_wheelhouse = tmp_path / "wheelhouse"
+    (empty_wheelhouse / "deps").mkdir(parents=True)
+    work = tmp_path / "work"
     env = {
         "PATH": "/usr/bin:/bin",
         "PYTHON": str(python_without_nvml(tmp_path / "bare")),
-        "LEM_GPU_CHECK_VENV": str(venv_dir),
-        "LEM_GPU_CHECK_WORK": str(tmp_path / "work"),
+        "LEM_GPU_CHECK_VENV": str(tmp_path / "gpu-venv"),
+        "LEM_GPU_CHECK_WHEELHOUSE": str(empty_wheelhouse),
+        "LEM_GPU_CHECK_WORK": str(work),
     }
 
     completed = subprocess.run([str(SCRIPT)], env=env, capture_output=True, text=True, check=False)
 
     report = json.loads(completed.stdout)  # the whole stdout is one JSON document
-    if has_driver:  # a GPU host: the bare Python lacks nvidia-ml-py, which is an error there
-        assert (completed.returncode, report["status"]) == (1, "fail")
-        assert "nvidia-ml-py" in report["reason"]
-    else:
-        assert (completed.returncode, report["status"]) == (3, "no_gpu"), completed.stderr
-        assert "no NVIDIA driver" in report["reason"]
-    assert report["runs"] == {} and report["work_dir"] == str(tmp_path / "work")
-    assert not venv_dir.exists(), "nothing is installed before a GPU is found"
+    assert (completed.returncode, report["status"]) == (1, "fail"), completed.stderr
+    assert "no pip wheel" in report["runs"]["venv"]["reason"]
+    assert report["preparation"] == {} and report["work_dir"] == str(work)
+    assert json.loads((work / "report.json").read_text(encoding="utf-8")) == report
+    assert (work / "logs" / "setup.log").exists()
 
 
 def test_script_without_python_still_prints_json(tmp_path: Path) -> None:

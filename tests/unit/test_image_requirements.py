@@ -21,6 +21,8 @@ import pytest
 from fixtures.compose import REPO
 from packaging.requirements import Requirement
 
+from llenergymeasure.config.models import VLLM_VERSIONS
+
 PACKAGE = "llenergymeasure"
 SOURCE = REPO / "src"
 IMAGES = {"pytorch-cpu": "pytorch", "pytorch": "pytorch", "vllm": "vllm", "tensorrt": "tensorrt"}
@@ -87,10 +89,10 @@ def distributions(import_name: str) -> set[str]:
     return {canonical(d) for d in known.get(import_name, NOT_INSTALLED_HERE.get(import_name, []))}
 
 
-def requirement_lines(image: str, view: str) -> list[str]:
+def requirement_lines(image: str, view: str, *pin: str) -> list[str]:
     """scripts/image_requirements.py's `view` (download | base) of the image's wheelhouse."""
     script = REPO / "scripts" / "image_requirements.py"
-    command = [sys.executable, str(script), str(REPO / "pyproject.toml"), image, view]
+    command = [sys.executable, str(script), str(REPO / "pyproject.toml"), image, view, *pin]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return output.splitlines()
 
@@ -130,5 +132,49 @@ def test_gpu_pytorch_image_takes_torch_from_its_base_not_the_wheelhouse() -> Non
     download, base = requirement_lines("pytorch", "download"), requirement_lines("pytorch", "base")
 
     assert not any(line.startswith("torch") for line in download)
-    assert [line for line in base if line.startswith("torch")] == ["torch>=2.2"]
+    assert [line for line in base if line.startswith("torch")] == ["torch>=2.6"]
     assert {"transformers", "tokenizers"} <= {Requirement(line).name for line in download}
+
+
+def test_the_cpu_constraints_satisfy_the_package_s_requirements() -> None:
+    """requirements/cpu.txt pins what the CPU image installs; each pin must meet the floor
+    pyproject.toml sets (torch>=2.6: transformers 5.x switches PyTorch off below it)."""
+    required = {
+        Requirement(line).name: Requirement(line)
+        for line in requirement_lines("pytorch-cpu", "download")
+    }
+    pins = [
+        Requirement(line)
+        for line in (REPO / "requirements" / "cpu.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert pins, "requirements/cpu.txt pins nothing"
+    for pin in pins:
+        (version,) = [spec.version for spec in pin.specifier]
+        assert required[pin.name].specifier.contains(version, prereleases=True), pin
+
+
+@pytest.mark.parametrize("version", VLLM_VERSIONS)
+def test_each_vllm_version_s_image_checks_its_base_for_that_version(version: str) -> None:
+    """build-images.sh --engine-version X pins vllm==X (LEM_ENGINE_PIN): the image build
+    fails unless its base carries that very vLLM."""
+    base = requirement_lines("vllm", "base", f"vllm=={version}")
+
+    assert [line for line in base if line.startswith("vllm")] == [f"vllm=={version}"]
+    assert requirement_lines("vllm", "download", f"vllm=={version}") == requirement_lines(
+        "vllm", "download"
+    )
+
+
+def test_a_tensorrt_llm_release_image_checks_its_base_for_that_release() -> None:
+    base = requirement_lines("tensorrt", "base", "tensorrt-llm==1.2.0")
+
+    assert [line for line in base if line.startswith("tensorrt")] == ["tensorrt-llm==1.2.0"]
+
+
+def test_a_pin_of_nothing_the_wheelhouse_requires_is_refused() -> None:
+    script = REPO / "scripts" / "image_requirements.py"
+    command = [sys.executable, str(script), str(REPO / "pyproject.toml"), "vllm", "base"]
+    refused = subprocess.run([*command, "tensorrt-llm==1.2.0"], capture_output=True, text=True)
+
+    assert refused.returncode == 1 and "pins nothing" in refused.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fakes.fake_nvml import FakeNvml, gpus, installed
+from fakes.fake_nvml import FakeGpu, FakeNvml, gpus, installed
 
 from llenergymeasure.measure.gpus import mig_warning, order_warning, visible_gpu_indices
 
@@ -79,8 +79,35 @@ def test_a_mig_instance_is_metered_on_the_gpu_that_holds_it() -> None:
     with installed(FakeNvml(devices)):
         environ = {"CUDA_VISIBLE_DEVICES": "MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"}
         assert visible_gpu_indices(environ) == [1]
-        assert mig_warning(environ) is not None
-        assert mig_warning({"CUDA_VISIBLE_DEVICES": "0"}) is None
+        assert mig_warning([1], environ) is not None
+        assert mig_warning([0], {"CUDA_VISIBLE_DEVICES": "0"}) is None
+
+
+MIG_INSTANCE = "MIG-aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+
+
+def test_a_mig_instance_given_through_compose_device_ids_is_warned_about() -> None:
+    """compose `device_ids: [MIG-…]`: the runtime sets NVIDIA_VISIBLE_DEVICES, NVML in the
+    container sees the parent GPU alone (in MIG mode), CUDA_VISIBLE_DEVICES is unset."""
+    parent = FakeGpu(mig_mode=True, mig_uuids=[MIG_INSTANCE])
+    with installed(FakeNvml([parent])):
+        environ = {"NVIDIA_VISIBLE_DEVICES": MIG_INSTANCE}
+        visible = visible_gpu_indices(environ)
+        warning = mig_warning(visible, environ)
+    assert visible == [0]
+    assert warning is not None and "NVIDIA_VISIBLE_DEVICES" in warning and "[0]" in warning
+
+
+def test_a_gpu_in_mig_mode_is_warned_about_whatever_the_environment_says() -> None:
+    with installed(FakeNvml([FakeGpu(mig_mode=True)])):
+        warning = mig_warning([0], {})
+    assert warning is not None and "GPU(s) [0] are in MIG mode" in warning
+
+
+@pytest.mark.parametrize("mode", [False, None], ids=["mig-off", "no-mig"])
+def test_a_whole_gpu_gets_no_mig_warning(mode: bool | None) -> None:
+    with installed(FakeNvml([FakeGpu(mig_mode=mode)])):
+        assert mig_warning([0], {"NVIDIA_VISIBLE_DEVICES": "all"}) is None
 
 
 @pytest.mark.parametrize(

@@ -132,7 +132,7 @@ def test_a_gpu_that_never_cools_stops_the_wait_at_the_cap(hot_gpus: list[FakeGpu
 
 def test_without_nvml_there_is_nothing_to_wait_for(tmp_path: Path) -> None:
     with installed(FakeNvml([], driver_loaded=False)):
-        waited = thermal_gap(60.0, tmp_path / "baseline.json")
+        waited = thermal_gap(60.0, load_baseline(tmp_path / "baseline.json"))
 
     assert (waited.reason, waited.waited_seconds, waited.gpus) == ("no-gpu", 0.0, [])
 
@@ -140,7 +140,7 @@ def test_without_nvml_there_is_nothing_to_wait_for(tmp_path: Path) -> None:
 def test_without_a_baseline_the_gap_is_left_to_the_caller(
     hot_gpus: list[FakeGpu], tmp_path: Path
 ) -> None:
-    waited = thermal_gap(60.0, tmp_path / "missing-baseline.json")
+    waited = thermal_gap(60.0, load_baseline(tmp_path / "missing-baseline.json"))
 
     assert (waited.reason, waited.waited_seconds) == ("no-baseline", 0.0)
     assert [gpu.temperature_c for gpu in waited.gpus] == [70.0, 70.0]

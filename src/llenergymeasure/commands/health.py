@@ -141,9 +141,10 @@ def wait_cool(
 
     Example: lem wait-cool --max-seconds 60 --baseline /lem/state/baseline.json
     """
+    path = baseline_file if baseline_file is not None else default_baseline_file()
     waited = thermal_gap(
         max_seconds,
-        baseline_file if baseline_file is not None else default_baseline_file(),
+        load_baseline(path) if path is not None else None,
         CoolingTolerance(temperature_c=temp_tolerance, power_pct=power_tolerance_pct),
         poll_seconds,
     )

@@ -11,7 +11,15 @@ import re
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 BACKENDS: tuple[str, ...] = ("pytorch", "vllm", "tensorrt")
 Backend = Literal["pytorch", "vllm", "tensorrt"]
@@ -138,7 +146,20 @@ class PyTorchConfig(StrictModel):
     torch_compile: bool = False
 
 
+# The vLLM versions a campaign can measure, each with its own image (scripts/build-images.sh
+# --engine-version) and engine-argument fixture read from its wheel (tests/fixtures/engines/):
+# 0.11.1 is ML.ENERGY v3's, 0.33.0 today's.
+VLLM_VERSIONS = ("0.11.1", "0.33.0")
+# Section keys a version's EngineArgs no longer has (tests check them against the fixtures).
+VLLM_KEYS_GONE_IN: dict[str, frozenset[str]] = {"0.33.0": frozenset({"swap_space"})}
+
+
 class VLLMConfig(StrictModel):
+    version: Literal["0.11.1", "0.33.0"] = Field(
+        "0.11.1",
+        description="vLLM version to measure with (an axis: `vllm.version` in a grid); its "
+        "service runs the image built for it",
+    )
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
     max_num_seqs: int | None = Field(None, ge=1)
@@ -152,7 +173,19 @@ class VLLMConfig(StrictModel):
     quantization: str | None = None
     kv_cache_dtype: str = "auto"
     block_size: int | None = Field(None, ge=1)
-    swap_space: float | None = Field(None, ge=0)
+    swap_space: float | None = Field(None, ge=0, description="vLLM before 0.33 only")
+
+    @model_validator(mode="after")
+    def _keys_of_this_version(self) -> VLLMConfig:
+        gone = sorted(
+            k for k in VLLM_KEYS_GONE_IN.get(self.version, ()) if getattr(self, k) is not None
+        )
+        if gone:
+            raise ValueError(
+                f"{', '.join(gone)}: vLLM {self.version}'s EngineArgs has no such setting; "
+                "unset it for this version"
+            )
+        return self
 
 
 class TensorRTConfig(StrictModel):

@@ -9,9 +9,15 @@ A cached entry is reused while it is younger than `max_age_s`. Once it was last 
 more than `recheck_after_s` ago, a short re-check measures again: beyond
 `drift_tolerance` (10 %) the entry is measured again in full.
 
-Idle means idle: a caller whose GPU is busy (a model loaded on it) passes
-`gpu_idle=False` and gets cached values only, never a re-check or a new entry, so
-a warm reading never replaces an idle one. The worker measures before it loads a model.
+Idle means idle:
+- a caller whose GPU is busy (a model loaded on it) passes `gpu_idle=False` and gets
+  cached values only, never a re-check or a new entry;
+- before a re-check or a measurement, the thermal waiter (measure/thermal.py) waits,
+  capped at `settle_max_s`, until the GPU is back near its earlier idle temperature and
+  power (just after an unload or a hand-over the card is still warm);
+- a figure taken when that wait hit its cap never replaces a lower one: the lower stays.
+Each entry records whether it was measured settled, so a result can say so
+(`energy.idle_baseline_conditions`). The worker measures before it loads a model.
 """
 
 from __future__ import annotations
@@ -22,23 +28,24 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from statistics import fmean
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from llenergymeasure.files import atomic_write_text
 from llenergymeasure.measure import nvml
+from llenergymeasure.measure.thermal import CoolingTolerance, GapWait, GpuState, wait_until_cool
+from llenergymeasure.results.schema import IdleConditions, IdleMethod
 
 log = logging.getLogger(__name__)
 
 # 2: one entry per GPU with its own times and method. Files of version 1 could hold
 # values measured with a model loaded: they are measured again.
 BASELINE_VERSION = 2
-IdleMethod = Literal["energy_counter", "power_samples"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +59,10 @@ class BaselinePolicy:
     interval_s: float = 0.1
     # The counter moves in steps of about 100 ms of energy: below this, sample power instead.
     counter_min_seconds: float = 1.0
+    # Before measuring: wait (at most this long) until the GPU is back near its earlier idle.
+    settle_max_s: float = 120.0
+    settle_poll_s: float = 1.0
+    settle_tolerance: CoolingTolerance = field(default_factory=CoolingTolerance)
 
 
 class GpuBaseline(BaseModel):
@@ -64,9 +75,23 @@ class GpuBaseline(BaseModel):
     seconds: float | None = None
     measured_at: float | None = Field(None, description="Unix time; None: the file's")
     checked_at: float | None = Field(None, description="Unix time; None: the file's")
+    settled: bool | None = Field(
+        None, description="the thermal waiter's word before measuring (IdleConditions.settled)"
+    )
 
     def key(self) -> str:
         return gpu_key(self.uuid, self.index)
+
+    def conditions(self, now: float) -> IdleConditions:
+        age = None if self.measured_at is None else round(max(now - self.measured_at, 0.0), 3)
+        return IdleConditions(
+            power_w=self.power_w,
+            temperature_c=self.temperature_c,
+            age_s=age,
+            method=self.method,
+            seconds=self.seconds,
+            settled=self.settled,
+        )
 
 
 class BaselineFile(BaseModel):
@@ -218,22 +243,52 @@ def idle_baseline(
     *,
     gpu_idle: bool = True,
 ) -> list[float] | None:
-    """Idle power (W) per GPU of `gpu_indices`; None without NVML, readings or (when
-    `gpu_idle` is False) an idle value cached for every one of them."""
+    """Idle power (W) per GPU of `gpu_indices` (see `idle_entries`)."""
+    entries = idle_entries(gpu_indices, seconds, cache_path, policy, clock, gpu_idle=gpu_idle)
+    return None if entries is None else [entry.power_w for entry in entries]
+
+
+def idle_entries(
+    gpu_indices: list[int],
+    seconds: float,
+    cache_path: Path | None,
+    policy: BaselinePolicy = BaselinePolicy(),
+    clock: Callable[[], float] = time.time,
+    *,
+    gpu_idle: bool = True,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> list[GpuBaseline] | None:
+    """The idle entry per GPU of `gpu_indices`; None without NVML, readings or (when
+    `gpu_idle` is False) an idle value cached for every one of them. `monotonic` and
+    `sleep` pace the wait for the GPU to settle."""
     if not gpu_indices or not nvml.available():
         return None
     uuids = [nvml.uuid(index) for index in gpu_indices]
     cached = load_baseline(cache_path) if cache_path is not None else None
     now = clock()
-    entries: list[GpuBaseline | None] = []
-    for index, uuid in zip(gpu_indices, uuids, strict=True):
-        entry = cached.entry(uuid, index) if cached is not None else None
-        fresh = entry is not None and now - (entry.measured_at or 0.0) <= policy.max_age_s
-        entries.append(entry if fresh else None)
+    # Any age: an expired idle figure still says what "back near idle" is.
+    known = [
+        cached.entry(uuid, index) if cached is not None else None
+        for index, uuid in zip(gpu_indices, uuids, strict=True)
+    ]
+    entries = [
+        entry
+        if entry is not None and now - (entry.measured_at or 0.0) <= policy.max_age_s
+        else None
+        for entry in known
+    ]
     if not gpu_idle:
         # Busy GPUs: a re-check or a measurement now would store a warm value as idle.
-        return None if any(e is None for e in entries) else [e.power_w for e in entries if e]
-    rechecked = _recheck(gpu_indices, entries, seconds, policy, clock)
+        return None if any(e is None for e in entries) else [e for e in entries if e]
+    due = [slot for slot, entry in enumerate(entries) if _due(entry, now, policy)]
+    if not due:
+        return [e for e in entries if e]
+    settled = _settle(
+        [gpu_indices[slot] for slot in due], [known[slot] for slot in due], policy, monotonic, sleep
+    )
+    settled_of = dict(zip(due, settled, strict=True))
+    rechecked = _recheck(gpu_indices, entries, seconds, policy, clock, settled_of)
     entries = [rechecked.get(slot, entry) for slot, entry in enumerate(entries)]
     changed = [entry for entry in rechecked.values() if entry is not None]
     missing = [slot for slot, entry in enumerate(entries) if entry is None]
@@ -242,11 +297,64 @@ def idle_baseline(
         if measured is None:
             return None
         for slot, entry in zip(missing, measured, strict=True):
-            entries[slot] = entry
-        changed.extend(measured)
+            entry.settled = settled_of[slot]
+            entries[slot] = keep_lower_unless_settled(known[slot], entry, clock())
+            changed.append(entries[slot])
     if cache_path is not None and changed:
         merge_entries(cache_path, changed, clock)
-    return [entry.power_w for entry in entries if entry is not None]
+    return [entry for entry in entries if entry is not None]
+
+
+def _due(entry: GpuBaseline | None, now: float, policy: BaselinePolicy) -> bool:
+    """Missing (or expired), or last checked more than `recheck_after_s` ago."""
+    return entry is None or now - (entry.checked_at or 0.0) > policy.recheck_after_s
+
+
+def _settle(
+    gpu_indices: list[int],
+    known: list[GpuBaseline | None],
+    policy: BaselinePolicy,
+    monotonic: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> list[bool | None]:
+    """Wait until the GPUs are back near their known idle; per GPU: True when they are,
+    False when the wait hit `settle_max_s`, None without a known idle to judge by."""
+    if all(entry is None for entry in known):
+        return [None] * len(known)
+    idle = [
+        GpuState(index, None, None)
+        if entry is None
+        else GpuState(index, entry.temperature_c, entry.power_w)
+        for index, entry in zip(gpu_indices, known, strict=True)
+    ]
+    wait: GapWait = wait_until_cool(
+        idle, policy.settle_max_s, policy.settle_tolerance, policy.settle_poll_s, monotonic, sleep
+    )
+    if wait.reason == "cap":
+        log.warning(
+            "GPU(s) %s not back near idle after %.0f s: an idle figure taken now is kept "
+            "only if lower than the one before",
+            gpu_indices,
+            wait.waited_seconds,
+        )
+    return [None if entry is None else wait.reason == "cool" for entry in known]
+
+
+def keep_lower_unless_settled(
+    before: GpuBaseline | None, new: GpuBaseline, now: float
+) -> GpuBaseline:
+    """`new`, unless it is higher than `before` and was not taken settled: a warm card
+    reads high, so then `before` stays (re-checked now)."""
+    if before is None or new.settled or new.power_w <= before.power_w:
+        return new
+    log.warning(
+        "GPU %s: idle %.1f W taken before the GPU settled is above the %.1f W before: kept %.1f W",
+        new.uuid or new.index,
+        new.power_w,
+        before.power_w,
+        before.power_w,
+    )
+    return before.model_copy(update={"checked_at": now})
 
 
 def _recheck(
@@ -255,16 +363,12 @@ def _recheck(
     seconds: float,
     policy: BaselinePolicy,
     clock: Callable[[], float],
+    settled_of: dict[int, bool | None],
 ) -> dict[int, GpuBaseline | None]:
-    """Re-check entries last checked more than `recheck_after_s` ago: slot -> the entry
-    with a new `checked_at`, or None when it drifted (or could not be read) and must be
-    measured again. Entries checked recently are left out."""
-    now = clock()
-    due = [
-        slot
-        for slot, entry in enumerate(entries)
-        if entry is not None and now - (entry.checked_at or 0.0) > policy.recheck_after_s
-    ]
+    """Re-check the entries due (the slots of `settled_of` that have one): slot -> the
+    entry with a new `checked_at`, or None when it drifted (or could not be read) and must
+    be measured again. A drift upwards while the GPU had not settled keeps the entry."""
+    due = [slot for slot in settled_of if entries[slot] is not None]
     if not due:
         return {}
     fresh = measure_idle(
@@ -274,11 +378,17 @@ def _recheck(
     for slot, reading in zip(due, fresh, strict=True):
         entry = entries[slot]
         assert entry is not None
-        if reading is None or drifted([entry.power_w], [reading.power_w], policy.drift_tolerance):
+        stays = entry.model_copy(update={"checked_at": clock()})
+        if reading is None:
+            outcome[slot] = None
+        elif not drifted([entry.power_w], [reading.power_w], policy.drift_tolerance):
+            outcome[slot] = stays
+        elif reading.power_w > entry.power_w and not settled_of[slot]:
+            log.info("GPU %s: re-check reads high before settling: kept", entry.uuid or entry.index)
+            outcome[slot] = stays
+        else:
             log.info("GPU %s: idle power drifted beyond tolerance", entry.uuid or entry.index)
             outcome[slot] = None
-        else:
-            outcome[slot] = entry.model_copy(update={"checked_at": clock()})
     return outcome
 
 

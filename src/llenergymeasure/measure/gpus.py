@@ -102,12 +102,25 @@ def order_warning(environ: Mapping[str, str] | None = None) -> str | None:
     )
 
 
-def mig_warning(environ: Mapping[str, str] | None = None) -> str | None:
-    """A warning when CUDA_VISIBLE_DEVICES names MIG instances: they are metered whole-GPU."""
+def mig_warning(gpu_indices: list[int], environ: Mapping[str, str] | None = None) -> str | None:
+    """A warning when the GPUs metered are in MIG mode: a MIG instance is metered whole-GPU.
+
+    What the container sees decides, not only CUDA_VISIBLE_DEVICES: compose `device_ids`
+    hands a MIG instance over as NVIDIA_VISIBLE_DEVICES (applied by the runtime, so NVML
+    then sees the parent GPU alone), and NVML says whether a visible GPU has MIG mode on."""
     environ = os.environ if environ is None else environ
-    if "MIG-" not in environ.get("CUDA_VISIBLE_DEVICES", ""):
+    named = [
+        variable
+        for variable in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES")
+        if "MIG-" in environ.get(variable, "")
+    ]
+    in_mig_mode = [index for index in gpu_indices if nvml.mig_enabled(index)]
+    if not named and not in_mig_mode:
         return None
+    why = f"{' and '.join(named)} name MIG instances" if named else ""
+    if in_mig_mode:
+        why += f"{'; ' if why else ''}GPU(s) {in_mig_mode} are in MIG mode"
     return (
-        "CUDA_VISIBLE_DEVICES names MIG instances: energy, power and temperature are those "
-        "of the whole GPU that holds them, other instances' work included"
+        f"{why}: energy, power and temperature are those of the whole GPU that holds the "
+        "instance, other instances' work included"
     )

@@ -304,6 +304,14 @@ def temperature_c(index: int) -> float | None:
     return None if value is None else float(value)
 
 
+def mig_enabled(index: int) -> bool | None:
+    """Whether MIG mode is on for GPU `index` (its instances share its counters); None when
+    NVML cannot say (a GPU without MIG answers NOT_SUPPORTED)."""
+    enabled = _constant("NVML_DEVICE_MIG_ENABLE")
+    modes = _device_call("nvmlDeviceGetMigMode", index)  # [current, pending]
+    return None if enabled is None or modes is None else modes[0] == enabled
+
+
 def clock_event_bits(index: int) -> int | None:
     """The current clock event (throttle) reasons bitmask; the newer API first."""
     return _device_call(

@@ -12,11 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from llenergymeasure.measure import nvml
-from llenergymeasure.measure.baseline import BaselineFile, load_baseline
 from llenergymeasure.measure.gpus import visible_gpu_indices
 
 GapReason = Literal["cool", "cap", "no-gpu", "no-baseline"]
@@ -53,7 +51,19 @@ class GapWait:
         }
 
 
-def idle_states(baseline: BaselineFile | None, gpu_indices: list[int]) -> list[GpuState]:
+class IdleEntry(Protocol):
+    temperature_c: float | None
+    power_w: float
+
+
+class IdleFigures(Protocol):
+    """What the waiter needs of the baseline file (measure/baseline.py's BaselineFile,
+    which settles GPUs with this module's waiter: so no import of it here)."""
+
+    def entry(self, uuid: str | None, index: int) -> IdleEntry | None: ...
+
+
+def idle_states(baseline: IdleFigures | None, gpu_indices: list[int]) -> list[GpuState]:
     """Idle values per GPU from the baseline, matched by UUID (whatever index the GPU had
     when measured); a GPU it does not cover gets none."""
     states = []
@@ -115,11 +125,11 @@ def wait_until_cool(
 
 def thermal_gap(
     max_seconds: float,
-    baseline_path: Path | None,
+    baseline: IdleFigures | None,
     tolerance: CoolingTolerance = CoolingTolerance(),
     poll_seconds: float = 1.0,
 ) -> GapWait:
-    """Wait for this process's GPUs (`visible_gpu_indices`) against the baseline file."""
+    """Wait for this process's GPUs (`visible_gpu_indices`) against the baseline file's
+    figures (`measure.baseline.load_baseline`)."""
     gpu_indices = visible_gpu_indices()
-    baseline = load_baseline(baseline_path) if baseline_path is not None else None
     return wait_until_cool(idle_states(baseline, gpu_indices), max_seconds, tolerance, poll_seconds)

@@ -15,6 +15,8 @@ SCHEMA_VERSION = "1.0"
 
 # nvml: the GPUs' energy counters; nvml_power: GPU power samples integrated (no counter)
 EnergySource = Literal["nvml", "nvml_power", "rapl", "none"]
+# How an idle figure was taken: the energy counter's delta, or the mean of power samples.
+IdleMethod = Literal["energy_counter", "power_samples"]
 
 
 class ResultModel(BaseModel):
@@ -35,7 +37,12 @@ class Identity(ResultModel):
 class Timing(ResultModel):
     started_at: str = Field(description="ISO 8601 UTC start of the experiment")
     finished_at: str
-    load_seconds: float = Field(description="Model load time (0 when reused)")
+    load_seconds: float = Field(description="Model load time (0 when reused), engine import apart")
+    import_seconds: float | None = Field(
+        None,
+        description="Import of the backend's module and engine before the load (0 when "
+        "reused or already imported, e.g. by the worker at its start)",
+    )
     model_reused: bool = False
     cold_start_method: Literal["fresh_process", "unload", "restart"] | None = None
     runner: Literal["worker", "in_process"] | None = Field(
@@ -71,6 +78,32 @@ class Distribution(ResultModel):
     n: int = 0
 
 
+class Ttft(Distribution):
+    """Time to first token; engines stamp a request's start in different places."""
+
+    definition: str | None = Field(
+        None,
+        description="What it counts from: batch_start, frontend_arrival, llm_submit or "
+        "executor_arrival (docs/results.md)",
+    )
+
+
+class IdleConditions(ResultModel):
+    """How one GPU's idle figure (measure/baseline.py) was taken."""
+
+    power_w: float
+    temperature_c: float | None = Field(None, description="At the end of the idle period")
+    age_s: float | None = Field(None, description="Seconds since it was measured")
+    method: IdleMethod
+    seconds: float | None = Field(None, description="Length of the idle period")
+    settled: bool | None = Field(
+        None,
+        description="True: measured once the thermal waiter said the GPU was back near its "
+        "earlier idle temperature and power; False: the wait hit its cap; None: no earlier "
+        "idle figure to judge by",
+    )
+
+
 class Energy(ResultModel):
     source: EnergySource
     gpu_energy_j: float | None = None
@@ -81,6 +114,7 @@ class Energy(ResultModel):
     )
     idle_baseline_power_w: float | None = None
     idle_baseline_power_w_per_gpu: list[float] | None = None
+    idle_baseline_conditions: list[IdleConditions] | None = None
     idle_adjusted_energy_j: float | None = None
     j_per_output_token: float | None = None
     j_per_request: float | None = None
@@ -137,7 +171,7 @@ class ExperimentResult(ResultModel):
     tokens: Tokens
     throughput: Throughput
     latency: Distribution
-    ttft: Distribution
+    ttft: Ttft
     itl: Distribution
     energy: Energy
     power: Power

@@ -22,7 +22,7 @@ from llenergymeasure.config.models import ExperimentConfig, ModelSpec
 from llenergymeasure.errors import ExperimentError, LemError
 from llenergymeasure.files import atomic_write_text
 from llenergymeasure.measure import nvml
-from llenergymeasure.measure.baseline import idle_baseline
+from llenergymeasure.measure.baseline import GpuBaseline, idle_entries
 from llenergymeasure.measure.energy import build_energy
 from llenergymeasure.measure.environment import collect_environment
 from llenergymeasure.measure.gpus import mig_warning, order_warning, visible_gpu_indices
@@ -34,6 +34,7 @@ from llenergymeasure.results.schema import (
     Throughput,
     Timing,
     Tokens,
+    Ttft,
 )
 from llenergymeasure.runner.backends import import_backend, load_backend, not_installed_message
 from llenergymeasure.runner.backends.base import LoadedBackend, RequestRecord
@@ -84,15 +85,16 @@ class LoadedModel:
     load_key: str
     load_seconds: float
     cold_start_method: ColdStartMethod = "fresh_process"
+    import_seconds: float = 0.0
     experiments_measured: int = 0
 
 
 @dataclass(frozen=True)
 class IdlePower:
-    """Idle power (W) per GPU, measured (or read from the cache) before the model loaded."""
+    """Idle entries per GPU, measured (or read from the cache) before the model loaded."""
 
     gpu_indices: list[int]
-    power_w: list[float] | None
+    entries: list[GpuBaseline] | None
     seconds_spent: float
 
 
@@ -145,8 +147,10 @@ def run_experiment(
 
 
 def load_model(config: ExperimentConfig) -> LoadedModel:
-    """Load the config's model with its backend, timed (the engine import is not)."""
+    """Load the config's model with its backend; the engine import and the load are timed
+    apart, the same way for every backend."""
     check_model_path(config.model)
+    importing = time.perf_counter()
     module = import_backend(config.backend)
     started = time.perf_counter()
     try:
@@ -156,7 +160,10 @@ def load_model(config: ExperimentConfig) -> LoadedModel:
             f"cannot load model {config.model.path} ({config.backend}): {_one_line(str(exc))}"
         ) from exc
     return LoadedModel(
-        backend=backend, load_key=load_key(config), load_seconds=time.perf_counter() - started
+        backend=backend,
+        load_key=load_key(config),
+        load_seconds=time.perf_counter() - started,
+        import_seconds=started - importing,
     )
 
 
@@ -185,7 +192,7 @@ def measure_experiment(
     prompts = load_prompts(config.dataset)
     gpu_indices, gpu_warnings = experiment_gpus(config, loaded.backend.device)
     report("baseline")
-    baseline, baseline_warnings = loaded_idle_power(gpu_indices, config, baseline_cache, idle)
+    idle_used, baseline_warnings = loaded_idle_power(gpu_indices, config, baseline_cache, idle)
     gpu_warnings.extend(baseline_warnings)
     report("warmup")
     warmup_seconds = warm_up(loaded.backend, prompts, config)
@@ -194,12 +201,14 @@ def measure_experiment(
     report("window_done")
     first_use = loaded.experiments_measured == 0
     loaded.experiments_measured += 1
-    # the first use also pays for the load and the idle baseline taken before it
-    setup_s = loaded.load_seconds + (idle.seconds_spent if idle else 0.0) if first_use else 0.0
+    # the first use also pays for the engine import, the load and the idle baseline before it
+    idle_s = idle.seconds_spent if idle else 0.0
+    setup_s = loaded.import_seconds + loaded.load_seconds + idle_s if first_use else 0.0
     timing = Timing(
         started_at=started_at,
         finished_at=_utc_now(),
         load_seconds=loaded.load_seconds if first_use else 0.0,
+        import_seconds=loaded.import_seconds if first_use else 0.0,
         model_reused=not first_use,
         cold_start_method=loaded.cold_start_method if first_use else None,
         warmup_seconds=warmup_seconds,
@@ -208,7 +217,23 @@ def measure_experiment(
         total_seconds=time.perf_counter() - started + setup_s,
         gap_waited_seconds=gap_waited_seconds,
     )
-    return build_result(config, identity, loaded.backend, window, baseline, timing, gpu_warnings)
+    result = build_result(
+        config, identity, loaded.backend, window, power_of(idle_used), timing, gpu_warnings
+    )
+    if idle_used is not None and result.energy.idle_baseline_power_w_per_gpu is not None:
+        now = time.time()
+        result.energy.idle_baseline_conditions = [entry.conditions(now) for entry in idle_used]
+        warm = [entry.index for entry in idle_used if entry.settled is False]
+        if warm:
+            result.warnings.append(
+                f"idle baseline of GPU(s) {warm} was measured when the thermal wait hit its "
+                "cap, not back near idle: it may be high, idle-adjusted energy low"
+            )
+    return result
+
+
+def power_of(entries: list[GpuBaseline] | None) -> list[float] | None:
+    return None if entries is None else [entry.power_w for entry in entries]
 
 
 def idle_before_load(
@@ -222,8 +247,8 @@ def idle_before_load(
     if progress is not None:
         progress("baseline")
     started = time.perf_counter()
-    power = idle_baseline(gpu_indices, config.measurement.baseline_seconds, baseline_cache)
-    return IdlePower(gpu_indices, power, time.perf_counter() - started)
+    entries = idle_entries(gpu_indices, config.measurement.baseline_seconds, baseline_cache)
+    return IdlePower(gpu_indices, entries, time.perf_counter() - started)
 
 
 def loaded_idle_power(
@@ -231,17 +256,17 @@ def loaded_idle_power(
     config: ExperimentConfig,
     baseline_cache: Path | None,
     idle: IdlePower | None,
-) -> tuple[list[float] | None, list[str]]:
-    """The idle power for the window on `gpu_indices`, and warnings. The model is loaded
+) -> tuple[list[GpuBaseline] | None, list[str]]:
+    """The idle entries for the window on `gpu_indices`, and warnings. The model is loaded
     now: use what was measured before the load, else an idle value cached earlier."""
     if not gpu_indices:
         return None, []
     if idle is not None and idle.gpu_indices == gpu_indices:
-        return idle.power_w, []
+        return idle.entries, []
     seconds = config.measurement.baseline_seconds
-    power = idle_baseline(gpu_indices, seconds, baseline_cache, gpu_idle=False)
-    if power is not None:
-        return power, []
+    entries = idle_entries(gpu_indices, seconds, baseline_cache, gpu_idle=False)
+    if entries is not None:
+        return entries, []
     return None, [
         f"no idle baseline: none cached for GPU(s) {gpu_indices} from an idle moment, and "
         "the loaded model keeps them busy (`lem baseline` or the next model load measures "
@@ -260,7 +285,7 @@ def experiment_gpus(config: ExperimentConfig, device: str) -> tuple[list[int], l
     nvml.refresh()  # a driver that was not ready when this process started may be now
     wanted = gpus_used(config)
     visible = visible_gpu_indices()
-    warnings = [w for w in (order_warning(), mig_warning()) if w is not None and visible]
+    warnings = [w for w in (order_warning(), mig_warning(visible)) if w is not None and visible]
     if len(visible) < wanted:
         warnings.append(f"the config uses {wanted} GPUs, only {len(visible)} visible to NVML")
         return visible, warnings
@@ -346,7 +371,10 @@ def build_result(
             requests_per_s=tokens.requests / readings.duration_s,
         ),
         latency=distribution([r.latency_s for r in records if r.latency_s is not None]),
-        ttft=distribution([r.ttft_s for r in records if r.ttft_s is not None]),
+        ttft=Ttft(
+            **distribution([r.ttft_s for r in records if r.ttft_s is not None]).model_dump(),
+            definition=getattr(backend, "ttft_definition", None),
+        ),
         itl=distribution([gap for r in records for gap in r.itl_s]),
         energy=energy,
         power=power,

@@ -9,8 +9,10 @@ testable without the engine; the PyTorch module imports torch at its top.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from types import ModuleType
+from typing import Any
 
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.errors import ExperimentError
@@ -31,11 +33,18 @@ BACKEND_EXTRAS: dict[str, str] = {
 
 
 def import_backend(backend: str) -> ModuleType:
-    """The backend's module, engine imported; a missing engine is an ExperimentError."""
+    """The backend's module, engine imported; a missing engine is an ExperimentError.
+
+    The engine import is here, not in the module's `load`: a cold `import vllm` takes
+    minutes, and every backend's `load_seconds` must count the load alone (the import is
+    `import_seconds`). A module that imports its engine lazily has `import_engine()`."""
     try:
-        return importlib.import_module(BACKEND_MODULES[backend])
+        module = importlib.import_module(BACKEND_MODULES[backend])
     except ModuleNotFoundError as exc:
         raise ExperimentError(not_installed_message(backend, exc.name)) from exc
+    if hasattr(module, "import_engine"):
+        module.import_engine()
+    return module
 
 
 def load_backend(config: ExperimentConfig, module: ModuleType | None = None) -> LoadedBackend:
@@ -52,3 +61,17 @@ def not_installed_message(backend: str, package: str | None) -> str:
         f"backend {backend!r} is not installed in this image: "
         f"Python package {package or 'unknown'!r} is missing (install {BACKEND_EXTRAS[backend]})"
     )
+
+
+def refuse_unknown_fields(
+    params: dict[str, Any], dataclass_type: Any, what: str, hint: str = ""
+) -> None:
+    """ExperimentError when `params` holds a name the installed engine's dataclass does not
+    take: the engine would raise a bare TypeError, or (a setting dropped) measure something
+    else without a word. Not a dataclass: nothing to check here, the call itself rejects."""
+    if not dataclasses.is_dataclass(dataclass_type):
+        return
+    names = {field.name for field in dataclasses.fields(dataclass_type) if field.init}
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ExperimentError(f"the installed {what} has no {', '.join(unknown)}{hint}")

@@ -37,6 +37,9 @@ class LoadedBackend(Protocol):
     """A loaded model ready to generate."""
 
     device: str  # "cuda" or "cpu"
+    # What a request's TTFT counts from (the result's `ttft.definition`, docs/results.md):
+    # batch_start | frontend_arrival | llm_submit | executor_arrival.
+    ttft_definition: str
 
     def generate(self, prompts: list[str], config: ExperimentConfig) -> BatchOutcome:
         """Run `prompts` with the config's decoder and batching; return per-request records."""

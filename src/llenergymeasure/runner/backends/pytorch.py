@@ -108,6 +108,10 @@ def generation_settings(
 class LoadedPyTorch:
     """A transformers causal LM and its tokenizer, ready to generate."""
 
+    # request_record: from the start of the request's batch (its generate call) to its
+    # first token; every request of a batch arrives at once.
+    ttft_definition = "batch_start"
+
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, device: str):
         self.device = device
         self._model: PreTrainedModel | None = model

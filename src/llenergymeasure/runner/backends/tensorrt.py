@@ -17,13 +17,13 @@ request without them has null latency, TTFT and inter-token latency, with a warn
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import timedelta
+from types import ModuleType
 from typing import Any
 
 from llenergymeasure.config.models import ExperimentConfig, TensorRTConfig
 from llenergymeasure.errors import ExperimentError
-from llenergymeasure.runner.backends import not_installed_message
+from llenergymeasure.runner.backends import not_installed_message, refuse_unknown_fields
 from llenergymeasure.runner.backends.base import BatchOutcome
 from llenergymeasure.runner.backends.engine_outputs import RequestTiming, parse_engine_outputs
 from llenergymeasure.runner.backends.offline_engine import OfflineEngine
@@ -100,17 +100,10 @@ def sampling_params(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def check_sampling_params(params: dict[str, Any], sampling_class: Any) -> None:
-    """Refuse arguments the installed `SamplingParams` dataclass lacks: dropping one would
-    change what is measured (no `return_perf_metrics`: no timings) without a word."""
-    if not dataclasses.is_dataclass(sampling_class):
-        return  # not introspectable: SamplingParams(**params) itself rejects unknown names
-    names = {field.name for field in dataclasses.fields(sampling_class) if field.init}
-    missing = sorted(set(params) - names)
-    if missing:
-        raise ExperimentError(
-            f"the installed TensorRT-LLM's SamplingParams has no {', '.join(missing)}: "
-            f"install the pinned version ({PINNED_PACKAGE})"
-        )
+    """Refuse arguments the installed `SamplingParams` lacks: dropping one would change
+    what is measured (no `return_perf_metrics`: no timings) without a word."""
+    hint = f": install the pinned version ({PINNED_PACKAGE})"
+    refuse_unknown_fields(params, sampling_class, "TensorRT-LLM's SamplingParams", hint)
 
 
 def _seconds(value: Any) -> float:
@@ -142,6 +135,9 @@ class LoadedTensorRT(OfflineEngine):
 
     engine_name = "TensorRT-LLM"
     package = "tensorrt_llm"
+    # timing_metrics.arrival_time: set at submit with the LLM-level return_perf_metrics
+    # (`load` passes it where the LLM takes it), else when the executor receives the request.
+    ttft_definition = "executor_arrival"
 
     def generate(self, prompts: list[str], config: ExperimentConfig) -> BatchOutcome:
         llm = self._loaded()
@@ -165,16 +161,38 @@ def _llm_class(trtllm: Any, prebuilt_engine: bool) -> Any:
     return trtllm.LLM
 
 
-def load(config: ExperimentConfig) -> LoadedTensorRT:
-    """Build or load a TensorRT-LLM engine for the config; a missing engine is an error."""
+def import_engine() -> ModuleType:
+    """tensorrt_llm and its LLM API (timed apart from the load by backends.import_backend)."""
     try:
         import tensorrt_llm
-        from tensorrt_llm import llmapi
+        import tensorrt_llm.llmapi
     except ImportError as exc:
         raise ExperimentError(not_installed_message("tensorrt", "tensorrt_llm")) from exc
+    return tensorrt_llm
+
+
+def takes_llm_perf_metrics(llm_args_class: Any) -> bool:
+    """Whether the LLM takes `return_perf_metrics` itself (BaseLlmArgs of releases after 1.0;
+    not 1.0.0rc4's): only then is a request's arrival stamped when it is submitted, not
+    when the executor sees it."""
+    return "return_perf_metrics" in getattr(llm_args_class, "model_fields", {})
+
+
+def _llm_args_class(trtllm: Any) -> Any:
+    return getattr(getattr(trtllm.llmapi, "llm_args", None), "BaseLlmArgs", None)
+
+
+def load(config: ExperimentConfig) -> LoadedTensorRT:
+    """Build or load a TensorRT-LLM engine for the config; a missing engine is an error."""
+    tensorrt_llm = import_engine()
     llm_class = _llm_class(
         tensorrt_llm,
         prebuilt_engine=config.tensorrt is not None and bool(config.tensorrt.engine_dir),
     )
-    llm = llm_class(**build_llm_kwargs(llm_args(config), llmapi))
-    return LoadedTensorRT(llm, tensorrt_llm)
+    kwargs = build_llm_kwargs(llm_args(config), tensorrt_llm.llmapi)
+    at_submit = takes_llm_perf_metrics(_llm_args_class(tensorrt_llm))
+    if at_submit:
+        kwargs["return_perf_metrics"] = True
+    loaded = LoadedTensorRT(llm_class(**kwargs), tensorrt_llm)
+    loaded.ttft_definition = "llm_submit" if at_submit else "executor_arrival"
+    return loaded

@@ -16,11 +16,12 @@ a warning (engine_outputs.py).
 from __future__ import annotations
 
 import contextlib
+from types import ModuleType
 from typing import Any
 
 from llenergymeasure.config.models import ExperimentConfig, VLLMConfig
 from llenergymeasure.errors import ExperimentError
-from llenergymeasure.runner.backends import not_installed_message
+from llenergymeasure.runner.backends import not_installed_message, refuse_unknown_fields
 from llenergymeasure.runner.backends.base import BatchOutcome
 from llenergymeasure.runner.backends.engine_outputs import RequestTiming, parse_engine_outputs
 from llenergymeasure.runner.backends.offline_engine import OfflineEngine
@@ -46,8 +47,25 @@ def engine_args(config: ExperimentConfig) -> dict[str, Any]:
     }
     if config.model.revision is not None:
         args["revision"] = config.model.revision
-    args.update(section.model_dump(exclude_none=True))
+    args.update(section.model_dump(exclude_none=True, exclude={"version"}))
     return args
+
+
+def check_engine_args(args: dict[str, Any], engine_args_class: Any, version: str) -> None:
+    """Refuse a setting the installed vLLM's `EngineArgs` lacks (`swap_space` is gone in
+    0.33: `LLM(swap_space=...)` raises TypeError there), naming it and the version."""
+    hint = " (a setting of another vLLM version: leave it unset for this one)"
+    refuse_unknown_fields(args, engine_args_class, f"vLLM {version}'s EngineArgs", hint)
+
+
+def check_version(config: ExperimentConfig, installed: str) -> None:
+    """The config's `vllm.version` is the one installed here: each version has its image."""
+    wanted = (config.vllm or VLLMConfig()).version
+    if installed.split("+")[0] != wanted:
+        raise ExperimentError(
+            f"vllm.version is {wanted} but this service runs vLLM {installed}: its image is "
+            f"built by scripts/build-images.sh --backend vllm --engine-version {wanted}"
+        )
 
 
 def sampling_params(config: ExperimentConfig) -> dict[str, Any]:
@@ -94,6 +112,9 @@ class LoadedVLLM(OfflineEngine):
 
     engine_name = "vLLM"
     package = "vllm"
+    # RequestStateStats.first_token_latency: from the request's arrival at the frontend
+    # (LLM.generate adding it) to its first token.
+    ttft_definition = "frontend_arrival"
 
     def generate(self, prompts: list[str], config: ExperimentConfig) -> BatchOutcome:
         llm = self._loaded()
@@ -121,10 +142,21 @@ def _destroy_distributed_state() -> None:
         torch.distributed.destroy_process_group()
 
 
-def load(config: ExperimentConfig) -> LoadedVLLM:
-    """Start a vLLM engine for the config's model; vLLM missing is an ExperimentError."""
+def import_engine() -> ModuleType:
+    """vLLM itself (minutes when cold; backends.import_backend times it apart from the load)."""
     try:
         import vllm
     except ImportError as exc:
         raise ExperimentError(not_installed_message("vllm", "vllm")) from exc
-    return LoadedVLLM(vllm.LLM(**engine_args(config)), vllm)
+    return vllm
+
+
+def load(config: ExperimentConfig) -> LoadedVLLM:
+    """Start a vLLM engine for the config's model; vLLM missing is an ExperimentError."""
+    vllm = import_engine()
+    check_version(config, vllm.__version__)
+    from vllm.engine.arg_utils import EngineArgs
+
+    args = engine_args(config)
+    check_engine_args(args, EngineArgs, vllm.__version__)
+    return LoadedVLLM(vllm.LLM(**args), vllm)
