@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 from fixtures.campaign import (
-    REPO,
     HostDirs,
     compose_down,
     experiment_results,
@@ -29,6 +28,7 @@ from fixtures.campaign import (
 from fixtures.shared_campaign import (
     ON_SHARED_CAMPAIGN,
     SharedCampaign,
+    campaign_caches,
     docker_state,
     tree_state,
 )
@@ -73,7 +73,7 @@ def test_check_on_a_fresh_host_runs_through_and_changes_nothing(
 ) -> None:
     variables = campaign_variables(tmp_path, host, tiny_campaign(CAMPAIGN))
     results = tmp_path / "results"
-    controller_caches = tree_state(REPO / "wheelhouse")
+    controller_caches = campaign_caches()
     docker_before = docker_state(docker_engine, host.project)
 
     run = run_campaign(inventory, variables, tmp_path, options=["--check"])
@@ -84,7 +84,7 @@ def test_check_on_a_fresh_host_runs_through_and_changes_nothing(
     # would hold plan.json and the run lock), nor a cached wheel or image archive.
     assert not host.root.exists(), sorted(tree_state(host.root))
     assert not results.exists(), sorted(tree_state(results))
-    assert tree_state(REPO / "wheelhouse") == controller_caches
+    assert campaign_caches() == controller_caches
     # Nothing in Docker: no container, network or volume of the project, no image
     # built or loaded.
     assert docker_state(docker_engine, host.project) == docker_before
