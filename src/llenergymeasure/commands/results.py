@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from llenergymeasure.commands.common import fail, reports_errors, wide_console
+from llenergymeasure.commands.common import fail, reports_errors
 from llenergymeasure.results.aggregate import (
     Summary,
     aggregate_directory,
@@ -25,9 +25,12 @@ CONFIDENCE = typer.Option(
     0.95, "--confidence", min=0.5, max=0.999, help="Confidence level of the intervals."
 )
 RESAMPLES = typer.Option(
-    10_000, "--resamples", min=100, help="Bootstrap resamples (methods that resample)."
+    10_000,
+    "--resamples",
+    min=100,
+    help="Bootstrap resamples above 8 cycles; up to 8 every distinct resample is enumerated.",
 )
-SEED = typer.Option(42, "--seed", help="Seed of the bootstrap resampling.")
+SEED = typer.Option(42, "--seed", help="Seed of the bootstrap resampling (above 8 cycles).")
 METHOD = typer.Option(
     "auto",
     "--method",
@@ -89,7 +92,7 @@ def aggregate(
     Example: lem aggregate results/demo --out results/demo
     """
     summary = _summary(results_dir, baseline, confidence, resamples, seed, method)
-    sys.stdout.write(render_table(summary, width=wide_console().width))
+    sys.stdout.write(render_table(summary))
     for path in write_summary(summary, out or results_dir):
         typer.echo(f"wrote {path}")
 
@@ -114,7 +117,7 @@ def compare(
     Example: lem compare results/demo --baseline tiny-bs1
     """
     summary = _summary(results_dir, baseline, confidence, resamples, seed, method)
-    sys.stdout.write(render_comparisons(summary, width=wide_console().width))
+    sys.stdout.write(render_comparisons(summary))
     if not summary.comparisons:
         raise fail(f"nothing compared with baseline {baseline!r}", code=1)
 

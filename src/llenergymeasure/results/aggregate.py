@@ -23,15 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from rich import box
-from rich.console import Console
-from rich.table import Table
 
 from llenergymeasure.errors import LemError
 from llenergymeasure.files import atomic_write_text
 from llenergymeasure.results.compare import PairedRatio, paired_ratios
 from llenergymeasure.results.schema import HEADLINE_METRICS, SCHEMA_VERSION, ExperimentResult
+from llenergymeasure.results.texttable import TextTable
 from llenergymeasure.stats.bootstrap import (
+    EXACT_MAX_N,
     MIN_BOOTSTRAP_N,
     BootstrapCI,
     Method,
@@ -383,7 +382,10 @@ def _notes(summary: Summary) -> list[str]:
 
 def method_note(summary: Summary) -> str:
     """One line naming the interval method, for tables and files."""
-    resampling = f", {summary.n_resamples} resamples, seed {summary.seed}"
+    resampling = (
+        f", bootstrap exact up to {EXACT_MAX_N} cycles (every distinct resample), "
+        f"else {summary.n_resamples} resamples, seed {summary.seed}"
+    )
     if summary.method == "student-t":
         resampling = ""
     return f"{summary.confidence:.0%} intervals: {METHOD_LABELS[summary.method]}{resampling}"
@@ -395,15 +397,9 @@ def row_method(row: SummaryRow) -> str:
     return ", ".join(used) or "-"
 
 
-def summary_table(summary: Summary) -> Table:
-    """A rich table: one line per (config, hardware, metric)."""
-    table = Table(
-        box=box.SIMPLE,
-        title="LLenergyMeasure summary",
-        title_justify="left",
-        caption=method_note(summary),
-        caption_justify="left",
-    )
+def summary_table(summary: Summary) -> TextTable:
+    """A table: one line per (config, hardware, metric)."""
+    table = TextTable(title="LLenergyMeasure summary", caption=method_note(summary))
     for header in ("config", "hardware", "cycles", "CI method", "metric", "n", "mean"):
         table.add_column(header, justify="right" if header in {"cycles", "n", "mean"} else "left")
     table.add_column(f"{summary.confidence:.0%} CI")
@@ -433,15 +429,12 @@ def _ratio_cells(ratio: PairedRatio) -> tuple[str, str, str, str]:
 COMPARISON_HEADERS = ("config", "hardware", "metric", "pairs", "ratio", "CI", "excludes 1")
 
 
-def comparison_table(summary: Summary) -> Table:
-    """A rich table: each config's paired ratio to the baseline, per metric."""
-    table = Table(
-        box=box.SIMPLE,
+def comparison_table(summary: Summary) -> TextTable:
+    """A table: each config's paired ratio to the baseline, per metric."""
+    table = TextTable(
         title=f"Paired ratios to baseline {summary.baseline}",
-        title_justify="left",
         caption="ratio = mean(config) / mean(baseline) over the cycles both ran; "
         "the interval resamples those cycles together",
-        caption_justify="left",
     )
     for header in COMPARISON_HEADERS:
         table.add_column(header, justify="right" if header in {"pairs", "ratio"} else "left")
@@ -456,35 +449,27 @@ def comparison_table(summary: Summary) -> Table:
     return table
 
 
-def _plain(*renderables: Table | str, width: int) -> str:
-    """Rich renderables as plain text (no colour codes, no trailing blanks), e.g. for Ansible."""
-    text = io.StringIO()
-    console = Console(file=text, width=width, color_system=None, force_terminal=False)
-    for renderable in renderables:
-        if isinstance(renderable, str):
-            console.print(renderable, markup=False, highlight=False)
-        else:
-            console.print(renderable)
-    # rich pads every line to the table width; trailing blanks only clutter logs
-    return "".join(line.rstrip() + "\n" for line in text.getvalue().splitlines())
+def _plain(*parts: TextTable | str) -> str:
+    """Tables and lines as plain text (no colour codes, no trailing blanks), e.g. for Ansible."""
+    return "".join(part.render() if isinstance(part, TextTable) else part + "\n" for part in parts)
 
 
-def render_table(summary: Summary, width: int = 200) -> str:
+def render_table(summary: Summary) -> str:
     """The summary table, the comparisons if any, and the warnings as plain text."""
-    parts: list[Table | str] = [
+    parts: list[TextTable | str] = [
         summary_table(summary) if summary.rows else "no results to aggregate"
     ]
     if summary.comparisons:
         parts.append(comparison_table(summary))
     parts += [f"warning: {note}" for note in _notes(summary)]
-    return _plain(*parts, width=width)
+    return _plain(*parts)
 
 
-def render_comparisons(summary: Summary, width: int = 200) -> str:
+def render_comparisons(summary: Summary) -> str:
     """Only the comparison table and the warnings, as plain text (`lem compare`)."""
-    parts: list[Table | str] = [comparison_table(summary)]
+    parts: list[TextTable | str] = [comparison_table(summary)]
     parts += [f"warning: {note}" for note in _notes(summary)]
-    return _plain(*parts, width=width)
+    return _plain(*parts)
 
 
 def _csv_number(value: float | None) -> str:
