@@ -147,8 +147,10 @@ def test_compare_prints_paired_ratios_and_fails_without_a_baseline(tmp_path: Pat
     assert result.exit_code == 0, result.output
     rows = [re.split(r"\s{2,}", line.strip()) for line in result.stdout.splitlines()]
     [energy] = [cells for cells in rows if "energy (J)" in cells]
-    # config, hardware, metric, pairs, ratio (300+330+318)/(400+440+420), CI, excludes 1
-    assert energy[0] == "fast" and energy[3:5] == ["3", "0.7524"] and energy[-1] == "yes"
+    # config, hardware, metric, pairs, ratio (300+330+318)/(400+440+420), CI, excludes 1,
+    # detectable difference
+    assert energy[0] == "fast" and energy[3:5] == ["3", "0.7524"] and energy[6] == "yes"
+    assert energy[7].endswith("%")
     assert not (tmp_path / "summary.json").exists()  # compare prints, writes nothing
     missing = runner.invoke(app, ["compare", str(tmp_path), "--baseline", "nope"])
     assert missing.exit_code == 1

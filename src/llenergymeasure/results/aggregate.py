@@ -36,6 +36,7 @@ from llenergymeasure.stats.bootstrap import (
     Method,
     bootstrap_ci_many,
 )
+from llenergymeasure.stats.power import MAX_CYCLES
 
 SUMMARY_VERSION = 1
 SUMMARY_FILES = ("summary.json", "summary.csv", "summary.md")
@@ -107,6 +108,7 @@ class Summary(BaseModel):
     metrics: list[str]
     rows: list[SummaryRow]
     baseline: str | None = None  # config the comparisons are relative to
+    detect: float | None = None  # stated relative difference for `cycles_needed` (0.05: 5 %)
     comparisons: list[PairedRatio] = []
     sources: list[str]  # every result file that went into the summary
     load_errors: list[str] = []  # result files that could not be read, with the reason
@@ -274,11 +276,13 @@ def aggregate_results(
     seed: int = 42,
     method: Method = "auto",
     baseline: str | None = None,
+    detect: float | None = None,
 ) -> Summary:
     """One row per (config, hardware) with a CI per headline metric.
 
     `sources`, when given, holds the file each result was read from (same order).
-    `baseline`, when given, adds every config's paired ratio to that config.
+    `baseline`, when given, adds every config's paired ratio to that config; `detect`
+    (a relative difference) adds the cycles each comparison needs to detect it.
     """
     if sources is not None and len(sources) != len(results):
         raise ValueError(f"{len(sources)} sources given for {len(results)} results")
@@ -308,6 +312,7 @@ def aggregate_results(
             n_resamples=n_resamples,
             seed=seed,
             method=method,
+            detect=detect,
         )
         warnings += notes
     return Summary(
@@ -318,6 +323,7 @@ def aggregate_results(
         metrics=list(HEADLINE_METRICS),
         rows=rows,
         baseline=baseline,
+        detect=detect,
         comparisons=comparisons,
         sources=sorted(s for row in rows for s in row.sources),
         warnings=warnings + _changed_config_warnings(keys),
@@ -337,6 +343,7 @@ def aggregate_loaded(
     seed: int = 42,
     method: Method = "auto",
     baseline: str | None = None,
+    detect: float | None = None,
 ) -> Summary:
     """Aggregate loaded results; the files that failed to load go into the summary."""
     summary = aggregate_results(
@@ -347,6 +354,7 @@ def aggregate_loaded(
         seed=seed,
         method=method,
         baseline=baseline,
+        detect=detect,
     )
     return summary.model_copy(update={"load_errors": loaded.errors})
 
@@ -416,17 +424,35 @@ def summary_table(summary: Summary) -> TextTable:
     return table
 
 
-def _ratio_cells(ratio: PairedRatio) -> tuple[str, str, str, str]:
+def _ratio_cells(ratio: PairedRatio, stated: bool) -> tuple[str, ...]:
+    """Pairs, ratio, CI, excludes 1, detectable difference (and cycles needed, if stated)."""
     excludes = {True: "yes", False: "no", None: "n/a"}[ratio.excludes_one]
-    return (
+    detectable = "n/a" if ratio.detectable is None else f"{ratio.detectable:.1%}"
+    cells = (
         str(ratio.ratio.n),
         format_value(ratio.ratio.mean),
         format_interval(ratio.ratio),
         excludes,
+        detectable,
     )
+    if not stated:
+        return cells
+    if ratio.difference_cv is None:
+        return (*cells, "n/a")
+    return (*cells, str(ratio.cycles_needed) if ratio.cycles_needed else f"> {MAX_CYCLES}")
 
 
-COMPARISON_HEADERS = ("config", "hardware", "metric", "pairs", "ratio", "CI", "excludes 1")
+def comparison_headers(summary: Summary) -> tuple[str, ...]:
+    headers = ("config", "hardware", "metric", "pairs", "ratio", "CI", "excludes 1", "detectable")
+    if summary.detect is None:
+        return headers
+    return (*headers, f"cycles for {summary.detect:.1%}")
+
+
+DETECT_NOTE = (
+    "detectable: the smallest difference these cycles detect "
+    "(two-sided alpha 0.05, power 0.8, from the CV of the paired differences)"
+)
 
 
 def comparison_table(summary: Summary) -> TextTable:
@@ -434,10 +460,11 @@ def comparison_table(summary: Summary) -> TextTable:
     table = TextTable(
         title=f"Paired ratios to baseline {summary.baseline}",
         caption="ratio = mean(config) / mean(baseline) over the cycles both ran; "
-        "the interval resamples those cycles together",
+        f"the interval resamples those cycles together\n{DETECT_NOTE}",
     )
-    for header in COMPARISON_HEADERS:
-        table.add_column(header, justify="right" if header in {"pairs", "ratio"} else "left")
+    for header in comparison_headers(summary):
+        left = header in {"config", "hardware", "metric", "CI", "excludes 1"}
+        table.add_column(header, justify="left" if left else "right")
     previous = None
     for ratio in summary.comparisons:
         key = (ratio.config_name, ratio.hardware)
@@ -445,7 +472,8 @@ def comparison_table(summary: Summary) -> TextTable:
         if previous is not None and key != previous:
             table.add_section()
         previous = key
-        table.add_row(*head, METRIC_LABELS.get(ratio.metric, ratio.metric), *_ratio_cells(ratio))
+        label = METRIC_LABELS.get(ratio.metric, ratio.metric)
+        table.add_row(*head, label, *_ratio_cells(ratio, summary.detect is not None))
     return table
 
 
@@ -517,6 +545,9 @@ COMPARISON_CSV_COLUMNS = (
     "confidence",
     "method",
     "cycles",
+    "difference_cv",
+    "detectable",
+    "cycles_needed",
 )
 
 
@@ -539,6 +570,9 @@ def comparison_csv(summary: Summary) -> str:
                 ci.confidence,
                 ci.method,
                 ";".join(str(c) for c in ratio.cycles),
+                _csv_number(ratio.difference_cv),
+                _csv_number(ratio.detectable),
+                "" if ratio.cycles_needed is None else ratio.cycles_needed,
             ]
         )
     return out.getvalue()
@@ -578,7 +612,12 @@ def summary_markdown(summary: Summary) -> str:
     ]
     if summary.comparisons:
         ratio_rows = [
-            (r.config_name, r.hardware, METRIC_LABELS.get(r.metric, r.metric), *_ratio_cells(r))
+            (
+                r.config_name,
+                r.hardware,
+                METRIC_LABELS.get(r.metric, r.metric),
+                *_ratio_cells(r, summary.detect is not None),
+            )
             for r in summary.comparisons
         ]
         lines += [
@@ -586,9 +625,11 @@ def summary_markdown(summary: Summary) -> str:
             f"## Paired ratios to baseline {summary.baseline}",
             "",
             "mean(config) / mean(baseline) over the cycles both ran; the interval resamples "
-            "those cycles together.",
+            f"those cycles together. {DETECT_NOTE}.",
             "",
-            *_md_table(COMPARISON_HEADERS, "lllrrll", ratio_rows),
+            *_md_table(
+                headers := comparison_headers(summary), "lllrrllrr"[: len(headers)], ratio_rows
+            ),
         ]
     notes = _notes(summary)
     if notes:
