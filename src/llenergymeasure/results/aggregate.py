@@ -39,7 +39,6 @@ from llenergymeasure.stats.bootstrap import (
 from llenergymeasure.stats.power import MAX_CYCLES
 
 SUMMARY_VERSION = 1
-SUMMARY_FILES = ("summary.json", "summary.csv", "summary.md")
 COMPARISON_FILE = "comparison.csv"  # written when a baseline is given
 METRIC_LABELS: dict[str, str] = {
     "energy_j": "energy (J)",
@@ -170,12 +169,6 @@ def load_result_files(root: str | Path) -> LoadedResults:
         else:
             loaded.sources.append(str(path))
     return loaded
-
-
-def load_results(root: str | Path) -> tuple[list[ExperimentResult], list[str]]:
-    """(results, errors) for every `result.json` under `root`."""
-    loaded = load_result_files(root)
-    return loaded.results, loaded.errors
 
 
 def _finished_at(result: ExperimentResult) -> datetime:
