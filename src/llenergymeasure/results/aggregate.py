@@ -288,8 +288,9 @@ def aggregate_results(
     for item in kept:
         groups[_group_key(item.result)].append(item)
     keys = sorted(groups)
+    headline = {key: [m.result.headline_metrics() for m in groups[key]] for key in keys}
     samples = [
-        [m.result.headline_metrics().get(metric) for m in groups[key]]
+        [metrics.get(metric) for metrics in headline[key]]
         for key in keys
         for metric in HEADLINE_METRICS
     ]
