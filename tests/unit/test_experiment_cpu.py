@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-from fixtures.results import make_result
+from fixtures.results import make_result, read_result
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from llenergymeasure.commands.runner import default_baseline_cache
@@ -52,10 +52,6 @@ ENERGY_FIELDS = (
     "j_per_request",
     "adjusted_j_per_output_token",
 )
-
-
-def read_result_file(path: Path) -> ExperimentResult:
-    return ExperimentResult.model_validate_json(path.read_text(encoding="utf-8"))
 
 
 def config_data(model_dir: Path, **sections: Any) -> dict[str, Any]:
@@ -102,7 +98,7 @@ def test_lem_experiment_writes_a_result_that_meets_the_schema(
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.count("\n") == 1
     assert completed.stdout.startswith("demo__tiny-cpu__c02: ")
-    result = read_result_file(out / "result.json")
+    result = read_result(out / "result.json")
     assert result.identity.model_dump() == {
         "exp_id": "demo__tiny-cpu__c02",
         "campaign_name": "demo",
@@ -307,7 +303,7 @@ def test_a_loaded_model_serves_several_experiments(tiny_model_dir: Path, tmp_pat
     assert (second.timing.model_reused, second.timing.load_seconds) == (True, 0.0)
     assert second.timing.cold_start_method is None
     assert second.config["pytorch"]["batch_size"] == 4  # run-time parameter, same load
-    assert read_result_file(tmp_path / "b" / "result.json") == second
+    assert read_result(tmp_path / "b" / "result.json") == second
     other_precision = tiny_config(tiny_model_dir, precision="bfloat16")
     with pytest.raises(ExperimentError, match="does not serve config 'tiny-cpu'"):
         measure_experiment(loaded, other_precision, RunIdentity())
@@ -365,7 +361,7 @@ def test_write_result_replaces_atomically_and_names_an_unwritable_path(
     write_result(out, make_result(energy_j=1.0))
     path = write_result(out, make_result(energy_j=2.0))
 
-    assert read_result_file(path).energy.total_energy_j == 2.0
+    assert read_result(path).energy.total_energy_j == 2.0
     assert [p.name for p in out.iterdir()] == ["result.json"]
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory", encoding="utf-8")
