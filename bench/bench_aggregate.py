@@ -17,6 +17,8 @@ import argparse
 import functools
 import io
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -70,13 +72,20 @@ def as_before() -> Iterator[None]:
         aggregate.bootstrap_ci_many, compare.ratio_ci_many, aggregate._plain = saved
 
 
-def cli_seconds(results: Path, out: Path, before: bool) -> float:
-    """Wall time of `lem aggregate RESULTS --out OUT` in a fresh process."""
+def cli_seconds(results: Path, out: Path, before: bool) -> tuple[float, float]:
+    """Wall and CPU (user + system) time of `lem aggregate RESULTS --out OUT`, fresh process.
+
+    CPU time is about what the wall time would be on an idle machine (one thread, but
+    for numpy's); on a shared machine the wall time also counts the waits.
+    """
     runner = [str(Path(__file__)), "--run-cli-before"] if before else ["-m", "llenergymeasure.cli"]
     command = [sys.executable, *runner, "aggregate", str(results), "--out", str(out)]
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
 
 
 def timed(call: Callable[[], Any]) -> tuple[Any, float]:
@@ -133,21 +142,22 @@ def main() -> None:
         results = directory / "results"
         write_results(results, plan)
         outs = {side: directory / side for side in ("before", "after")}
-        cli: dict[str, list[float]] = {"before": [], "after": []}
+        cli: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
         for _ in range(args.repeats):  # alternate, so both sides see the same machine load
             for side, out in outs.items():
                 cli[side].append(cli_seconds(results, out, before=side == "before"))
         with as_before():
             before_steps = steps(results)
         after_steps = steps(results)
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
         print(
             f"lem aggregate: {len(plan.experiments)} results, {args.configs} configs x "
             f"{args.cycles} cycles, {len(aggregate.HEADLINE_METRICS)} metrics"
         )
         print(f"{'':<24} {'before':>11} {'after':>11} {'ratio':>9}")
-        line(
-            "CLI, wall (median)", statistics.median(cli["before"]), statistics.median(cli["after"])
-        )
+        for index, label in enumerate(("CLI, wall (median)", "CLI, CPU (median)")):
+            before, after = (statistics.median(t[index] for t in cli[side]) for side in outs)
+            line(label, before, after)
         for step, seconds in before_steps.items():
             line(f"  {step}", seconds, after_steps[step])
         gap = widest_gap(outs["before"], outs["after"])
