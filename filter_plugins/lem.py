@@ -1,7 +1,9 @@
 """Jinja2 filters over a campaign plan (plan.json) for the campaign playbook and roles.
 
-Thin on purpose: they slice and annotate plan entries (dicts as in plan.json) and
-never decide anything the package decides (resume rules live in the manifest).
+Thin on purpose: they slice and annotate plan entries (dicts as in plan.json). The
+host's share is the package's rule (`host_share_of`); the filters own only what the
+play's loop needs: the gap before each entry (config or cycle gap) and the split into
+(cycle, backend) segments. What to run again on resume is decided by the manifest.
 """
 
 from __future__ import annotations

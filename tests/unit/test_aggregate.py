@@ -17,14 +17,13 @@ from llenergymeasure.results.aggregate import (
     COMPARISON_FILE,
     CSV_COLUMNS,
     METRIC_LABELS,
-    SUMMARY_FILES,
     Summary,
     SummaryRow,
     aggregate_directory,
     aggregate_results,
     format_interval,
     format_value,
-    load_results,
+    load_result_files,
     render_table,
     write_summary,
 )
@@ -177,7 +176,8 @@ def test_unreadable_files_are_reported_not_fatal(results_dir: Path) -> None:
     (results_dir / "future").mkdir()
     (results_dir / "future" / "result.json").write_text(json.dumps(newer))
 
-    results, errors = load_results(results_dir)
+    loaded = load_result_files(results_dir)
+    results, errors = loaded.results, loaded.errors
     assert len(results) == 3
     assert sorted(errors) == [
         f"{results_dir / 'future' / 'result.json'}: schema_version: '2.0' is not readable "
@@ -238,7 +238,7 @@ def test_write_failure_names_the_path(results_dir: Path, tmp_path: Path) -> None
 
 def test_missing_directory_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(LemError, match=f"{tmp_path / 'nope'}: not a directory"):
-        load_results(tmp_path / "nope")
+        load_result_files(tmp_path / "nope")
 
 
 def test_wh_per_1000_requests_sits_beside_j_per_token(results_dir: Path) -> None:
@@ -264,7 +264,7 @@ def test_paired_ratios_to_a_baseline_are_in_every_summary_file(tmp_path: Path) -
     assert ratio.ratio.mean == pytest.approx(sum(other.values()) / (400.0 + 440.0 + 420.0))
     assert ratio.ratio.method == "student-t" and ratio.excludes_one is True
     paths = write_summary(summary, tmp_path / "out")
-    assert [p.name for p in paths] == [*SUMMARY_FILES, COMPARISON_FILE]
+    assert [p.name for p in paths] == ["summary.json", "summary.csv", "summary.md", COMPARISON_FILE]
     assert Summary.model_validate_json(paths[0].read_text()) == summary
     lines = list(csv.DictReader(io.StringIO(paths[3].read_text())))
     energy_line = next(line for line in lines if line["metric"] == "energy_j")

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import torch
-from fixtures.results import make_result
+from fixtures.results import make_result, read_result
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from llenergymeasure.commands.runner import default_baseline_cache
@@ -36,7 +36,6 @@ from llenergymeasure.runner.experiment import (
     experiment_gpus,
     load_model,
     measure_experiment,
-    read_result,
     run_experiment,
     write_result,
 )

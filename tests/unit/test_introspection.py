@@ -2,61 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from llenergymeasure.config import introspection
 from llenergymeasure.config.models import (
-    BACKEND_SECTIONS,
     CampaignConfig,
     DecoderConfig,
     ExperimentConfig,
     PyTorchConfig,
     VLLMConfig,
 )
-
-
-@pytest.fixture
-def fresh_caches() -> Iterator[None]:
-    """Drop the derived tables before and after a test that changes the models."""
-    cached = (introspection.backend_parameters, introspection.shared_keys, introspection.known_keys)
-    for function in cached:
-        function.cache_clear()
-    yield
-    for function in cached:
-        function.cache_clear()
-
-
-def test_each_backend_lists_its_own_parameters_only() -> None:
-    parameters = introspection.backend_parameters()
-    assert set(parameters) == {"pytorch", "vllm", "tensorrt"}
-    assert "pytorch.batch_size" in parameters["pytorch"]
-    assert "vllm.gpu_memory_utilization" in parameters["vllm"]
-    assert "tensorrt.max_batch_size" in parameters["tensorrt"]
-    assert "pytorch.batch_size" not in parameters["vllm"]
-    for backend, keys in parameters.items():
-        assert all(key.startswith(f"{backend}.") for key in keys)
-
-
-def test_a_field_added_to_a_backend_model_appears_without_any_list_edit(
-    monkeypatch: pytest.MonkeyPatch, fresh_caches: None
-) -> None:
-    class PyTorchWithCompileMode(PyTorchConfig):
-        compile_mode: str = "default"
-
-    monkeypatch.setitem(BACKEND_SECTIONS, "pytorch", PyTorchWithCompileMode)
-    assert "pytorch.compile_mode" in introspection.backend_parameters()["pytorch"]
-    assert "pytorch.compile_mode" not in introspection.backend_parameters()["vllm"]
-
-
-def test_shared_keys_are_nested_leaves_outside_backend_sections() -> None:
-    shared = introspection.shared_keys()
-    assert {"config_name", "backend", "model.path", "decoder.temperature", "precision"} <= set(
-        shared
-    )
-    assert not any(key.split(".")[0] in BACKEND_SECTIONS for key in shared)
-    assert "decoder" not in shared  # a section is not a leaf
 
 
 def test_known_keys_hold_sections_and_leaves() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +12,12 @@ import pytest
 
 from llenergymeasure.campaign.plan import (
     Plan,
+    PlannedExperiment,
     build_plan,
     campaign_hash,
     config_hash,
     exp_id,
-    host_share,
+    host_share_of,
     plan_json,
     plan_or_reuse,
     read_plan,
@@ -153,6 +155,11 @@ def test_hosts_are_assigned_round_robin_by_config() -> None:
     assert {e.config_name: e.host for e in plan.experiments} == expected
     for name, host in expected.items():  # every cycle of a config on the same hardware
         assert {e.host for e in plan.experiments if e.config_name == name} == {host}
+
+
+def host_share(plan: Plan, host: str) -> list[PlannedExperiment]:
+    """The share the playbook's filter takes: the package's one rule over the plan."""
+    return host_share_of(plan.experiments, host, attrgetter("host"), attrgetter("position"))
 
 
 def test_host_share_keeps_plan_order() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from fakes.fake_nvml import FakeGpu, FakeNvml, installed
+from fixtures.results import read_result
 from fixtures.worker import (
     GIB,
     LEM,
@@ -36,7 +37,6 @@ from test_client import CannedWorker
 
 from llenergymeasure.measure.health import health_report
 from llenergymeasure.runner.client import EXIT_NEEDS_RESTART
-from llenergymeasure.runner.experiment import read_result
 from llenergymeasure.runner.protocol import (
     Failed,
     Message,

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from fakes.fake_nvml import FakeGpu, FakeNvml, installed
+from fixtures.results import read_result
 from fixtures.worker import (
     LEM,
     MIB,
@@ -40,7 +41,6 @@ from fixtures.worker import (
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.results.schema import ExperimentResult
 from llenergymeasure.runner.client import NoReply, run_on_worker, run_request, worker_status
-from llenergymeasure.runner.experiment import read_result
 from llenergymeasure.runner.loadkey import load_key
 from llenergymeasure.runner.protocol import (
     Done,

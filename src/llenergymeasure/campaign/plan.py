@@ -12,7 +12,6 @@ import json
 import os
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -255,11 +254,6 @@ def host_share_of(
     package (`PlannedExperiment`) share one rule; a stable sort keeps ties in list order.
     """
     return sorted((e for e in experiments if host_of(e) == host), key=position_of)
-
-
-def host_share(plan: Plan, host: str) -> list[PlannedExperiment]:
-    """The experiments of `plan` assigned to `host`, in plan order."""
-    return host_share_of(plan.experiments, host, attrgetter("host"), attrgetter("position"))
 
 
 def plan_json(plan: Plan) -> str:

@@ -144,7 +144,9 @@ def _print_grid_report(expansion: GridExpansion, out: Path) -> None:
 
 
 def plan(
-    campaign_file: Path = typer.Argument(..., help="Campaign YAML file.", show_default=False),
+    campaign_file: Path | None = typer.Argument(
+        None, help="Campaign YAML file (not with --pilot).", show_default=False
+    ),
     hosts: str = typer.Option(
         "localhost", "--hosts", help="Comma-separated hosts; configs go round-robin."
     ),
@@ -153,6 +155,20 @@ def plan(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON on stdout."),
     replan: bool = typer.Option(False, "--replan", help="With --out: build afresh regardless."),
+    pilot: Path | None = typer.Option(
+        None,
+        "--pilot",
+        help="Instead: suggest the number of cycles from a pilot run's results directory.",
+    ),
+    baseline: str | None = typer.Option(
+        None, "--baseline", help="With --pilot: the config every other is compared with."
+    ),
+    detect: str = typer.Option(
+        "5%", "--detect", help="With --pilot: the difference to detect, e.g. 5% or 0.05."
+    ),
+    metric: str = typer.Option(
+        "j_per_output_token", "--metric", help="With --pilot: the metric compared."
+    ),
 ) -> None:
     """Expand a campaign into its ordered experiments: one per (config, cycle), with host.
 
@@ -160,8 +176,19 @@ def plan(
     byte. With --out the plan file is reused when nothing changed; a changed
     campaign is reported (configs added, removed, changed) and the old file kept.
 
+    With --pilot RESULTS --baseline CONFIG: from the pilot's cycle-to-cycle variation
+    of each config's paired differences to the baseline, the cycles each comparison
+    needs to detect --detect (alpha 0.05 two-sided, power 0.8), and the number to run.
+
     Example: lem plan campaigns/demo.yml --hosts gpu1,gpu2 --out results/demo/plan.json
+
+    Example: lem plan --pilot results/pilot --baseline tiny-bs1 --detect 5%
     """
+    if pilot is not None:
+        _plan_from_pilot(pilot, baseline, detect, metric)
+        return
+    if campaign_file is None:
+        raise fail("give a campaign file (or --pilot RESULTS to size one)")
     if replan and out is None:
         raise fail("--replan needs --out (the plan file to replace)")
     loaded = load_campaign(campaign_file)
@@ -176,6 +203,37 @@ def plan(
         typer.echo(plan_json(the_plan), nl=False)
     elif out is None:
         _print_plan_table(the_plan)
+
+
+def _plan_from_pilot(pilot: Path, baseline: str | None, detect: str, metric: str) -> None:
+    """Print the cycles each comparison needs and the number to run; exit 1 if none."""
+    from llenergymeasure.commands.results import parse_difference
+    from llenergymeasure.results.aggregate import aggregate_directory
+    from llenergymeasure.results.compare import COMPARED_METRICS, suggested_cycles
+
+    if baseline is None:
+        raise fail("--pilot needs --baseline CONFIG: cycles are paired with the baseline's")
+    if metric not in COMPARED_METRICS:
+        raise fail(f"--metric: {metric!r} is not one of {', '.join(COMPARED_METRICS)}")
+    difference = parse_difference(detect)
+    summary = aggregate_directory(pilot, baseline=baseline, detect=difference)
+    ratios = [ratio for ratio in summary.comparisons if ratio.metric == metric]
+    for note in summary.warnings:
+        typer.echo(f"warning: {note}")
+    if not ratios:
+        raise fail(f"{pilot}: no config compared with baseline {baseline!r}", code=1)
+    for ratio in ratios:
+        cv = "n/a" if ratio.difference_cv is None else f"{ratio.difference_cv:.2%}"
+        needed = ratio.cycles_needed or ("n/a" if ratio.difference_cv is None else "> 10000")
+        typer.echo(
+            f"{ratio.config_name} on {ratio.hardware}: {ratio.ratio.n} pilot pairs, "
+            f"CV of paired differences {cv}, cycles to detect {difference:.1%}: {needed}"
+        )
+    suggestion = suggested_cycles(ratios)
+    typer.echo(
+        f"suggested cycles ({metric}, {difference:.1%}, alpha 0.05, power 0.8): "
+        f"{suggestion if suggestion is not None else 'more than any campaign can run'}"
+    )
 
 
 def _print_plan_table(the_plan: Plan) -> None:

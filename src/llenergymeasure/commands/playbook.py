@@ -73,7 +73,7 @@ def run(
             campaign_file, inventory, _extra_vars(extra), project_dir=project, on_progress=show
         )
     if outcome.summary is not None:
-        sys.stdout.write(render_table(outcome.summary, width=console.width))
+        sys.stdout.write(render_table(outcome.summary))
     typer.echo(f"log: {outcome.log}")
     if outcome.rc != 0:
         raise fail(f"the campaign playbook ended {outcome.status} (exit {outcome.rc})", outcome.rc)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from llenergymeasure.commands.common import fail, reports_errors, wide_console
+from llenergymeasure.commands.common import fail, reports_errors
 from llenergymeasure.results.aggregate import (
     Summary,
     aggregate_directory,
@@ -25,15 +25,39 @@ CONFIDENCE = typer.Option(
     0.95, "--confidence", min=0.5, max=0.999, help="Confidence level of the intervals."
 )
 RESAMPLES = typer.Option(
-    10_000, "--resamples", min=100, help="Bootstrap resamples (methods that resample)."
+    10_000,
+    "--resamples",
+    min=100,
+    help="Bootstrap resamples above 8 cycles; up to 8 every distinct resample is enumerated.",
 )
-SEED = typer.Option(42, "--seed", help="Seed of the bootstrap resampling.")
+SEED = typer.Option(42, "--seed", help="Seed of the bootstrap resampling (above 8 cycles).")
 METHOD = typer.Option(
     "auto",
     "--method",
     help=f"Interval method: {', '.join(METHODS)}. auto: Student-t below 5 cycles, "
     "studentized bootstrap from 5 (docs/statistics.md).",
 )
+
+
+DETECT = typer.Option(
+    None,
+    "--detect",
+    help="A difference to detect, e.g. 5% or 0.05: add the cycles each paired comparison "
+    "needs to detect it (alpha 0.05 two-sided, power 0.8).",
+)
+
+
+def parse_difference(text: str | None) -> float | None:
+    """'5%' or '0.05' as 0.05; a clear error otherwise."""
+    if text is None:
+        return None
+    try:
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise fail(f"--detect: {text!r} is not a difference such as 5% or 0.05") from None
+    if not 0 < value < 10:
+        raise fail(f"--detect: {text!r} must be a positive relative difference (5% = 0.05)")
+    return value
 
 
 def _method(name: str) -> Method:
@@ -49,6 +73,7 @@ def _summary(
     resamples: int,
     seed: int,
     method: str,
+    detect: str | None = None,
 ) -> Summary:
     """The summary of `results_dir`; exits 1 when it holds no readable result."""
     summary = aggregate_directory(
@@ -58,6 +83,7 @@ def _summary(
         seed=seed,
         method=_method(method),
         baseline=baseline,
+        detect=parse_difference(detect),
     )
     if not summary.rows:
         raise fail(f"{results_dir}: no readable result.json found", code=1)
@@ -78,6 +104,7 @@ def aggregate(
     resamples: int = RESAMPLES,
     seed: int = SEED,
     method: str = METHOD,
+    detect: str | None = DETECT,
 ) -> None:
     """Aggregate result.json files into a CI per config, hardware and metric.
 
@@ -88,8 +115,8 @@ def aggregate(
 
     Example: lem aggregate results/demo --out results/demo
     """
-    summary = _summary(results_dir, baseline, confidence, resamples, seed, method)
-    sys.stdout.write(render_table(summary, width=wide_console().width))
+    summary = _summary(results_dir, baseline, confidence, resamples, seed, method, detect)
+    sys.stdout.write(render_table(summary))
     for path in write_summary(summary, out or results_dir):
         typer.echo(f"wrote {path}")
 
@@ -103,18 +130,21 @@ def compare(
     resamples: int = RESAMPLES,
     seed: int = SEED,
     method: str = METHOD,
+    detect: str | None = DETECT,
 ) -> None:
     """Each config's metrics as a ratio to a baseline config, paired by cycle.
 
     For each config and metric: mean(config) / mean(baseline) over the cycles both
     ran on the same hardware, its CI (cycles resampled together, so drift shared by
-    a cycle cancels), and whether the CI excludes 1. Exits 1 when nothing could be
-    compared (e.g. the baseline has no results).
+    a cycle cancels), whether the CI excludes 1, and the smallest difference these
+    cycles can detect (alpha 0.05 two-sided, power 0.8, from the CV of the paired
+    differences); with --detect, the cycles needed to detect that difference. Exits 1
+    when nothing could be compared (e.g. the baseline has no results).
 
-    Example: lem compare results/demo --baseline tiny-bs1
+    Example: lem compare results/demo --baseline tiny-bs1 --detect 5%
     """
-    summary = _summary(results_dir, baseline, confidence, resamples, seed, method)
-    sys.stdout.write(render_comparisons(summary, width=wide_console().width))
+    summary = _summary(results_dir, baseline, confidence, resamples, seed, method, detect)
+    sys.stdout.write(render_comparisons(summary))
     if not summary.comparisons:
         raise fail(f"nothing compared with baseline {baseline!r}", code=1)
 

@@ -58,25 +58,6 @@ def _walk(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, bool]]:
 
 
 @functools.cache
-def backend_parameters() -> dict[str, tuple[str, ...]]:
-    """Each backend's parameters as dotted keys: ``{"pytorch": ("pytorch.batch_size", ...)}``."""
-    return {
-        backend: tuple(key for key, leaf in _walk(section, f"{backend}.") if leaf)
-        for backend, section in BACKEND_SECTIONS.items()
-    }
-
-
-@functools.cache
-def shared_keys() -> tuple[str, ...]:
-    """Leaf keys of an experiment config that belong to no backend (``decoder.top_p``, ...)."""
-    return tuple(
-        key
-        for key, leaf in _walk(ExperimentConfig, "")
-        if leaf and key.split(".", 1)[0] not in BACKEND_SECTIONS
-    )
-
-
-@functools.cache
 def known_keys() -> frozenset[str]:
     """Every dotted key of an experiment config: leaves and the sections that hold them."""
     return frozenset(key for key, _ in _walk(ExperimentConfig, ""))
@@ -99,12 +80,6 @@ def backends_with_parameter(name: str, excluding: str | None = None) -> list[str
         for backend, section in BACKEND_SECTIONS.items()
         if backend != excluding and name in section.model_fields
     ]
-
-
-def allowed_keys(root: type[BaseModel], path: Sequence[str | int]) -> tuple[str, ...]:
-    """The field names accepted at `path` below `root` (empty if `path` is not a model)."""
-    model = submodel_at(root, path)
-    return tuple(model.model_fields) if model is not None else ()
 
 
 def unknown_key_hint(root: type[BaseModel], loc: Sequence[str | int]) -> str:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, computed_field
 
 from llenergymeasure.results.schema import HEADLINE_METRICS, ExperimentResult
 from llenergymeasure.stats.bootstrap import BootstrapCI, Method, ratio_ci_many
+from llenergymeasure.stats.power import cycles_needed, detectable_difference, paired_difference_cv
 
 # The metrics compared (load time and requests/s add nothing to these).
 COMPARED_METRICS: tuple[str, ...] = tuple(
@@ -21,6 +22,8 @@ COMPARED_METRICS: tuple[str, ...] = tuple(
 )
 
 GroupKey = tuple[str, str, str]  # (config_name, hardware, config_hash)
+# The fewest cycles a campaign should run for an interval at all (docs: 3 for a CI).
+MIN_SUGGESTED_CYCLES = 3
 
 
 class PairedRatio(BaseModel):
@@ -32,6 +35,12 @@ class PairedRatio(BaseModel):
     metric: str
     cycles: list[int]  # the cycles paired
     ratio: BootstrapCI  # `mean` is the ratio
+    # sd(config_k - baseline_k) / |mean(baseline)|: what the cycles needed follow from
+    difference_cv: float | None = None
+    # smallest relative difference these pairs detect (alpha 0.05 two-sided, power 0.8)
+    detectable: float | None = None
+    # cycles needed to detect the stated difference (`detect`), when one was stated
+    cycles_needed: int | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -80,8 +89,13 @@ def paired_ratios(
     n_resamples: int = 10_000,
     seed: int = 42,
     method: Method = "auto",
+    detect: float | None = None,
 ) -> tuple[list[PairedRatio], list[str]]:
-    """Every other config's ratio to `baseline` on the same hardware, per metric; warnings."""
+    """Every other config's ratio to `baseline` on the same hardware, per metric; warnings.
+
+    Each ratio also says the smallest difference its pairs can detect and, with `detect`
+    (a relative difference, 0.05 for 5 %), how many cycles detecting that would need.
+    """
     chosen, warnings = _baselines(groups, baseline)
     jobs: list[tuple[GroupKey, list[int], str]] = []
     pairs = []
@@ -98,15 +112,31 @@ def paired_ratios(
             jobs.append((key, cycles, metric))
             pairs.append(([mine[c][metric] for c in cycles], [theirs[c][metric] for c in cycles]))
     cis = ratio_ci_many(pairs, confidence, n_resamples, seed, method)
-    ratios = [
-        PairedRatio(
-            config_name=key[0],
-            hardware=key[1],
-            baseline=baseline,
-            metric=metric,
-            cycles=cycles,
-            ratio=ci,
+    ratios = []
+    for (key, cycles, metric), ci, (mine_values, base_values) in zip(jobs, cis, pairs, strict=True):
+        cv = paired_difference_cv(mine_values, base_values)
+        ratios.append(
+            PairedRatio(
+                config_name=key[0],
+                hardware=key[1],
+                baseline=baseline,
+                metric=metric,
+                cycles=cycles,
+                ratio=ci,
+                difference_cv=cv,
+                detectable=detectable_difference(cv, ci.n, method=method),
+                cycles_needed=None if detect is None else cycles_needed(cv, detect, method=method),
+            )
         )
-        for (key, cycles, metric), ci in zip(jobs, cis, strict=True)
-    ]
     return ratios, warnings
+
+
+def suggested_cycles(ratios: Sequence[PairedRatio]) -> int | None:
+    """Cycles for every comparison in `ratios` to detect the stated difference (at least 3).
+
+    None when one of them would need more than MAX_CYCLES, or none has a known CV.
+    """
+    known = [ratio for ratio in ratios if ratio.difference_cv is not None]
+    if not known or any(ratio.cycles_needed is None for ratio in known):
+        return None
+    return max(MIN_SUGGESTED_CYCLES, *(ratio.cycles_needed or 0 for ratio in known))

@@ -8,7 +8,6 @@ backend module is imported by `load_backend` when a model is loaded.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -431,11 +430,6 @@ def write_result(out_dir: Path, result: ExperimentResult) -> Path:
     except OSError as exc:
         raise ExperimentError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return target
-
-
-def read_result(path: Path) -> ExperimentResult:
-    """A result file read back and validated against the schema."""
-    return ExperimentResult.model_validate(json.loads(path.read_text(encoding="utf-8")))
 
 
 def check_model_path(spec: ModelSpec) -> None:

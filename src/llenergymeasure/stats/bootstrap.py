@@ -14,17 +14,24 @@ Methods (see docs/statistics.md for the coverage simulation that chose them):
 - ``percentile``: quantiles of R*; kept by name only: it undercovers at small n.
 - ``auto`` (default): student-t below 5 samples, bootstrap-t from 5.
 
-Resampling draws one index matrix ``rng.integers(0, n, (n_resamples, n))`` per sample
-size, as counts; resample statistics of many groups of that size are matrix products,
-with no Python loop over resamples. Every group of a given size sees the same draws as a
-single call with the same seed, so ``bootstrap_ci_many(groups)[i] == bootstrap_ci(groups[i])``.
+Up to ``EXACT_MAX_N`` (8) samples the bootstrap distribution is computed exactly: a
+resample is a multiset of the n samples, there are only C(2n-1, n) of them (126 at n = 5,
+6,435 at n = 8), and each has its multinomial probability n! / (prod c_i! * n^n). Its
+quantiles are the weighted quantiles over those resamples, with no sampling error and
+far fewer resamples than 10,000. Above that, resampling draws one index matrix
+``rng.integers(0, n, (n_resamples, n))`` per sample size, as counts. Either way the
+resample statistics of many groups of one size are matrix products, with no Python loop
+over resamples, and every group of a given size sees the same resamples as a single
+call with the same seed, so ``bootstrap_ci_many(groups)[i] == bootstrap_ci(groups[i])``.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Literal, get_args
 
 import numpy as np
@@ -38,10 +45,12 @@ METHODS: tuple[str, ...] = get_args(Method)
 # Below this many samples `auto` uses Student-t: a resample of 4 or fewer values is all
 # one value too often (4/256 at n = 4) for a studentized bootstrap.
 MIN_BOOTSTRAP_N = 5
+# Up to this many samples the bootstrap enumerates every distinct resample (6,435 at 8).
+EXACT_MAX_N = 8
 # Resample statistics are computed for this many groups x resamples at a time (64 MiB).
 _MAX_BLOCK_ELEMENTS = 1 << 23
 # Floor of a resample's SE as a fraction of the sample's SE (bootstrap-t only).
-_MIN_SE_FRACTION = 0.25
+MIN_SE_FRACTION = 0.25
 
 
 class BootstrapCI(BaseModel):
@@ -60,7 +69,8 @@ class BootstrapCI(BaseModel):
     n: int  # samples (pairs) used, after dropping nulls
     n_dropped: int  # null or non-finite samples (pairs) left out
     confidence: float
-    n_resamples: int  # 0 when the method does not resample
+    n_resamples: int  # 0 when the method does not resample; distinct resamples when exact
+    exact: bool = False  # every distinct resample enumerated with its probability
     method: str = "percentile"
     warning: str | None = None
 
@@ -108,11 +118,52 @@ def _resample_weights(n: int, n_resamples: int, seed: int) -> np.ndarray:
     return counts.T / n
 
 
+@lru_cache(maxsize=EXACT_MAX_N)
+def _exact_resamples(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every distinct resample of n samples: (n, C(2n-1, n)) shares and their probabilities."""
+    counts = np.array(
+        [
+            np.bincount(pick, minlength=n)
+            for pick in itertools.combinations_with_replacement(range(n), n)
+        ]
+    )
+    factorials = np.array([math.factorial(k) for k in range(n + 1)], dtype=float)
+    probability = math.factorial(n) / factorials[counts].prod(axis=1) / float(n) ** n
+    return counts.T / n, probability
+
+
+def _weighted_quantiles(
+    values: np.ndarray, probability: np.ndarray, probs: list[float]
+) -> np.ndarray:
+    """(groups, len(probs)) quantiles of each row of `values`, atom i having `probability[i]`.
+
+    The p-quantile is the smallest value whose cumulative probability reaches p (the
+    inverse CDF, which is what sampled quantiles converge to).
+    """
+    order = np.argsort(values, axis=1)
+    ordered = np.take_along_axis(values, order, axis=1)
+    cumulative = np.cumsum(probability[order], axis=1)
+    # 1e-12: a cumulative sum that should equal p exactly may fall short by rounding
+    picks = [(cumulative < p - 1e-12).sum(axis=1, keepdims=True) for p in probs]
+    index = np.minimum(np.hstack(picks), values.shape[1] - 1)
+    return np.take_along_axis(ordered, index, axis=1)
+
+
+def _quantiles(
+    values: np.ndarray, probability: np.ndarray | None, probs: list[float]
+) -> np.ndarray:
+    """Row quantiles: weighted over exact resamples, plain over sampled ones (in place)."""
+    if probability is None:
+        return np.quantile(values, probs, axis=1, overwrite_input=True).T
+    return _weighted_quantiles(values, probability, probs)
+
+
 def _resampled_t_quantiles(
     resid: np.ndarray,
     den: np.ndarray,
     se_sample: np.ndarray,
     weights: np.ndarray,
+    probability: np.ndarray | None,
     probs: list[float],
     studentize: bool,
 ) -> np.ndarray:
@@ -127,7 +178,7 @@ def _resampled_t_quantiles(
     if den_mean is not None:
         shift /= den_mean
     if not studentize:
-        return np.quantile(shift, probs, axis=1, overwrite_input=True).T
+        return _quantiles(shift, probability, probs)
     # Σ w (d*)² with d* = resid - shift*den: the resample's linearized variance times n/(n-1)
     spread = (resid**2) @ weights
     if den_mean is None:
@@ -144,10 +195,10 @@ def _resampled_t_quantiles(
     # would stretch the interval without bound. SE* is floored at a fraction of the
     # sample's SE, which leaves ordinary resamples alone (docs/statistics.md). A sample
     # with SE 0 has all residuals 0, so its t* is 0 whatever the floor (1 here).
-    floor = np.where(se_sample > 0, _MIN_SE_FRACTION * se_sample, 1.0)
+    floor = np.where(se_sample > 0, MIN_SE_FRACTION * se_sample, 1.0)
     np.maximum(se, floor[:, None], out=se)
     t = np.divide(shift, se, out=shift)
-    return np.quantile(t, probs, axis=1, overwrite_input=True).T
+    return _quantiles(t, probability, probs)
 
 
 def _bounds(
@@ -159,6 +210,7 @@ def _bounds(
     confidence: float,
     n_resamples: int,
     seed: int,
+    exact: bool,
 ) -> np.ndarray:
     """(groups, 2) lower and upper bounds for same-size groups, n >= 2."""
     n = resid.shape[1]
@@ -166,14 +218,17 @@ def _bounds(
     if method == "student-t":
         half = t_quantile(1.0 - alpha, n - 1) * se
         return np.column_stack([estimate - half, estimate + half])
-    weights = _resample_weights(n, n_resamples, seed)
-    block = max(1, _MAX_BLOCK_ELEMENTS // n_resamples)
+    if exact:
+        weights, probability = _exact_resamples(n)
+    else:
+        weights, probability = _resample_weights(n, n_resamples, seed), None
+    block = max(1, _MAX_BLOCK_ELEMENTS // weights.shape[1])
     bounds = np.empty((resid.shape[0], 2))
     studentize = method == "bootstrap-t"
     for start in range(0, resid.shape[0], block):
         part = slice(start, start + block)
         q = _resampled_t_quantiles(
-            resid[part], den[part], se[part], weights, [alpha, 1 - alpha], studentize
+            resid[part], den[part], se[part], weights, probability, [alpha, 1 - alpha], studentize
         )
         if studentize:  # [R - q_hi * SE, R - q_lo * SE]
             bounds[part] = estimate[part, None] - q[:, ::-1] * se[part, None]
@@ -190,10 +245,12 @@ def _same_size_cis(
     confidence: float,
     n_resamples: int,
     seed: int,
+    exact_max_n: int,
 ) -> list[BootstrapCI]:
     """CIs for the rows of `num`/`den`, all of the same sample size."""
     n_groups, n = num.shape
     used = choose_method(method, n)
+    exact = used != "student-t" and 2 <= n <= exact_max_n
     if n:
         # Estimate relative to the first pair's ratio: equal samples give an exact result
         # (std 0, not 1e-17) and large values with a small spread lose no precision.
@@ -205,12 +262,14 @@ def _same_size_cis(
     if n >= 2:
         std = np.sqrt((resid**2).sum(axis=1) / (n - 1)) / den.mean(axis=1)
         se = std / math.sqrt(n)
-        bounds = _bounds(resid, den, estimate, se, used, confidence, n_resamples, seed)
+        bounds = _bounds(resid, den, estimate, se, used, confidence, n_resamples, seed, exact)
     else:
         std, bounds = np.full(n_groups, np.nan), np.full((n_groups, 2), np.nan)
     resamples = 0 if used == "student-t" else n_resamples
+    if exact:
+        resamples = math.comb(2 * n - 1, n)
     return [
-        BootstrapCI(
+        BootstrapCI.model_construct(  # built from checked values: no validation
             mean=_optional(estimate[i]),
             std=_optional(std[i]),
             ci_lower=_optional(bounds[i, 0]),
@@ -219,6 +278,7 @@ def _same_size_cis(
             n_dropped=dropped[i],
             confidence=confidence,
             n_resamples=resamples,
+            exact=exact,
             method=used,
             warning=_warning(n, dropped[i], used),
         )
@@ -230,11 +290,13 @@ def _optional(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _check_parameters(confidence: float, n_resamples: int, method: str) -> None:
+def _check_parameters(confidence: float, n_resamples: int, method: str, exact_max_n: int) -> None:
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence!r}")
     if n_resamples < 1:
         raise ValueError(f"n_resamples must be at least 1, got {n_resamples!r}")
+    if exact_max_n > EXACT_MAX_N:
+        raise ValueError(f"exact_max_n must be at most {EXACT_MAX_N}, got {exact_max_n!r}")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
 
@@ -245,13 +307,16 @@ def ratio_ci_many(
     n_resamples: int = 10_000,
     seed: int = 42,
     method: Method = "auto",
+    exact_max_n: int = EXACT_MAX_N,
 ) -> list[BootstrapCI]:
     """CI of mean(num) / mean(den) per (num, den) group, resampling pairs together.
 
     `den` None means 1 (the CI of the mean of num). A pair with a null in either side
     is left out. Groups are bucketed by their size, each bucket one matrix operation.
+    Groups of at most `exact_max_n` samples get the exact bootstrap distribution
+    (`n_resamples` and `seed` unused); 0 samples every size.
     """
-    _check_parameters(confidence, n_resamples, method)
+    _check_parameters(confidence, n_resamples, method, exact_max_n)
     cleaned = [_clean_pairs(num, den) for num, den in pairs]
     buckets: dict[int, list[int]] = defaultdict(list)
     for index, (num, _, _) in enumerate(cleaned):
@@ -263,7 +328,9 @@ def ratio_ci_many(
         dropped = [cleaned[i][2] for i in indices]
         # A denominator of mean 0 (a ratio to nothing) gives no estimate: None, not inf.
         with np.errstate(divide="ignore", invalid="ignore"):
-            cis = _same_size_cis(num, den, dropped, method, confidence, n_resamples, seed)
+            cis = _same_size_cis(
+                num, den, dropped, method, confidence, n_resamples, seed, exact_max_n
+            )
         by_index.update(zip(indices, cis, strict=True))
     return [by_index[i] for i in range(len(cleaned))]
 
@@ -274,9 +341,11 @@ def bootstrap_ci_many(
     n_resamples: int = 10_000,
     seed: int = 42,
     method: Method = "auto",
+    exact_max_n: int = EXACT_MAX_N,
 ) -> list[BootstrapCI]:
     """`bootstrap_ci` of every group, in order; groups may differ in size and hold nulls."""
-    return ratio_ci_many([(group, None) for group in groups], confidence, n_resamples, seed, method)
+    pairs = [(group, None) for group in groups]
+    return ratio_ci_many(pairs, confidence, n_resamples, seed, method, exact_max_n)
 
 
 def bootstrap_ci(
