@@ -186,6 +186,27 @@ class TensorRTConfig(StrictModel):
         return value
 
 
+class GpuKnobsConfig(StrictModel):
+    """GPU settings applied on the host through NVML before the experiment (docs/knobs.md).
+
+    Null leaves the GPU as it is. The bounds here only catch typos; the card's own supported
+    range is checked on the host before any experiment runs.
+    """
+
+    sm_clock_mhz: int | None = Field(
+        None, ge=100, le=10000, description="Lock the SM (graphics) clock at this MHz"
+    )
+    mem_clock_mhz: int | None = Field(
+        None, ge=100, le=50000, description="Lock the memory clock at this MHz"
+    )
+    power_limit_w: int | None = Field(
+        None, ge=1, le=5000, description="Set the board power limit to this many watts"
+    )
+
+    def is_set(self) -> bool:
+        return any(value is not None for value in self.model_dump().values())
+
+
 # Precisions a backend refuses, and why.
 UNSUPPORTED_PRECISIONS: dict[str, dict[str, str]] = {
     "tensorrt": {
@@ -213,6 +234,7 @@ class ExperimentConfig(StrictModel):
     pytorch: PyTorchConfig | None = None
     vllm: VLLMConfig | None = None
     tensorrt: TensorRTConfig | None = None
+    gpu: GpuKnobsConfig | None = None
 
     @field_validator("precision", mode="after")
     @classmethod
