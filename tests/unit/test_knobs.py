@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 from fakes.fake_nvml import FakeNvml, gpus, installed
+from fixtures.load import load_module
 
 from llenergymeasure.dispatch import knobs
 from llenergymeasure.dispatch.knobs import KnobError
+
+LEM_GPU_KNOBS = load_module(
+    Path(__file__).resolve().parents[2] / "library" / "lem_gpu_knobs.py", "lem_gpu_knobs"
+)
 
 
 def fake(**overrides: object) -> FakeNvml:
@@ -138,3 +143,44 @@ def test_a_state_file_that_does_not_parse_stops_the_run(tmp_path: Path) -> None:
 def test_no_state_file_means_nothing_to_restore(tmp_path: Path) -> None:
     with installed(FakeNvml([], driver_loaded=False)):
         assert knobs.restore(tmp_path / "none.json") == []
+
+
+def module_params(state_file: Path, **changes: object) -> dict[str, object]:
+    """lem_gpu_knobs's parameters, defaults filled in as AnsibleModule does."""
+    defaults = {k: v.get("default") for k, v in LEM_GPU_KNOBS.ARGUMENT_SPEC.items()}
+    return {**defaults, "state_file": str(state_file), **changes}
+
+
+def test_the_module_s_check_refuses_a_run_before_any_change(tmp_path: Path) -> None:
+    state = tmp_path / "gpu-knobs.json"
+    settings = [{"sm_clock_mhz": 900}, {"sm_clock_mhz": 3000}]
+    with installed(fake()) as lib, pytest.raises(KnobError, match="sm_clock_mhz=3000"):
+        knobs.knob_outcome(module_params(state, state="checked", settings=settings), False)
+    assert not [call for call in lib.calls if call.startswith(("lock_", "reset_"))]
+
+
+def test_check_mode_changes_nothing_and_says_what_would(tmp_path: Path) -> None:
+    state = tmp_path / "gpu-knobs.json"
+    with installed(fake()) as lib:
+        knobs.apply([0], {"sm_clock_mhz": 900}, state)
+        before = state.read_text()
+        outcome = knobs.knob_outcome(module_params(state, state="restored"), True)
+        assert outcome["changed"] is True
+        assert lib.gpus[0].sm_clock_mhz == 900
+    assert state.read_text() == before
+
+
+def test_the_module_applies_on_the_lane_s_gpus_only(tmp_path: Path) -> None:
+    state = tmp_path / "gpu-knobs.json"
+    params = module_params(state, setting={"sm_clock_mhz": 900}, device_ids=["1"])
+    with installed(fake()) as lib:
+        outcome = knobs.knob_outcome(params, False)
+        assert [g.sm_clock_mhz for g in lib.gpus] == [1980, 900]
+    assert outcome["knobs"][0] | {"supported_min": 0} == {
+        "knob": "sm_clock_mhz",
+        "gpu_index": 1,
+        "asked": 900,
+        "applied": 900.0,
+        "supported_min": 0,
+        "supported_max": 1980,
+    }

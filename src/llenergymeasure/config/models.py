@@ -277,6 +277,9 @@ class ExecutionConfig(StrictModel):
     gap_mode: Literal["fixed", "thermal"] = "fixed"
     thermal_temp_tolerance_c: float = Field(2.0, gt=0.0)
     thermal_power_tolerance_pct: float = Field(10.0, gt=0.0)
+    knob_settle_seconds: float = Field(
+        60.0, ge=0.0, description="Least gap after a GPU knob change (thermal: the most waited)"
+    )
 
 
 class HealthCheckConfig(StrictModel):

@@ -219,3 +219,42 @@ def restore(state_path: Path) -> list[str]:
 
 def records_json(records: list[KnobRecord]) -> list[dict[str, Any]]:
     return [asdict(record) for record in records]
+
+
+def gpu_indices(device_ids: list[str]) -> list[int]:
+    """The NVML indices of a lane's GPUs (its compose device_ids: indices in PCI bus order, as
+    nvidia-smi numbers them, or UUIDs), all GPUs when none are given."""
+    if not device_ids:
+        return list(range(nvml.device_count()))
+    indices = []
+    for device_id in device_ids:
+        index = nvml.index_of_uuid(device_id) if not device_id.isdigit() else int(device_id)
+        if index is None:
+            raise KnobError(f"gpu knobs: NVML knows no GPU {device_id!r} (device_ids)")
+        indices.append(index)
+    return indices
+
+
+def knob_outcome(params: Mapping[str, Any], check_mode: bool) -> dict[str, Any]:
+    """What the `lem_gpu_knobs` task does and returns: `state` 'checked' (every one of
+    `settings` fits every GPU: refused before any experiment otherwise), 'applied' (restore
+    what an earlier run left, then apply `setting`) or 'restored'. Check mode changes nothing."""
+    state_path = Path(params["state_file"])
+    if params["state"] == "checked":
+        indices = gpu_indices(params["device_ids"]) if params["settings"] else []
+        for setting in params["settings"]:
+            for index in indices:
+                check_setting(index, asked_knobs(setting))
+        return {"changed": False, "restored": [], "knobs": [], "asked": {}}
+    asked = asked_knobs(params["setting"] if params["state"] == "applied" else None)
+    pending = read_state(state_path)
+    if check_mode:
+        return {"changed": bool(pending or asked), "restored": [], "knobs": [], "asked": asked}
+    restored = restore(state_path)
+    records = apply(gpu_indices(params["device_ids"]), asked, state_path) if asked else []
+    return {
+        "changed": bool(restored or records),
+        "restored": restored,
+        "knobs": records_json(records),
+        "asked": asked,
+    }
