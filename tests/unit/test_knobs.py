@@ -12,6 +12,7 @@ from fakes.fake_nvml import FakeNvml, gpus, installed
 from fixtures.load import load_module
 
 from llenergymeasure.dispatch import knobs
+from llenergymeasure.dispatch.execute import experiment_argv
 from llenergymeasure.dispatch.knobs import KnobError
 
 LEM_GPU_KNOBS = load_module(
@@ -184,3 +185,20 @@ def test_the_module_applies_on_the_lane_s_gpus_only(tmp_path: Path) -> None:
         "supported_min": 0,
         "supported_max": 1980,
     }
+
+
+def test_the_exec_passes_the_applied_knobs_to_lem_experiment(tmp_path: Path) -> None:
+    record = {"knob": "sm_clock_mhz", "gpu_index": 0, "asked": 900, "applied": 900.0}
+    params = {
+        "container_state_dir": "/lem/state",
+        "exp_id": "demo__a__c01",
+        "config_hash": "0123456789abcdef",
+        "cycle": 1,
+        "campaign_name": "demo",
+        "host": "localhost",
+        "cold_start": False,
+        "timeout": 0,
+    }
+    assert "--gpu-knobs" not in experiment_argv(params | {"gpu_knobs": []}, 0.0)
+    argv = experiment_argv(params | {"gpu_knobs": [record]}, 0.0)
+    assert json.loads(argv[argv.index("--gpu-knobs") + 1]) == [record]

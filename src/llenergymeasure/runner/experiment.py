@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from llenergymeasure.measure.window import EnergyMeter, WindowReadings
 from llenergymeasure.results.schema import (
     Distribution,
     ExperimentResult,
+    GpuKnob,
     Identity,
     Throughput,
     Timing,
@@ -114,6 +115,7 @@ def run_experiment(
     loaded: LoadedModel | None = None,
     baseline_cache: Path | None = None,
     gap_waited_seconds: float | None = None,
+    gpu_knobs: list[dict[str, Any]] | None = None,
 ) -> ExperimentResult:
     """Measure `config` and write `out_dir/result.json`; failures are ExperimentError.
 
@@ -130,6 +132,7 @@ def run_experiment(
                 identity,
                 baseline_cache=baseline_cache,
                 gap_waited_seconds=gap_waited_seconds,
+                gpu_knobs=gpu_knobs,
                 idle=idle,
             )
         finally:
@@ -167,6 +170,7 @@ def measure_experiment(
     *,
     baseline_cache: Path | None = None,
     gap_waited_seconds: float | None = None,
+    gpu_knobs: list[dict[str, Any]] | None = None,
     progress: ProgressHook | None = None,
     idle: IdlePower | None = None,
 ) -> ExperimentResult:
@@ -208,7 +212,9 @@ def measure_experiment(
         total_seconds=time.perf_counter() - started + setup_s,
         gap_waited_seconds=gap_waited_seconds,
     )
-    return build_result(config, identity, loaded.backend, window, baseline, timing, gpu_warnings)
+    result = build_result(config, identity, loaded.backend, window, baseline, timing, gpu_warnings)
+    result.gpu_knobs = [GpuKnob.model_validate(knob) for knob in gpu_knobs or []]
+    return result
 
 
 def idle_before_load(
