@@ -160,6 +160,16 @@ def test_the_module_s_check_refuses_a_run_before_any_change(tmp_path: Path) -> N
     assert not [call for call in lib.calls if call.startswith(("lock_", "reset_"))]
 
 
+@pytest.mark.parametrize("driver_loaded", [False, True], ids=["no-driver", "no-gpu"])
+def test_the_module_s_check_refuses_knobs_on_a_host_without_a_gpu(
+    tmp_path: Path, driver_loaded: bool
+) -> None:
+    params = module_params(tmp_path / "s.json", state="checked", settings=[{"sm_clock_mhz": 900}])
+    no_gpu = FakeNvml([], driver_loaded=driver_loaded)
+    with installed(no_gpu), pytest.raises(KnobError, match="needs an NVIDIA GPU"):
+        knobs.knob_outcome(params, False)
+
+
 def test_check_mode_changes_nothing_and_says_what_would(tmp_path: Path) -> None:
     state = tmp_path / "gpu-knobs.json"
     with installed(fake()) as lib:

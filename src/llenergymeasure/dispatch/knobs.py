@@ -56,13 +56,18 @@ def _failure(knob: str, value: int, index: int, error: nvml.NvmlCallError) -> Kn
     return KnobError(f"gpu.{knob}={value} on GPU {index}: {why} ({error.function})")
 
 
+def _no_gpu() -> KnobError:
+    why = nvml.unavailable_reason() or "NVML sees no GPU"
+    return KnobError(
+        f"gpu knobs asked, but this host has no NVIDIA GPU ({why}): "
+        "a campaign with a gpu section needs an NVIDIA GPU"
+    )
+
+
 def check_gpu(index: int) -> None:
     """KnobError when GPU `index` cannot take knobs at all: no NVML, or MIG mode."""
     if not nvml.available():
-        raise KnobError(
-            f"gpu knobs asked, but this host has no NVML GPU ({nvml.unavailable_reason()}): "
-            "a campaign with a gpu section needs an NVIDIA GPU"
-        )
+        raise _no_gpu()
     if index >= nvml.device_count():
         raise KnobError(f"gpu knobs asked for GPU {index}, but NVML sees no such GPU")
     if nvml.mig_enabled(index):
@@ -225,6 +230,8 @@ def gpu_indices(device_ids: list[str]) -> list[int]:
     """The NVML indices of a lane's GPUs (its compose device_ids: indices in PCI bus order, as
     nvidia-smi numbers them, or UUIDs), all GPUs when none are given."""
     if not device_ids:
+        if nvml.device_count() == 0:
+            raise _no_gpu()
         return list(range(nvml.device_count()))
     indices = []
     for device_id in device_ids:
