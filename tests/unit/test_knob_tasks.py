@@ -46,3 +46,21 @@ def test_a_campaign_without_knobs_needs_no_gpu(tmp_path: Path) -> None:
 
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.task_result(CHECK).get("skipped") is True
+
+
+def test_a_setting_a_killed_run_left_is_restored_before_anything_else(tmp_path: Path) -> None:
+    # A run killed with a knob set left its state file. This host has no NVML to restore
+    # with, so the restore fails: the run stops there, before the check and any experiment,
+    # and the file stays for the next try.
+    state = tmp_path / "gpu-knobs-localhost.json"
+    state.write_text(
+        '{"version": 1, "setting": {"sm_clock_mhz": 900},'
+        ' "changes": [{"gpu_index": 0, "knob": "sm_clock_mhz", "original_mw": null}]}'
+    )
+    run = run_first_tasks(tmp_path, [entry("a", None)])
+
+    result = run.task_result("Restore the GPU settings a killed run left")
+    assert run.returncode != 0 and result.get("failed") is True
+    assert "could not restore the GPU" in result["msg"] and "state file is kept" in result["msg"]
+    assert CHECK not in run.stdout
+    assert state.exists()
