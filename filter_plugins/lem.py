@@ -65,29 +65,35 @@ def lem_host_share(plan: Mapping[str, Any], host: str) -> list[dict[str, Any]]:
 
 
 def lem_with_gaps(
-    pending: Iterable[PlanEntry], config_gap: float, cycle_gap: float
+    pending: Iterable[PlanEntry], config_gap: float, cycle_gap: float, knob_settle: float = 0.0
 ) -> list[dict[str, Any]]:
     """Copies of `pending` with `gap_seconds`: the pause to take before each one runs.
 
     The first run needs no gap (nothing ran just before it in this play); a change of
-    cycle gets the cycle gap, any other step the config gap.
+    cycle gets the cycle gap, any other step the config gap. A change of GPU setting
+    (docs/knobs.md) waits at least `knob_settle`, the first run too when it sets one.
     """
     gaps = {"config_gap": float(config_gap), "cycle_gap": float(cycle_gap)}
+    gaps["knob_settle"] = float(knob_settle)
     for name, seconds in gaps.items():
         if seconds < 0:
             raise AnsibleFilterError(f"lem_with_gaps: {name} must be >= 0, got {seconds}")
     annotated: list[dict[str, Any]] = []
     previous_cycle: int | None = None
+    previous_gpu: dict[str, Any] | None = None
     for i, entry in enumerate(_entries(pending, "lem_with_gaps")):
         cycle = int(_require(entry, "cycle", "lem_with_gaps", i))
+        gpu = _gpu_setting(entry)
         if previous_cycle is None:
             gap = 0.0
         elif cycle != previous_cycle:
             gap = gaps["cycle_gap"]
         else:
             gap = gaps["config_gap"]
+        if gpu != previous_gpu:
+            gap = max(gap, gaps["knob_settle"])
         annotated.append({**entry, "gap_seconds": gap})
-        previous_cycle = cycle
+        previous_cycle, previous_gpu = cycle, gpu
     return annotated
 
 
@@ -100,9 +106,11 @@ def lem_backends(experiments: Iterable[PlanEntry]) -> list[str]:
 
 
 def lem_cycle_segments(pending: Iterable[PlanEntry]) -> list[dict[str, Any]]:
-    """Split `pending` into runs of consecutive entries of one cycle and one backend.
+    """Split `pending` into runs of consecutive entries of one cycle, backend and GPU setting.
 
-    Each segment is ``{"cycle": N, "backend": B, "experiments": [...]}``, in plan order.
+    Each segment is ``{"cycle": N, "backend": B, "gpu": G, "experiments": [...]}``, in plan
+    order, G the config's `gpu` knobs (None: none set); the roles apply G before the segment
+    and restore the GPU after it (docs/knobs.md).
     Before each segment the roles hand the GPU to B's service (the other services
     release it) and run a health check, so a segment is one holder of the GPU. The plan
     keeps a cycle's experiments of one backend together; a (cycle, backend) pair can
@@ -112,10 +120,21 @@ def lem_cycle_segments(pending: Iterable[PlanEntry]) -> list[dict[str, Any]]:
     for i, entry in enumerate(_entries(pending, "lem_cycle_segments")):
         cycle = int(_require(entry, "cycle", "lem_cycle_segments", i))
         backend = str(_require(entry, "backend", "lem_cycle_segments", i))
-        if not segments or (segments[-1]["cycle"], segments[-1]["backend"]) != (cycle, backend):
-            segments.append({"cycle": cycle, "backend": backend, "experiments": []})
+        gpu = _gpu_setting(entry)
+        key = (cycle, backend, gpu)
+        if (
+            not segments
+            or (segments[-1]["cycle"], segments[-1]["backend"], segments[-1]["gpu"]) != key
+        ):
+            segments.append({"cycle": cycle, "backend": backend, "gpu": gpu, "experiments": []})
         segments[-1]["experiments"].append(dict(entry))
     return segments
+
+
+def _gpu_setting(entry: PlanEntry) -> dict[str, Any] | None:
+    """The entry's GPU knobs (its config's `gpu` section), None when none is set."""
+    gpu = (entry.get("config") or {}).get("gpu") or {}
+    return dict(gpu) if any(value is not None for value in gpu.values()) else None
 
 
 class FilterModule:

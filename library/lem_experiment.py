@@ -133,6 +133,13 @@ options:
     description: With O(gap_mode=thermal), percent above idle power that counts as cool.
     type: float
     default: 10.0
+  gpu_knobs:
+    description:
+      - The GPU knobs C(lem_gpu_knobs) set for this experiment (its C(knobs) return), passed
+        to C(lem experiment --gpu-knobs) and recorded in the result's C(gpu_knobs).
+    type: list
+    elements: dict
+    default: []
   cold_start:
     description:
       - Load the model from scratch for this experiment (C(lem experiment --cold-start))
@@ -403,6 +410,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "service": {"type": "str", "required": True},
     "retry_failed": {"type": "bool", "default": True},
     "gap_seconds": {"type": "float", "default": 0.0},
+    "gpu_knobs": {"type": "list", "elements": "dict", "default": []},
     "gap_mode": {"type": "str", "default": "fixed", "choices": ["fixed", "thermal"]},
     "thermal_temp_tolerance_c": {"type": "float", "default": 2.0},
     "thermal_power_tolerance_pct": {"type": "float", "default": 10.0},

@@ -310,11 +310,22 @@ run_vllm() {
     run_experiment vllm vllm "$WORK/models/tiny" "$WORK/state" "$VENV/bin/lem" experiment --no-worker
 }
 
+# GPU knobs (docs/knobs.md): lock GPU 0's SM clock, read back, reset, read back. Needs root;
+# without it the step is reported as skipped with NVML's reason.
+run_knobs() {
+    if checker "$VPY" knobs --state-file "$WORK/state/gpu-knobs.json" >"$WORK/knobs.json" 2>"$WORK/logs/knobs.log"; then
+        REPORT_ARGS+=(--knobs "$WORK/knobs.json")
+    else
+        error knobs "the knob step crashed (log $WORK/logs/knobs.log): $(log_tail "$WORK/logs/knobs.log")"
+    fi
+}
+
 say "work dir $WORK"
 require_python
 prepare
 probe_gpus
 check_cuda_torch
+run_knobs
 run_in_venv
 run_in_image
 run_vllm

@@ -33,6 +33,7 @@ COMMAND_MODULES: dict[str, str] = {
     "compare": "results",
     "run": "playbook",
     "report": "results",
+    "recommend": "results",
     "experiment": "runner",
     "worker": "runner",
     "model": "runner",

@@ -11,6 +11,7 @@ machine without a GPU or with a broken setup still gets its JSON report. Results
 read as plain JSON in the documented schema (results/schema.py), not through pydantic.
 
     python -m llenergymeasure.gpucheck probe
+    python -m llenergymeasure.gpucheck knobs --state-file FILE   (needs nvidia-ml-py, root)
     python -m llenergymeasure.gpucheck config BACKEND MODEL_PATH WINDOW_S
     python -m llenergymeasure.gpucheck render-compose TEMPLATE WORK_DIR IMAGE
     python -m llenergymeasure.gpucheck report --probe FILE [--work DIR] [--run LABEL=RESULT_JSON]...
@@ -234,6 +235,52 @@ def exit_code(report: dict[str, Any]) -> int:
     return codes.get(report["status"], EXIT_FAIL)
 
 
+def knob_step(state_file: Path, index: int = 0) -> Run:
+    """Lock GPU `index`'s SM clock mid-range, read it back, reset it, read it back
+    (docs/knobs.md): the campaign's GPU knobs work on this host. Needs nvidia-ml-py and root;
+    without root the step is skipped with the reason."""
+    from llenergymeasure.dispatch import knobs
+    from llenergymeasure.measure import nvml
+
+    try:
+        knobs.check_gpu(index)
+        memory = max(nvml.supported_memory_clocks(index))
+        clocks = sorted(nvml.supported_graphics_clocks(index, memory))
+        target = clocks[len(clocks) // 2]
+        [record] = knobs.apply([index], {"sm_clock_mhz": target}, state_file)
+        restored = knobs.restore(state_file)
+        after = nvml.current_clock_mhz(index, "sm")
+    except (knobs.KnobError, nvml.NvmlCallError) as exc:
+        status: Status = "skip" if "NO_PERMISSION" in str(exc) else "fail"
+        return Run(status, f"GPU knobs: {exc}")
+    locked = record.applied is not None and abs(record.applied - target) <= 0.05 * target
+    return Run(
+        "pass" if locked and restored and not state_file.exists() else "fail",
+        checks=[
+            _check(
+                "knob_lock_read_back",
+                locked,
+                f"SM clock locked at {target} MHz, NVML reads {record.applied} MHz",
+                asked=target,
+                applied=record.applied,
+                supported=[clocks[0], clocks[-1]],
+            ),
+            _check(
+                "knob_reset",
+                bool(restored) and not state_file.exists(),
+                f"lock reset ({'; '.join(restored)}); SM clock now {after} MHz",
+                after_reset=after,
+            ),
+        ],
+    )
+
+
+def load_knob_run(path: Path) -> Run:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    checks = [Check(**check) for check in data.pop("checks", [])]
+    return Run(**data, checks=checks)
+
+
 def probe() -> dict[str, Any]:
     """The GPUs NVML sees; `no_gpu` says why there are none, `error` what is broken."""
     try:
@@ -330,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llenergymeasure.gpucheck")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("probe")
+    knob = commands.add_parser("knobs")
+    knob.add_argument("--state-file", type=Path, required=True)
     config = commands.add_parser("config")
     config.add_argument("backend", choices=["pytorch", "vllm"])
     config.add_argument("model_path")
@@ -345,10 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--skip", action="append", default=[])
     report.add_argument("--error", action="append", default=[])
     report.add_argument("--prepared", action="append", default=[])
+    report.add_argument("--knobs", type=Path, help="The `knobs` step's JSON, when it ran.")
     args = parser.parse_args(argv)
 
     if args.command == "probe":
         print(json.dumps(probe()))
+    elif args.command == "knobs":
+        print(json.dumps(asdict(knob_step(args.state_file))))
     elif args.command == "config":
         print(json.dumps(experiment_config(args.backend, args.model_path, args.window_s)))
     elif args.command == "render-compose":
@@ -358,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = {label: load_run(Path(path)) for label, path in _pairs(args.run, "--run").items()}
         runs |= {label: Run("skip", why) for label, why in _pairs(args.skip, "--skip").items()}
         runs |= {label: Run("fail", why) for label, why in _pairs(args.error, "--error").items()}
+        if args.knobs is not None:
+            runs["knobs"] = load_knob_run(args.knobs)
         probed = json.loads(args.probe.read_text(encoding="utf-8"))
         prepared = _pairs(args.prepared, "--prepared")
         result = assemble(probed, runs, prepared) | {"work_dir": args.work}

@@ -29,6 +29,7 @@ NVML_ERROR_NOT_SUPPORTED = pynvml.NVML_ERROR_NOT_SUPPORTED
 NVML_ERROR_DRIVER_NOT_LOADED = pynvml.NVML_ERROR_DRIVER_NOT_LOADED
 NVML_ERROR_INVALID_ARGUMENT = pynvml.NVML_ERROR_INVALID_ARGUMENT
 NVML_ERROR_NOT_FOUND = pynvml.NVML_ERROR_NOT_FOUND
+NVML_ERROR_NO_PERMISSION = pynvml.NVML_ERROR_NO_PERMISSION
 # pynvml's own classes: NVMLError(code) builds the subclass for the code (NVMLError_NotSupported…).
 NVMLError = pynvml.NVMLError
 
@@ -77,6 +78,14 @@ class FakeGpu:
     processes_v3: bool = True  # False: a driver before R510, only the _v2 process list answers
     mig_uuids: list[str] = field(default_factory=list)
     mig_mode: bool | None = None  # None: a GPU without MIG (NVML answers NOT_SUPPORTED)
+    # GPU knobs: what the card supports, whether the caller may set them
+    supported_mem_clocks: list[int] = field(default_factory=lambda: [2619, 1593])
+    supported_sm_clocks: list[int] = field(default_factory=lambda: list(range(1980, 344, -15)))
+    power_constraints_mw: tuple[int, int] = (200_000, 700_000)
+    knobs_permitted: bool = True
+    knobs_supported: bool = True
+    boost_sm_clock_mhz: int = 1980  # what a reset of the SM lock returns to
+    boost_mem_clock_mhz: int = 2619
     created: float = field(default_factory=time.monotonic)
 
     def energy_mj(self) -> int:
@@ -103,6 +112,8 @@ class FakeNvml:
     NVML_DEVICE_MIG_ENABLE = pynvml.NVML_DEVICE_MIG_ENABLE
     NVML_CLOCK_SM = 1
     NVML_CLOCK_MEM = 2
+    NVML_ERROR_NO_PERMISSION = NVML_ERROR_NO_PERMISSION
+    NVML_ERROR_NOT_SUPPORTED = NVML_ERROR_NOT_SUPPORTED
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -242,6 +253,60 @@ class FakeNvml:
     def nvmlDeviceGetClockInfo(self, handle: int, clock_type: int) -> int:
         gpu = self._gpu(handle)
         return gpu.sm_clock_mhz if clock_type == self.NVML_CLOCK_SM else gpu.mem_clock_mhz
+
+    def nvmlDeviceGetSupportedMemoryClocks(self, handle: int) -> list[int]:
+        return list(self._knob_gpu(handle, setter=False).supported_mem_clocks)
+
+    def nvmlDeviceGetSupportedGraphicsClocks(self, handle: int, memoryClockMHz: int) -> list[int]:
+        gpu = self._knob_gpu(handle, setter=False)
+        if memoryClockMHz not in gpu.supported_mem_clocks:
+            raise NVMLError(NVML_ERROR_NOT_FOUND)
+        return list(gpu.supported_sm_clocks)
+
+    def nvmlDeviceGetPowerManagementLimitConstraints(self, handle: int) -> list[int]:
+        return list(self._knob_gpu(handle, setter=False).power_constraints_mw)
+
+    def nvmlDeviceGetPowerManagementLimit(self, handle: int) -> int:
+        return self._gpu(handle).power_limit_mw
+
+    def nvmlDeviceSetGpuLockedClocks(
+        self, handle: int, minGpuClockMHz: int, maxGpuClockMHz: int
+    ) -> None:
+        self.calls.append(f"lock_sm:{minGpuClockMHz}")
+        self._knob_gpu(handle).sm_clock_mhz = maxGpuClockMHz
+
+    def nvmlDeviceResetGpuLockedClocks(self, handle: int) -> None:
+        self.calls.append("reset_sm")
+        gpu = self._knob_gpu(handle)
+        gpu.sm_clock_mhz = gpu.boost_sm_clock_mhz
+
+    def nvmlDeviceSetMemoryLockedClocks(
+        self, handle: int, minMemClockMHz: int, maxMemClockMHz: int
+    ) -> None:
+        self.calls.append(f"lock_mem:{minMemClockMHz}")
+        self._knob_gpu(handle).mem_clock_mhz = maxMemClockMHz
+
+    def nvmlDeviceResetMemoryLockedClocks(self, handle: int) -> None:
+        self.calls.append("reset_mem")
+        gpu = self._knob_gpu(handle)
+        gpu.mem_clock_mhz = gpu.boost_mem_clock_mhz
+
+    def nvmlDeviceSetPowerManagementLimit(self, handle: int, limit: int) -> None:
+        self.calls.append(f"power_limit:{limit}")
+        gpu = self._knob_gpu(handle)
+        low, high = gpu.power_constraints_mw
+        if not low <= limit <= high:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        gpu.power_limit_mw = limit
+
+    def _knob_gpu(self, handle: int, setter: bool = True) -> FakeGpu:
+        """The GPU, or the error a real card gives: not supported, or (setters) no permission."""
+        gpu = self._gpu(handle)
+        if not gpu.knobs_supported:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        if setter and not gpu.knobs_permitted:
+            raise NVMLError(NVML_ERROR_NO_PERMISSION)
+        return gpu
 
 
 check_names(FakeNvml)

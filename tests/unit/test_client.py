@@ -49,6 +49,14 @@ from llenergymeasure.runner.protocol import (
 
 LEM = Path(sys.executable).with_name("lem")
 STATS = WorkerStats(pid=4242, started_at="2026-01-01T00:00:00+00:00", loads=1)
+KNOB = {
+    "knob": "power_limit_w",
+    "gpu_index": 0,
+    "asked": 300,
+    "applied": 300.0,
+    "supported_min": 200,
+    "supported_max": 700,
+}
 ENGINE_MODULES = ("torch", "transformers", "vllm", "tensorrt_llm")
 
 
@@ -140,7 +148,15 @@ def test_needs_restart_exits_75_after_the_progress_so_far(
     )
 
     completed = lem_experiment(
-        tmp_path, peer.path, "--cold-start", "--gap-waited", "12.5", "--exp-id", "demo__c__c01"
+        tmp_path,
+        peer.path,
+        "--cold-start",
+        "--gap-waited",
+        "12.5",
+        "--exp-id",
+        "demo__c__c01",
+        "--gpu-knobs",
+        json.dumps([KNOB]),
     )
 
     assert completed.returncode == EXIT_NEEDS_RESTART == 75
@@ -157,6 +173,7 @@ def test_needs_restart_exits_75_after_the_progress_so_far(
     )
     assert request["out_dir"] == str(tmp_path / "out")  # absolute: the worker has its own cwd
     assert request["identity"]["exp_id"] == "demo__c__c01"
+    assert request["gpu_knobs"] == [KNOB]
     assert request["config"] == ExperimentConfig.model_validate(config_data()).model_dump(
         mode="json"
     )

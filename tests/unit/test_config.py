@@ -214,3 +214,29 @@ def test_prefix_caching_is_off_by_default_and_in_the_resolved_config(
     on = {**config, backend: {key: True}}
     (loaded,) = load_campaign(campaign_with(tmp_path, {"configs": [on]})).configs
     assert getattr(loaded.backend_section(), key) is True
+
+
+@pytest.mark.parametrize(
+    ("gpu", "expected"),
+    [
+        ({"sm_clock_mhz": 0}, "configs[0].gpu.sm_clock_mhz"),
+        ({"power_limit_w": "300"}, "configs[0].gpu.power_limit_w"),
+        ({"core_clock": 900}, "configs[0].gpu.core_clock: unknown key (value 900)"),
+    ],
+)
+def test_bad_gpu_knobs_are_named_with_key_and_value(
+    tmp_path: Path, gpu: dict[str, Any], expected: str
+) -> None:
+    message = rejection(campaign_with(tmp_path, {"configs.0.gpu": gpu}))
+    assert expected in message
+    assert repr(next(iter(gpu.values()))) in message or str(next(iter(gpu.values()))) in message
+
+
+def test_gpu_knobs_can_be_varied_in_a_grid(tmp_path: Path) -> None:
+    data = {
+        "campaign_name": "sweep",
+        "grid": {"base": CONFIG, "vary": {"gpu.sm_clock_mhz": [900, 1400, None]}},
+    }
+    loaded = load_campaign(write_yaml(tmp_path / "c.yml", data))
+    clocks = [c.gpu.sm_clock_mhz if c.gpu else None for c in loaded.configs]
+    assert sorted(clocks, key=str) == sorted([900, 1400, None], key=str)

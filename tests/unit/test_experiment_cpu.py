@@ -296,7 +296,11 @@ def test_a_loaded_model_serves_several_experiments(tiny_model_dir: Path, tmp_pat
     )
 
     first = run_experiment(config, tmp_path / "a", RunIdentity(), loaded=loaded)
-    second = run_experiment(bigger_batch, tmp_path / "b", RunIdentity(), loaded=loaded)
+    knob = {"knob": "sm_clock_mhz", "gpu_index": 0, "asked": 900, "applied": 900.0}
+    knob |= {"supported_min": 345, "supported_max": 1980}
+    second = run_experiment(
+        bigger_batch, tmp_path / "b", RunIdentity(), loaded=loaded, gpu_knobs=[knob]
+    )
 
     assert (first.timing.model_reused, first.timing.cold_start_method) == (False, "fresh_process")
     assert first.timing.load_seconds == loaded.load_seconds > 0
@@ -304,6 +308,7 @@ def test_a_loaded_model_serves_several_experiments(tiny_model_dir: Path, tmp_pat
     assert second.timing.cold_start_method is None
     assert second.config["pytorch"]["batch_size"] == 4  # run-time parameter, same load
     assert read_result(tmp_path / "b" / "result.json") == second
+    assert first.gpu_knobs == [] and [k.model_dump() for k in second.gpu_knobs] == [knob]
     other_precision = tiny_config(tiny_model_dir, precision="bfloat16")
     with pytest.raises(ExperimentError, match="does not serve config 'tiny-cpu'"):
         measure_experiment(loaded, other_precision, RunIdentity())

@@ -193,6 +193,32 @@ def test_cycle_segments_split_on_each_backend_change_within_a_cycle() -> None:
     ]
 
 
+def test_cycle_segments_split_on_each_gpu_setting_change() -> None:
+    def knobbed(position: int, name: str, sm: int | None) -> dict[str, Any]:
+        gpu = {"sm_clock_mhz": sm, "mem_clock_mhz": None, "power_limit_w": None}
+        return {**entry(position, name, 1), "config": {"gpu": gpu}}
+
+    pending = [knobbed(0, "a", 900), knobbed(1, "b", 900), knobbed(2, "c", None)]
+    pending.append({**entry(3, "d", 1), "config": {}})  # a plan from before the knobs
+    segments = lem.lem_cycle_segments(pending)
+    assert [(s["gpu"], ids(s["experiments"])) for s in segments] == [
+        (
+            {"sm_clock_mhz": 900, "mem_clock_mhz": None, "power_limit_w": None},
+            ["demo__a__c01", "demo__b__c01"],
+        ),
+        (None, ["demo__c__c01", "demo__d__c01"]),
+    ]
+
+
+def test_a_gpu_setting_change_waits_at_least_the_knob_settle() -> None:
+    def knobbed(position: int, name: str, sm: int | None) -> dict[str, Any]:
+        return {**entry(position, name, 1), "config": {"gpu": {"sm_clock_mhz": sm}}}
+
+    pending = [knobbed(0, "a", 900), knobbed(1, "b", 900), knobbed(2, "c", None)]
+    gaps = [e["gap_seconds"] for e in lem.lem_with_gaps(pending, 5, 300, 60)]
+    assert gaps == [60.0, 5.0, 60.0]  # set at the start, kept, then restored
+
+
 def test_cycle_segments_name_an_entry_without_a_backend() -> None:
     broken = entry(1, "b", 1)
     del broken["backend"]

@@ -7,12 +7,13 @@ import json
 import subprocess
 import sys
 import venv
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from fakes.fake_nvml import FakeNvml, gpus
+from fakes.fake_nvml import FakeNvml, gpus, installed
 from fixtures.compose import COMPOSE_TEMPLATE, REPO
 from fixtures.results import make_result
 
@@ -303,3 +304,46 @@ def test_script_without_python_still_prints_json(tmp_path: Path) -> None:
 
     assert completed.returncode == 1
     assert json.loads(completed.stdout)["status"] == "fail"
+
+
+def test_the_knob_step_locks_reads_back_and_resets(tmp_path: Path) -> None:
+    state = tmp_path / "knobs.json"
+    with installed(FakeNvml(gpus(1))) as lib:
+        run = gpucheck.knob_step(state)
+        assert lib.gpus[0].sm_clock_mhz == 1980  # reset
+    assert run.status == "pass", run
+    lock, reset = run.checks
+    assert lock.values["applied"] == lock.values["asked"] != 1980
+    assert reset.values["after_reset"] == 1980
+    assert not state.exists()
+
+
+def test_the_knob_step_without_root_is_skipped_with_the_reason(tmp_path: Path) -> None:
+    with installed(FakeNvml(gpus(1, knobs_permitted=False))):
+        run = gpucheck.knob_step(tmp_path / "knobs.json")
+    assert run.status == "skip"
+    assert "NO_PERMISSION" in str(run.reason)
+
+
+def test_a_lock_that_does_not_read_back_fails_the_step(tmp_path: Path) -> None:
+    class Ignored(FakeNvml):
+        def nvmlDeviceSetGpuLockedClocks(self, handle: int, low: int, high: int) -> None:
+            pass  # the driver accepts the call and leaves the clock where it was
+
+    with installed(Ignored(gpus(1))):
+        run = gpucheck.knob_step(tmp_path / "knobs.json")
+    assert run.status == "fail"
+    assert run.checks[0].status == "fail"
+
+
+def test_the_report_takes_the_knob_step(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    knob_file = tmp_path / "knobs.json"
+    with installed(FakeNvml(gpus(1, knobs_supported=False))):
+        knob_file.write_text(json.dumps(asdict(gpucheck.knob_step(tmp_path / "s.json"))))
+    probe = tmp_path / "probe.json"
+    probe.write_text(json.dumps({"gpus": [{"index": 0}]}))
+    code = gpucheck.main(["report", "--probe", str(probe), "--knobs", str(knob_file)])
+    report = json.loads(capsys.readouterr().out)
+    assert report["runs"]["knobs"]["status"] == "fail"
+    assert "Not Supported" in report["runs"]["knobs"]["reason"]
+    assert (code, report["status"]) == (gpucheck.EXIT_FAIL, "fail")

@@ -23,7 +23,7 @@ from llenergymeasure.measure import nvml
 NVML_SOURCE = Path(nvml.__file__)
 # `_call(name, *args)` passes args as given; `_device_call(name, index, *args)` passes the
 # index's handle in its place: either way the function receives len(args) - 1 arguments.
-CALL_HELPERS = {"_call", "_device_call"}
+CALL_HELPERS = {"_call", "_device_call", "_checked_call"}
 
 
 @dataclass(frozen=True)

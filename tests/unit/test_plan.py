@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from operator import attrgetter
 from pathlib import Path
@@ -25,6 +26,7 @@ from llenergymeasure.campaign.plan import (
     write_plan,
 )
 from llenergymeasure.config.loader import LoadedCampaign, parse_campaign
+from llenergymeasure.config.models import GpuKnobsConfig
 from llenergymeasure.errors import ConfigError
 
 SOURCE = Path("campaigns/demo.yml")
@@ -64,8 +66,37 @@ def test_exp_id_is_campaign_config_and_two_digit_cycle() -> None:
 
 def test_config_hash_is_sha256_of_the_canonical_resolved_config() -> None:
     resolved = campaign(["a"]).configs[0]
-    canonical = json.dumps(resolved.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    # an unset gpu section is left out, so configs from before the knobs keep their hash
+    dumped = resolved.model_dump(mode="json", exclude={"gpu"})
+    canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     assert config_hash(resolved) == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def test_a_set_gpu_knob_changes_the_hash_and_an_all_null_one_does_not() -> None:
+    plain = campaign(["a"]).configs[0]
+    nulls = plain.model_copy(update={"gpu": GpuKnobsConfig()})
+    clocked = plain.model_copy(update={"gpu": GpuKnobsConfig(sm_clock_mhz=1200)})
+    assert config_hash(nulls) == config_hash(plain)
+    assert config_hash(clocked) != config_hash(plain)
+
+
+def test_each_cycle_groups_one_backend_s_configs_by_knob_setting() -> None:
+    # configs 0..5 on one backend, alternating two SM clocks: each cycle runs one clock's
+    # configs, then the other's, so the host changes clocks once per cycle, not five times
+    knobs = ["900", "1980"] * 3
+    for order in ("interleaved", "shuffled"):
+        pairs = run_order(6, 3, order, 5, backends=["pytorch"] * 6, knobs=knobs)
+        for cycle in (1, 2, 3):
+            settings = [knobs[i] for i, c in pairs if c == cycle]
+            switches = sum(a != b for a, b in itertools.pairwise(settings))
+            assert switches == 1, (order, cycle, settings)
+
+
+def test_backends_stay_the_outer_group_and_knobs_the_inner() -> None:
+    backends = ["vllm", "pytorch", "vllm", "pytorch"]
+    knobs = ["a", "a", "b", "b"]
+    pairs = run_order(4, 1, "interleaved", 0, backends=backends, knobs=knobs)
+    assert [i for i, _ in pairs] == [0, 2, 1, 3]
 
 
 def test_config_hash_follows_content_not_key_order() -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.browser import artifacts_dir, check_page, screenshot
-from fixtures.results import write_engine_campaign
+from fixtures.results import write_engine_campaign, write_knob_sweep
 
 from llenergymeasure.results.report import write_report
 
@@ -28,6 +28,22 @@ def test_report_loads_without_errors_and_every_image_renders(tmp_path: Path, ene
     shot = screenshot(report.html, artifacts_dir() / f"report-{'gpu' if energy else 'cpu'}.png")
     assert shot.read_bytes().startswith(b"\x89PNG")
     print(f"report screenshot: {shot}")
+
+
+def test_the_knob_sweep_pareto_and_recommendation_panels_render(tmp_path: Path) -> None:
+    # EXAMPLE results (tests/fixtures/results.py KNOB_SWEEP), labelled so in the report
+    write_knob_sweep(tmp_path)
+    report = write_report(tmp_path, n_resamples=1_000, slo={"itl_p90_ms": 15.0})
+    seen = check_page(report.html)
+    assert seen.errors == [] and seen.console == []
+    pareto = [image for image in seen.images if image["alt"] == "GPU knob sweep: Pareto front"]
+    assert len(pareto) == 1 and pareto[0]["naturalWidth"] > 0  # type: ignore[operator]
+    page = report.html.read_text()
+    assert "recommended: llama8b-vllm-sm1200 (sm_clock_mhz=1200)" in page
+    assert "EXAMPLE: made-up numbers" in page
+    shot = screenshot(report.html, artifacts_dir() / "report-knob-sweep.png")
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    print(f"knob sweep report screenshot: {shot}")
 
 
 def test_the_check_sees_a_broken_image_and_a_console_error(tmp_path: Path) -> None:

@@ -96,9 +96,18 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
+def _config_data(config: ExperimentConfig) -> dict[str, Any]:
+    """The resolved config as hashed: without `gpu` when unset, so configs from before the
+    knobs existed keep their hash (and their finished results)."""
+    data = config.model_dump(mode="json")
+    if config.gpu is None or not config.gpu.is_set():
+        data.pop("gpu", None)
+    return data
+
+
 def config_hash(config: ExperimentConfig) -> str:
     """Stable hash of the fully resolved config."""
-    return _digest(config.model_dump(mode="json"))
+    return _digest(_config_data(config))
 
 
 def campaign_hash(loaded: LoadedCampaign) -> str:
@@ -110,7 +119,7 @@ def campaign_hash(loaded: LoadedCampaign) -> str:
     return _digest(
         {
             "campaign_name": campaign.campaign_name,
-            "configs": [config.model_dump(mode="json") for config in loaded.configs],
+            "configs": [_config_data(config) for config in loaded.configs],
             **{
                 section: getattr(campaign, section).model_dump(mode="json")
                 for section in _SETTINGS_SECTIONS
@@ -128,6 +137,7 @@ def run_order(
     order: Order,
     seed: int,
     backends: Sequence[str] | None = None,
+    knobs: Sequence[str] | None = None,
 ) -> list[tuple[int, int]]:
     """(config index, cycle) pairs in run order; every pair exactly once.
 
@@ -138,31 +148,46 @@ def run_order(
 
     `backends` (each config's backend) keeps one backend's experiments together: within
     each cycle (the whole campaign for grouped), so that a GPU changes hands between
-    backend services once per block (docs/worker.md, "GPU hand-over").
+    backend services once per block (docs/worker.md, "GPU hand-over"). `knobs` (each
+    config's GPU setting, as text) does the same within a backend's block, so the host
+    changes clocks or power limit, and settles after it, as seldom as it can (docs/knobs.md).
     """
     backends = backends if backends is not None else [""] * n_configs
+    knobs = knobs if knobs is not None else [""] * n_configs
+    groups = [(backend, knob) for backend, knob in zip(backends, knobs, strict=True)]
     if order == "grouped":
-        indices = by_backend(list(range(n_configs)), backends)
+        indices = by_group(list(range(n_configs)), groups)
         return [(i, c) for i in indices for c in range(1, cycles + 1)]
     pairs = []
     for cycle in range(1, cycles + 1):
         indices = list(range(n_configs))
         if order == "shuffled":
             random.Random(f"{seed}:{cycle}").shuffle(indices)
-        pairs.extend((i, cycle) for i in by_backend(indices, backends))
+        pairs.extend((i, cycle) for i in by_group(indices, groups))
     return pairs
 
 
-def by_backend(indices: list[int], backends: Sequence[str]) -> list[int]:
-    """`indices` with each backend's configs together (a stable sort).
+def by_group(indices: list[int], groups: Sequence[tuple[str, ...]]) -> list[int]:
+    """`indices` sorted by nested groups (a stable sort): each config's tuple, outer first.
 
-    Backends come in the order of their first config in `indices`, so a shuffle also
-    shuffles which backend runs first; within a backend the order of `indices` stays.
+    At every level a group comes in the order of its first config in `indices` (within
+    its enclosing group), so a shuffle also shuffles which group runs first.
     """
-    rank: dict[str, int] = {}
+    rank: dict[tuple[str, ...], int] = {}
     for index in indices:
-        rank.setdefault(backends[index], len(rank))
-    return sorted(indices, key=lambda index: rank[backends[index]])
+        for depth in range(1, len(groups[index]) + 1):
+            rank.setdefault(groups[index][:depth], len(rank))
+    return sorted(
+        indices,
+        key=lambda index: [rank[groups[index][:d]] for d in range(1, len(groups[index]) + 1)],
+    )
+
+
+def knob_key(config: ExperimentConfig) -> str:
+    """The config's GPU setting as text ('' when it leaves the GPU as it is)."""
+    if config.gpu is None or not config.gpu.is_set():
+        return ""
+    return json.dumps(config.gpu.model_dump(mode="json"), sort_keys=True)
 
 
 def check_hosts(hosts: list[str] | None) -> list[str]:
@@ -212,6 +237,7 @@ def build_plan(
         execution.order,
         execution.seed,
         backends=[c.backend for c in configs],
+        knobs=[knob_key(c) for c in configs],
     )
     experiments = [
         PlannedExperiment(

@@ -1,5 +1,6 @@
 """Commands: `lem aggregate` (intervals over cycles), `lem compare` (paired ratios to a
-baseline config) and `lem report` (report.html with figures)."""
+baseline config), `lem report` (report.html with figures) and `lem recommend` (the cheapest
+config meeting a latency SLO)."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ from llenergymeasure.commands.common import fail, reports_errors
 from llenergymeasure.results.aggregate import (
     Summary,
     aggregate_directory,
+    load_result_files,
     render_comparisons,
     render_table,
     write_summary,
 )
+from llenergymeasure.results.recommend import parse_slo, recommendation_lines
+from llenergymeasure.results.recommend import recommend as recommend_configs
 from llenergymeasure.stats.bootstrap import METHODS, Method
 
 RESULTS_DIR = typer.Argument(
@@ -31,6 +35,7 @@ RESAMPLES = typer.Option(
     help="Bootstrap resamples above 8 cycles; up to 8 every distinct resample is enumerated.",
 )
 SEED = typer.Option(42, "--seed", help="Seed of the bootstrap resampling (above 8 cycles).")
+SLO_HELP = "KEY=MS, repeatable: <ttft|itl|e2e>_<mean|p50|p90|p99>_ms, e.g. itl_p90_ms=50."
 METHOD = typer.Option(
     "auto",
     "--method",
@@ -157,6 +162,7 @@ def report(
     baseline: str | None = typer.Option(
         None, "--baseline", help="Config name: add the paired ratios to it."
     ),
+    slo: list[str] = typer.Option([], "--slo", help="Add the recommendation: " + SLO_HELP),
     confidence: float = CONFIDENCE,
     resamples: int = RESAMPLES,
     seed: int = SEED,
@@ -165,9 +171,10 @@ def report(
     """Write report.html (self-contained: figures inlined) and figures/*.png.
 
     Figures: J per output token (raw and idle-adjusted) per GPU model, energy
-    against latency with the Pareto front, throughput, one power trace per config,
-    every cycle in run order; then the campaign's facts, warnings and failures.
-    Panels without data (no energy source, no power samples) say so in words.
+    against latency with the Pareto front, the Pareto front of each GPU knob sweep,
+    throughput, one power trace per config, every cycle in run order; with --slo, the
+    cheapest config meeting it (as `lem recommend`); then the campaign's facts, warnings
+    and failures. Panels without data (no energy source, no power samples) say so in words.
 
     Example: lem report results/demo
     """
@@ -185,9 +192,46 @@ def report(
         n_resamples=resamples,
         seed=seed,
         method=_method(method),
+        slo=parse_slo(slo) if slo else None,
     )
     for path in (written.html, *written.figures):
         typer.echo(f"wrote {path}")
+
+
+def recommend(
+    results_dir: Path = RESULTS_DIR,
+    slo: list[str] = typer.Option(..., "--slo", help=SLO_HELP),
+    baseline: str | None = typer.Option(
+        None,
+        "--baseline",
+        help="Config the pick is compared with; default: the one config that leaves the GPU "
+        "as it is (no gpu knob set).",
+    ),
+    confidence: float = CONFIDENCE,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+    method: str = METHOD,
+) -> None:
+    """Name the config with the least J/token that meets a latency SLO, per model, backend
+    and hardware, with its paired J/token ratio to the baseline config.
+
+    A config meets the SLO when the whole CI of its latency lies within it. When fewer than
+    3 cycles back the pick, or the next-cheapest config meeting the SLO cannot be told apart
+    from it (paired interval includes 1), the answer says the evidence is too weak. Exits 1
+    when no group has a decided answer (docs/knobs.md).
+
+    Example: lem recommend results/sweep --slo itl_p90_ms=50
+    """
+    loaded = load_result_files(results_dir)
+    if not loaded.results:
+        raise fail(f"{results_dir}: no readable result.json found", code=1)
+    answers = recommend_configs(
+        loaded.results, parse_slo(slo), baseline, confidence, resamples, seed, _method(method)
+    )
+    for answer in answers:
+        typer.echo("\n".join(recommendation_lines(answer)))
+    if not any(answer.decided for answer in answers):
+        raise fail("no config can be recommended with this evidence", code=1)
 
 
 def register(app: typer.Typer) -> None:
@@ -195,3 +239,4 @@ def register(app: typer.Typer) -> None:
     app.command("aggregate")(reports_errors(aggregate))
     app.command("compare")(reports_errors(compare))
     app.command("report")(reports_errors(report))
+    app.command("recommend")(reports_errors(recommend))

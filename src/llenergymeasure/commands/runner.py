@@ -13,13 +13,14 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from llenergymeasure.commands.common import fail, reports_errors
 from llenergymeasure.config.loader import load_experiment
 from llenergymeasure.config.models import BACKENDS, ExperimentConfig
-from llenergymeasure.results.schema import ExperimentResult
+from llenergymeasure.results.schema import ExperimentResult, GpuKnob
 from llenergymeasure.runner.client import (
     EXIT_NEEDS_RESTART,
     NoWorker,
@@ -85,6 +86,12 @@ def experiment(
     gap_waited: float | None = typer.Option(
         None, "--gap-waited", min=0.0, help="Seconds of gap waited before this experiment."
     ),
+    gpu_knobs: str | None = typer.Option(
+        None,
+        "--gpu-knobs",
+        help="JSON list of the GPU knobs the host set (asked, applied, supported range), "
+        "recorded in the result (docs/knobs.md).",
+    ),
     no_worker: bool = typer.Option(
         False, "--no-worker", help="Run in this process even when a worker is listening."
     ),
@@ -113,6 +120,7 @@ def experiment(
     if no_worker and require_worker:
         raise fail("--no-worker and --require-worker contradict each other: choose one")
     config = load_experiment(config_file)
+    knobs = parse_gpu_knobs(gpu_knobs)
     identity = RequestIdentity(
         exp_id=exp_id, campaign_name=campaign, config_hash=config_hash, cycle=cycle, host=host
     )
@@ -127,10 +135,11 @@ def experiment(
             cold_start=cold_start,
             baseline_cache=cache,
             gap_waited_seconds=gap_waited,
+            gpu_knobs=knobs,
         )
         result = run_through_worker(socket_path(worker_socket), request, require_worker)
     if result is None:
-        result = run_in_process(config, out, identity, cache, gap_waited)
+        result = run_in_process(config, out, identity, cache, gap_waited, knobs)
     typer.echo(summary_line(result, out))
 
 
@@ -160,6 +169,7 @@ def run_in_process(
     identity: RequestIdentity,
     baseline_cache: Path | None,
     gap_waited: float | None,
+    gpu_knobs: list[dict[str, Any]] | None = None,
 ) -> ExperimentResult:
     """Load, measure, unload in this process: a fresh process is always a cold start."""
     from llenergymeasure.runner.experiment import RunIdentity, run_experiment
@@ -170,7 +180,19 @@ def run_in_process(
         RunIdentity(**identity.model_dump()),
         baseline_cache=baseline_cache,
         gap_waited_seconds=gap_waited,
+        gpu_knobs=gpu_knobs,
     )
+
+
+def parse_gpu_knobs(text: str | None) -> list[dict[str, Any]]:
+    """--gpu-knobs: a JSON list of GpuKnob records; an error naming the option otherwise."""
+    if not text:
+        return []
+    try:
+        knobs = [GpuKnob.model_validate(knob).model_dump() for knob in json.loads(text)]
+    except (ValueError, TypeError) as exc:
+        raise fail(f"--gpu-knobs {text!r}: not a JSON list of GPU knob records: {exc}") from None
+    return knobs
 
 
 def worker_result(reply: Done | Failed | NeedsRestart) -> ExperimentResult:

@@ -219,6 +219,27 @@ class TensorRTConfig(StrictModel):
         return value
 
 
+class GpuKnobsConfig(StrictModel):
+    """GPU settings applied on the host through NVML before the experiment (docs/knobs.md).
+
+    Null leaves the GPU as it is. The bounds here only catch typos; the card's own supported
+    range is checked on the host before any experiment runs.
+    """
+
+    sm_clock_mhz: int | None = Field(
+        None, ge=100, le=10000, description="Lock the SM (graphics) clock at this MHz"
+    )
+    mem_clock_mhz: int | None = Field(
+        None, ge=100, le=50000, description="Lock the memory clock at this MHz"
+    )
+    power_limit_w: int | None = Field(
+        None, ge=1, le=5000, description="Set the board power limit to this many watts"
+    )
+
+    def is_set(self) -> bool:
+        return any(value is not None for value in self.model_dump().values())
+
+
 # Precisions a backend refuses, and why.
 UNSUPPORTED_PRECISIONS: dict[str, dict[str, str]] = {
     "tensorrt": {
@@ -246,6 +267,7 @@ class ExperimentConfig(StrictModel):
     pytorch: PyTorchConfig | None = None
     vllm: VLLMConfig | None = None
     tensorrt: TensorRTConfig | None = None
+    gpu: GpuKnobsConfig | None = None
 
     @field_validator("precision", mode="after")
     @classmethod
@@ -288,6 +310,9 @@ class ExecutionConfig(StrictModel):
     gap_mode: Literal["fixed", "thermal"] = "fixed"
     thermal_temp_tolerance_c: float = Field(2.0, gt=0.0)
     thermal_power_tolerance_pct: float = Field(10.0, gt=0.0)
+    knob_settle_seconds: float = Field(
+        60.0, ge=0.0, description="Least gap after a GPU knob change (thermal: the most waited)"
+    )
 
 
 class HealthCheckConfig(StrictModel):

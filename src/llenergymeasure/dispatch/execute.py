@@ -8,6 +8,7 @@ timeout the worker is asked to stop the experiment, or the service restarts
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,8 @@ def experiment_argv(params: Mapping[str, Any], gap_waited: float) -> list[str]:
         "--gap-waited",
         f"{gap_waited:.3f}",
     ]
+    if params.get("gpu_knobs"):  # what lem_gpu_knobs set, recorded in the result
+        argv += ["--gpu-knobs", json.dumps(params["gpu_knobs"], sort_keys=True)]
     argv.append("--require-worker")  # never a cold in-process run inside a warm campaign
     if params["cold_start"]:
         argv.append("--cold-start")

@@ -371,3 +371,92 @@ def clock_mhz(index: int, domain: str) -> int | None:
     if clock_type is None:
         return None
     return _device_call("nvmlDeviceGetClockInfo", index, clock_type)
+
+
+# --- GPU knobs (clocks, power limit): setters and their ranges, for dispatch/knobs.py -----------
+
+
+class NvmlCallError(Exception):
+    """An NVML call the caller cannot do without failed. `reason`: 'no_permission',
+    'not_supported', 'unavailable' (no NVML, no such GPU, no such binding) or 'other'."""
+
+    def __init__(self, function: str, reason: str, text: str) -> None:
+        super().__init__(f"{function}: {text}")
+        self.function, self.reason, self.text = function, reason, text
+
+
+def _checked_call(function: str, index: int, *args: Any) -> Any:
+    """`function(handle of index, *args)`, raising NvmlCallError instead of answering None:
+    a setter's failure (no permission, not supported) must reach the user with its reason."""
+    lib = _lib()
+    if lib is None:
+        raise NvmlCallError(
+            function, "unavailable", f"NVML is not available: {unavailable_reason()}"
+        )
+    handle = _handle(index)
+    if handle is None:
+        raise NvmlCallError(function, "unavailable", f"NVML has no GPU at index {index}")
+    bound = getattr(lib, function, None)
+    if bound is None:
+        raise NvmlCallError(
+            function,
+            "unavailable",
+            f"the installed nvidia-ml-py ({_package_version()}) has no {function}",
+        )
+    try:
+        return bound(handle, *args)
+    except lib.NVMLError as exc:
+        raise NvmlCallError(function, _reason(getattr(exc, "value", None)), str(exc)) from None
+
+
+def _reason(code: int | None) -> str:
+    if code is not None and code == _constant("NVML_ERROR_NO_PERMISSION"):
+        return "no_permission"
+    if code is not None and code == _constant("NVML_ERROR_NOT_SUPPORTED"):
+        return "not_supported"
+    return "other"
+
+
+def supported_memory_clocks(index: int) -> list[int]:
+    return [int(mhz) for mhz in _checked_call("nvmlDeviceGetSupportedMemoryClocks", index)]
+
+
+def supported_graphics_clocks(index: int, memory_clock_mhz: int) -> list[int]:
+    return [
+        int(mhz)
+        for mhz in _checked_call("nvmlDeviceGetSupportedGraphicsClocks", index, memory_clock_mhz)
+    ]
+
+
+def power_limit_constraints_mw(index: int) -> tuple[int, int]:
+    low, high = _checked_call("nvmlDeviceGetPowerManagementLimitConstraints", index)
+    return int(low), int(high)
+
+
+def power_management_limit_mw(index: int) -> int:
+    return int(_checked_call("nvmlDeviceGetPowerManagementLimit", index))
+
+
+def current_clock_mhz(index: int, domain: str) -> int:
+    """The clock of `domain` ('sm' or 'mem') now, raising NvmlCallError when unreadable."""
+    clock_type = _constant("NVML_CLOCK_SM" if domain == "sm" else "NVML_CLOCK_MEM")
+    return int(_checked_call("nvmlDeviceGetClockInfo", index, clock_type))
+
+
+def lock_clock(index: int, domain: str, mhz: int) -> None:
+    """Lock the `domain` clock at `mhz` (min = max)."""
+    if domain == "sm":
+        _checked_call("nvmlDeviceSetGpuLockedClocks", index, mhz, mhz)
+    else:
+        _checked_call("nvmlDeviceSetMemoryLockedClocks", index, mhz, mhz)
+
+
+def reset_clock(index: int, domain: str) -> None:
+    if domain == "sm":
+        _checked_call("nvmlDeviceResetGpuLockedClocks", index)
+    else:
+        _checked_call("nvmlDeviceResetMemoryLockedClocks", index)
+
+
+def set_power_limit_mw(index: int, milliwatts: int) -> None:
+    _checked_call("nvmlDeviceSetPowerManagementLimit", index, milliwatts)

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from llenergymeasure.errors import LemError
 from llenergymeasure.files import atomic_write_text
 from llenergymeasure.results.compare import PairedRatio, paired_ratios
+from llenergymeasure.results.recommend import ParetoPoint, pareto_summary
 from llenergymeasure.results.schema import HEADLINE_METRICS, SCHEMA_VERSION, ExperimentResult
 from llenergymeasure.results.texttable import TextTable
 from llenergymeasure.stats.bootstrap import (
@@ -110,6 +111,7 @@ class Summary(BaseModel):
     baseline: str | None = None  # config the comparisons are relative to
     detect: float | None = None  # stated relative difference for `cycles_needed` (0.05: 5 %)
     comparisons: list[PairedRatio] = []
+    pareto: list[ParetoPoint] = []  # the energy-latency front of each GPU knob sweep
     sources: list[str]  # every result file that went into the summary
     load_errors: list[str] = []  # result files that could not be read, with the reason
     warnings: list[str] = []
@@ -324,6 +326,13 @@ def aggregate_results(
         baseline=baseline,
         detect=detect,
         comparisons=comparisons,
+        pareto=pareto_summary(
+            [item.result for item in kept],
+            confidence=confidence,
+            n_resamples=n_resamples,
+            seed=seed,
+            method=method,
+        ),
         sources=sorted(s for row in rows for s in row.sources),
         warnings=warnings + _changed_config_warnings(keys),
     )
@@ -630,10 +639,37 @@ def summary_markdown(summary: Summary) -> str:
                 headers := comparison_headers(summary), "lllrrllrr"[: len(headers)], ratio_rows
             ),
         ]
+    if summary.pareto:
+        lines += ["", *pareto_markdown(summary)]
     notes = _notes(summary)
     if notes:
         lines += ["", "## Warnings", "", *(f"- {_md_cell(note)}" for note in notes)]
     return "\n".join(lines) + "\n"
+
+
+def pareto_markdown(summary: Summary) -> list[str]:
+    """The energy-latency front of each knob sweep, as a markdown section."""
+    rows = [
+        (
+            f"{p.model} / {p.backend}",
+            p.hardware,
+            p.config_name,
+            ", ".join(f"{k}={v}" for k, v in sorted(p.gpu.items())) or "GPU as it is",
+            f"{format_value(p.energy.mean)} {format_interval(p.energy)}",
+            f"{format_value(p.latency.mean)} {format_interval(p.latency)}",
+        )
+        for p in summary.pareto
+    ]
+    latency = summary.pareto[0].latency_key
+    headers = ("model / backend", "hardware", "config", "GPU setting", "J / token", latency)
+    return [
+        "## Energy-latency Pareto front of the GPU knob sweeps",
+        "",
+        f"Configs no other setting beats on both mean J/token and mean {latency}, per model, "
+        f"backend and hardware; {summary.confidence:.0%} CI on both axes.",
+        "",
+        *_md_table(headers, "llllll", rows),
+    ]
 
 
 def write_summary(summary: Summary, out_dir: str | Path) -> list[Path]:

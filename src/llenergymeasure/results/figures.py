@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from llenergymeasure.results.aggregate import METRIC_LABELS, Summary, SummaryRow
+from llenergymeasure.results.recommend import ParetoPoint
 from llenergymeasure.results.schema import ExperimentResult
 from llenergymeasure.stats.bootstrap import BootstrapCI, bootstrap_ci_many
 
@@ -220,6 +221,39 @@ def energy_vs_latency(summary: Summary, groups: Groups) -> Panel:
     if len(groups.rows) <= len(COLOURS) * 2:
         axes[0].legend(fontsize=7)
     figure.suptitle("Energy per token against latency (lower left is better)")
+    return figure
+
+
+def knob_pareto(summary: Summary) -> Panel:
+    """The energy-latency front of each GPU knob sweep, CI whiskers on both axes, each point
+    named by its GPU setting; one panel per (model, backend, hardware)."""
+    groups: dict[tuple[str, str, str], list[ParetoPoint]] = {}
+    for point in summary.pareto:
+        groups.setdefault((point.model, point.backend, point.hardware), []).append(point)
+    if not groups:
+        return "No GPU knob sweep in these results: no energy-latency front to draw."
+    figure, axes = _figure(len(groups), width=5.2)
+    for ax, ((model, backend, hardware), points) in zip(axes, groups.items(), strict=True):
+        xs, ys = [], []
+        for point in points:
+            (x, xm, xp), (y, ym, yp) = _errorbar(point.latency), _errorbar(point.energy)
+            ax.errorbar(x, y, xerr=[[xm], [xp]], yerr=[[ym], [yp]], fmt="o", capsize=3)
+            setting = ", ".join(f"{k}={v}" for k, v in sorted(point.gpu.items()))
+            ax.annotate(
+                setting or "GPU as it is",
+                (x, y),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+            xs.append(x)
+            ys.append(y)
+        ax.plot(xs, ys, "k--", lw=1)
+        ax.set_title(f"{model} / {backend}\n{hardware}", fontsize=9)
+        ax.set_xlabel(points[0].latency_key.replace("_ms", " (ms)"))
+        ax.set_ylabel("J / output token")
+        ax.grid(alpha=0.3)
+    figure.suptitle(f"GPU knob sweep: energy-latency Pareto front ({summary.confidence:.0%} CI)")
     return figure
 
 

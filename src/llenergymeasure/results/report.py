@@ -30,6 +30,7 @@ from llenergymeasure.results.aggregate import (
     method_note,
     row_method,
 )
+from llenergymeasure.results.recommend import recommend, recommendation_lines
 from llenergymeasure.results.schema import ExperimentResult
 from llenergymeasure.stats.bootstrap import BootstrapCI, Method
 
@@ -210,16 +211,44 @@ def _panels(
     return {
         "energy_per_token": ("Energy per output token", figures.energy_per_token(summary)),
         "energy_vs_latency": ("Energy against latency", figures.energy_vs_latency(summary, groups)),
+        **(
+            {"knob_pareto": ("GPU knob sweep: Pareto front", figures.knob_pareto(summary))}
+            if summary.pareto
+            else {}
+        ),
         "throughput": ("Throughput", figures.throughput(summary)),
         "power_traces": ("Power traces", figures.power_traces(groups)),
         "cycles": ("Cycles in run order", figures.cycles_in_run_order(groups, energy)),
     }
 
 
+def recommendation_section(
+    summary: Summary, results: Sequence[ExperimentResult], slo: dict[str, float]
+) -> _Section:
+    """`lem recommend`'s answer for each (model, backend, hardware), for the SLO given."""
+    answers = recommend(
+        results,
+        slo,
+        baseline=summary.baseline,
+        confidence=summary.confidence,
+        n_resamples=summary.n_resamples,
+        seed=summary.seed,
+    )
+    blocks = []
+    for answer in answers:
+        lines = recommendation_lines(answer)
+        items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in lines[1:])
+        body = f"<p><b>{html.escape(lines[0])}</b></p><ul>{items}</ul>"
+        # an answer the evidence cannot back is shown as a warning note
+        blocks.append(body if answer.decided else f'<div class="note">{body}</div>')
+    return _Section("Recommendation (cheapest config meeting the SLO)", "".join(blocks))
+
+
 def render_report(
     summary: Summary,
     results: Sequence[ExperimentResult],
     failures: Sequence[str] = (),
+    slo: dict[str, float] | None = None,
 ) -> tuple[str, dict[str, bytes]]:
     """The HTML page and the PNG bytes of its figures by file name."""
     pngs: dict[str, bytes] = {}
@@ -249,6 +278,8 @@ def render_report(
     comparison = comparison_section(summary)
     if comparison is not None:
         sections.insert(first_figure + 1, comparison)
+    if slo:
+        sections.insert(first_figure, recommendation_section(summary, results, slo))
     sections.append(facts_section(results, summary, failures))
     campaign = _joined([r.identity.campaign_name for r in results])
     page = "".join(f"<h2>{html.escape(s.title)}</h2>\n{s.body}\n" for s in sections)
@@ -268,10 +299,11 @@ def write_report_files(
     results: Sequence[ExperimentResult],
     out_dir: str | Path,
     failures: Sequence[str] = (),
+    slo: dict[str, float] | None = None,
 ) -> Report:
     """Write report.html and figures/*.png for an aggregated summary into `out_dir`."""
     out = Path(out_dir)
-    document, pngs = render_report(summary, results, failures)
+    document, pngs = render_report(summary, results, failures, slo)
     report = Report(html=out / REPORT_FILE)
     try:
         (out / FIGURES_DIR).mkdir(parents=True, exist_ok=True)
@@ -294,10 +326,12 @@ def write_report(
     n_resamples: int = 10_000,
     seed: int = 42,
     method: Method = "auto",
+    slo: dict[str, float] | None = None,
 ) -> Report:
     """Read the results under `root` and write report.html and figures/*.png to `out_dir`.
 
-    Failures come from the manifest.json files under `root`.
+    Failures come from the manifest.json files under `root`. With `slo`, the report names
+    the cheapest config meeting it (results/recommend.py).
     """
     root = Path(root)
     loaded = load_result_files(root)
@@ -312,4 +346,4 @@ def write_report(
         baseline=baseline,
     )
     out = Path(out_dir) if out_dir is not None else root
-    return write_report_files(summary, loaded.results, out, manifest_failures(root))
+    return write_report_files(summary, loaded.results, out, manifest_failures(root), slo)

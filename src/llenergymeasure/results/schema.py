@@ -163,6 +163,17 @@ class Environment(ResultModel):
         return self.cpu_model or "unknown-cpu"
 
 
+class GpuKnob(ResultModel):
+    """One GPU knob the host set for this experiment (docs/knobs.md)."""
+
+    knob: str = Field(description="sm_clock_mhz, mem_clock_mhz or power_limit_w")
+    gpu_index: int
+    asked: int
+    applied: float | None = Field(description="NVML's read-back after setting; null: unreadable")
+    supported_min: int
+    supported_max: int
+
+
 class ExperimentResult(ResultModel):
     schema_version: str = SCHEMA_VERSION
     identity: Identity
@@ -178,6 +189,9 @@ class ExperimentResult(ResultModel):
     thermal: Thermal
     environment: Environment
     foreign_gpu_processes: list[dict[str, Any]] = Field(default_factory=list)
+    gpu_knobs: list[GpuKnob] = Field(
+        default_factory=list, description="GPU knobs set on the host: asked, applied, range"
+    )
     warnings: list[str] = Field(default_factory=list)
 
     def wh_per_1k_requests(self) -> float | None:

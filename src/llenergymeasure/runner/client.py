@@ -11,6 +11,7 @@ import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.runner.protocol import (
@@ -66,6 +67,7 @@ def run_request(
     cold_start: bool = False,
     baseline_cache: Path | None = None,
     gap_waited_seconds: float | None = None,
+    gpu_knobs: list[dict[str, Any]] | None = None,
 ) -> RunRequest:
     """The request for one experiment; paths made absolute (the worker has its own cwd)."""
     return RunRequest(
@@ -76,6 +78,7 @@ def run_request(
         cold_start=cold_start,
         baseline_cache=None if baseline_cache is None else str(baseline_cache.absolute()),
         gap_waited_seconds=gap_waited_seconds,
+        gpu_knobs=gpu_knobs or [],
     )
 
 

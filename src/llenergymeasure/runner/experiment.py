@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -29,6 +29,7 @@ from llenergymeasure.measure.window import EnergyMeter, WindowReadings
 from llenergymeasure.results.schema import (
     Distribution,
     ExperimentResult,
+    GpuKnob,
     Identity,
     Throughput,
     Timing,
@@ -115,6 +116,7 @@ def run_experiment(
     loaded: LoadedModel | None = None,
     baseline_cache: Path | None = None,
     gap_waited_seconds: float | None = None,
+    gpu_knobs: list[dict[str, Any]] | None = None,
 ) -> ExperimentResult:
     """Measure `config` and write `out_dir/result.json`; failures are ExperimentError.
 
@@ -131,6 +133,7 @@ def run_experiment(
                 identity,
                 baseline_cache=baseline_cache,
                 gap_waited_seconds=gap_waited_seconds,
+                gpu_knobs=gpu_knobs,
                 idle=idle,
             )
         finally:
@@ -173,6 +176,7 @@ def measure_experiment(
     *,
     baseline_cache: Path | None = None,
     gap_waited_seconds: float | None = None,
+    gpu_knobs: list[dict[str, Any]] | None = None,
     progress: ProgressHook | None = None,
     idle: IdlePower | None = None,
 ) -> ExperimentResult:
@@ -228,6 +232,7 @@ def measure_experiment(
                 f"idle baseline of GPU(s) {warm} was measured when the thermal wait hit its "
                 "cap, not back near idle: it may be high, idle-adjusted energy low"
             )
+    result.gpu_knobs = [GpuKnob.model_validate(knob) for knob in gpu_knobs or []]
     return result
 
 

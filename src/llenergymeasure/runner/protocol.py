@@ -66,6 +66,9 @@ class RunRequest(Message):
     cold_start: bool = False
     baseline_cache: str | None = None
     gap_waited_seconds: float | None = Field(default=None, ge=0.0)
+    gpu_knobs: list[dict[str, Any]] = Field(
+        default_factory=list, description="GPU knobs the host set (results/schema.py GpuKnob)"
+    )
 
 
 class StatusRequest(Message):

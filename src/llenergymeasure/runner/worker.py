@@ -355,6 +355,7 @@ class Worker:
             RunIdentity(**request.identity.model_dump()),
             baseline_cache=cache,
             gap_waited_seconds=request.gap_waited_seconds,
+            gpu_knobs=request.gpu_knobs,
             progress=report,
             idle=idle,
         )
