@@ -90,10 +90,10 @@ try:
     from llenergymeasure.results.aggregate import (
         Summary,
         aggregate_results,
-        format_value,
         render_table,
     )
     from llenergymeasure.results.aggregate import write_summary as write_summary_files
+    from llenergymeasure.results.lines import experiment_line
     from llenergymeasure.results.schema import ExperimentResult
 
     LEM_IMPORT_ERROR: str | None = None
@@ -177,19 +177,6 @@ def outcome_of(data: dict[str, Any], host: str) -> Outcome | None:
         result=data.get("result"),
         error=data.get("error") or data.get("msg"),
     )
-
-
-def progress_line(outcome: Outcome, done: int, total: int | None, skipped: bool) -> str:
-    """`[12/60] cfg=tiny-bs1 cycle=2 host=localhost 41.2 J 1520 tok/s`."""
-    head = (
-        f"[{done}/{total if total is not None else '?'}] cfg={outcome.config_name} "
-        f"cycle={outcome.cycle} host={outcome.host}"
-    )
-    if outcome.status == "failed":
-        return f"{head} FAILED: {outcome.error}"
-    energy = format_value(outcome.metrics.get("energy_j"))
-    throughput = format_value(outcome.metrics.get("output_tokens_per_s"))
-    return f"{head} {energy} J {throughput} tok/s" + (" (completed before)" if skipped else "")
 
 
 def is_safe_dir_name(name: str) -> bool:
@@ -300,7 +287,7 @@ class CallbackModule(CallbackBase):
         self.campaign.record(outcome)
         done = len(self.campaign.outcomes)
         skipped = not data.get("changed", False)
-        line = progress_line(outcome, done, self.campaign.total, skipped)
+        line = experiment_line(vars(outcome), done, self.campaign.total, skipped)
         duration = self.pace.finished(host, time.monotonic(), skipped)
         if not skipped:
             left = Counter(
