@@ -149,15 +149,12 @@ options:
         failed without the restart, or runs as it is, with a warning.
     type: int
     default: 3
-  restarts_done:
-    description: Restarts already made in the run before this task (by the caller).
-    type: int
-    default: 0
-  loop_id:
+  run_id:
     description:
-      - Tasks given the same O(loop_id) (the experiments of one loop) count their restarts
-        together against O(max_restarts), in C(STATE_DIR/.loop-restarts.json), since one
-        task of a loop cannot see what the others returned. Make it unique to the run.
+      - The run's id, unique to the run. Every restart of the run on this host (each
+        experiment's, and the GPU hand-overs' of M(lem_restart)) is counted under it in
+        C(STATE_DIR/.run-restarts.json), against O(max_restarts), since no task can see
+        what the others returned.
       - Unset, this task's restarts are counted alone.
     type: str
   health_check_before:
@@ -216,6 +213,7 @@ notes:
 seealso:
   - module: lem_manifest
   - module: lem_plan
+  - module: lem_restart
 requirements:
   - llenergymeasure
   - python-on-whales
@@ -238,8 +236,8 @@ EXAMPLES = r"""
     compose_files: ["{{ lem_state_dir }}/compose.yml"]
     service: "{{ item.backend }}"
     gap_seconds: "{{ item.gap_seconds }}"
-    # the loop's restarts counted together, against max_restarts (3 by default)
-    loop_id: "{{ lem_run_id }}"
+    # the run's restarts on this host counted together, against max_restarts (3 by default)
+    run_id: "{{ lem_run_id }}"
     environment:
       HF_TOKEN: "{{ lem_hf_token | default(omit) }}"
   loop: "{{ lem_pending | lem_with_gaps(60, 300) }}"
@@ -276,6 +274,8 @@ status:
     - C(pending) in check mode when the experiment would run.
     - When the task failed before the experiment started, the status of its manifest
       entry as found (C(pending) when it has none).
+    - C(running) when the task failed after marking the entry running (a partial start,
+      with C(changed=true)); the next run runs it again.
   returned: always
   type: str
   sample: completed
@@ -315,12 +315,14 @@ result:
   returned: when status is completed
   type: dict
 error:
-  description: The recorded error of a failed experiment.
+  description: The recorded error of a failed experiment (empty when none was recorded).
   returned: when status is failed
   type: str
 rc:
-  description: Exit status of C(lem experiment) (124 when stopped by O(timeout)).
-  returned: when the experiment ran and failed
+  description:
+    - Exit status of C(lem experiment) (124 when stopped by O(timeout); 0 when it exited 0
+      but its result is unusable).
+  returned: when the experiment ran and failed, unless the docker CLI could not run
   type: int
   sample: 1
 stderr_tail:
@@ -330,13 +332,14 @@ stderr_tail:
 service_restarts:
   description:
     - Service restarts this task made (for a cold start, a frozen or timed-out worker, a
-      failed health check). Callers add them to the restarts done in the run.
-  returned: when the experiment ran
+      failed health check), a failed one included; they are counted in the run's budget
+      on the host (O(run_id)).
+  returned: when the experiment ran, or its service was checked before it (O(health_check_before))
   type: int
   sample: 0
 health:
   description: The health checks made (O(health_check_before), O(health_check_after_failure)).
-  returned: when the experiment ran
+  returned: when the experiment ran, or its service was checked before it (O(health_check_before))
   type: list
   elements: dict
   contains:
@@ -408,8 +411,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "thermal_power_tolerance_pct": {"type": "float", "default": 10.0},
     "cold_start": {"type": "bool", "default": False},
     "max_restarts": {"type": "int", "default": 3},
-    "restarts_done": {"type": "int", "default": 0},
-    "loop_id": {"type": "str"},
+    "run_id": {"type": "str"},
     "health_check_before": {"type": "bool", "default": False},
     "health_check_after_failure": {"type": "bool", "default": True},
     "gpu_memory_threshold_pct": {"type": "float", "default": 90.0},

@@ -589,3 +589,28 @@ def test_experiment_past_its_timeout_is_stopped_and_recorded_failed(
     )
     fresh = json.loads(status.stdout)
     assert (fresh["busy_with"], fresh["experiments"], fresh["failures"]) == (None, 0, 0)
+
+
+def test_restart_check_mode_says_what_the_runs_budget_allows(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    # two of the run's three restarts made already on this host (by lem_experiment tasks)
+    (state_dir / ".run-restarts.json").write_text('{"run_id": "run-1", "restarts": 2}\n')
+    args = {
+        "services": ["vllm", "tensorrt"],
+        "state_dir": str(state_dir),
+        "project_name": "lem-never-up",
+        "compose_files": [str(tmp_path / "compose.yml")],
+        "run_id": "run-1",
+        "max_restarts": 3,
+    }
+
+    _, result = run_task(tmp_path, "lem_restart", args, "--check")
+
+    assert (result["restarted"], result["left"], result["restarts_spent"]) == (
+        ["vllm"],
+        ["tensorrt"],
+        2,
+    )
+    assert result["changed"] is True
+    assert json.loads((state_dir / ".run-restarts.json").read_text())["restarts"] == 2
