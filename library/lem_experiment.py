@@ -13,7 +13,7 @@ description:
     it writes on the shared state volume, and records the experiment in the host's
     manifest (C(STATE_DIR/manifest.json)) through the C(llenergymeasure) package.
   - Idempotent. An experiment already C(completed) with the same config hash is not run
-    again; its stored result is returned with C(changed=false).
+    again; its headline metrics are returned with C(changed=false).
   - An experiment found C(running) was interrupted; its partial output is moved aside
     and it runs again. A C(failed) one runs again when O(retry_failed) is true.
   - Before an interrupted experiment runs again, the module waits until no process of the
@@ -30,6 +30,9 @@ description:
     worker loads the model from scratch; when only a restart of the service can give that
     cold start (exit 75), the module restarts the service, waits until it is healthy and
     runs the experiment again, once (see docs/worker.md).
+  - Returns a compact record (identity, status, headline metrics, the result file's
+    path), never the result's content or samples: the result files travel to the
+    controller as files (C(roles/lem_host/tasks/results.yml)).
   - Requires the C(llenergymeasure) package and C(python-on-whales) on the host's Python
     interpreter, and the Docker CLI with the Compose v2 plugin.
 version_added: "0.1.0"
@@ -310,10 +313,6 @@ metrics:
   returned: when status is completed
   type: dict
   sample: {"energy_j": 41.2, "output_tokens_per_s": 1520.3, "j_per_output_token": 0.027}
-result:
-  description: The content of C(result.json).
-  returned: when status is completed
-  type: dict
 error:
   description: The recorded error of a failed experiment (empty when none was recorded).
   returned: when status is failed

@@ -33,6 +33,7 @@ def project(tmp_path: Path) -> tuple[Path, Campaign]:
         "[defaults]\n"
         f"library = {REPO / 'library'}\n"
         f"filter_plugins = {REPO / 'filter_plugins'}\n"
+        f"roles_path = {REPO / 'roles'}\n"
         "callbacks_enabled = lem_campaign\n"
         "retry_files_enabled = False\n"
     )

@@ -122,7 +122,6 @@ def completed_fields(entry: ManifestEntry, result: ExperimentResult) -> dict[str
         "attempts": entry.attempts,
         "result_path": entry.result_path,
         "metrics": result.headline_metrics(),
-        "result": result.model_dump(mode="json"),
     }
 
 
