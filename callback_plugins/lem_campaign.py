@@ -7,34 +7,38 @@ name: lem_campaign
 type: aggregate
 short_description: Progress lines and the bootstrap summary of LLenergyMeasure campaigns
 description:
-  - Collects the result of every experiment of the playbook run, both those run now and
-    those found already completed (C(lem_experiment) results, and the C(completed) items
-    of C(lem_manifest) results), one per exp_id.
+  - Follows every experiment of the playbook run, both those run now and those found
+    already completed or failed (C(lem_experiment) results, and the C(completed) and
+    C(failed_kept) items of C(lem_manifest) results), one per exp_id, for the progress
+    lines and the counts. Results themselves never travel in return values; each
+    host's result files reach C(CAMPAIGN_DIR/hosts/<host>/) as files
+    (C(roles/lem_host/tasks/results.yml)).
   - Prints one progress line per C(lem_experiment) result, such as
     C([12/60] cfg=tiny-bs1 cycle=2 host=localhost 41.2 J 1520 tok/s, completed in 14 s;
-    48 left, ETA 11m12s). The ETA is the slowest host's experiments left times its median
-    interval between two experiments finishing (gaps and checks included); hosts run in
-    parallel.
-  - When the summary play starts (below), or else at the end of the playbook, writes each
-    result to
-    C(CAMPAIGN_DIR/hosts/<host>/<exp_id>/result.json) (only when its content changed),
-    aggregates them into bootstrap confidence intervals per configuration and hardware,
-    writes C(summary.json), C(summary.csv) and C(summary.md) in C(CAMPAIGN_DIR), and prints
-    the table with the completed, failed and not-run counts. Then writes
+    48 left, ETA 11m12s) (the line C(lem run) prints too). The ETA is the slowest host's
+    experiments left times its median interval between two experiments finishing (gaps
+    and checks included); hosts run in parallel.
+  - When the summary play starts (below), or else at the end of the playbook, summarises
+    the results tree C(CAMPAIGN_DIR) through the same function as C(lem aggregate),
+    C(lem compare) and C(lem report) (C(llenergymeasure.results.aggregate.summarize_tree)),
+    so the same run gives the same C(summary.json) whichever wrote it; writes
+    C(summary.json), C(summary.csv) and C(summary.md) in C(CAMPAIGN_DIR), and prints the
+    table with the completed, failed and not-run counts. Then writes
     C(CAMPAIGN_DIR/report.html) and its C(figures/*.png), as C(lem report) does (a report
     that cannot be drawn, e.g. without matplotlib, is a warning, not a failure).
-  - An incomplete campaign is marked in the summary's warnings and in the counts line,
-    which list, per host, the experiments of the plan with no outcome in this run, and
-    name the hosts that were unreachable.
+  - An incomplete campaign is marked in the summary's warnings (the plan's experiments
+    with no outcome on the tree, per host; hosts unreachable in this run are named so)
+    and in the counts line.
   - Releases the campaign's run lock taken by C(lem_plan) (C(run_lock) in its result) when
     the playbook ends; a run that is killed leaves it to be taken over by the next run.
   - C(CAMPAIGN_DIR) is the directory of the plan file of the play's last C(lem_plan) task
     (normally C(results/<campaign>/)), or O(results_dir)C(/<campaign>) when no C(lem_plan)
     task ran.
   - In check mode (C(--check)) it prints but writes nothing. Playbooks without these
-    modules are left alone.
-  - A malformed result (one that is not a valid result, or a module return it cannot
-    read) is named, left out, and listed in the summary's warnings; the rest is summarised.
+    modules are left alone. A result hidden by C(no_log) has no progress line; the
+    summary reads its file all the same.
+  - A result file that is not a valid result is named in the summary's C(load_errors)
+    and left out; a module return the callback cannot read is named in a warning.
   - The summary is written when a play with the variable C(lem_campaign_summary_play)
     set to true starts (the last play of C(playbooks/campaign.yml)); when it cannot be
     written, the callback sets the play variable C(lem_campaign_summary_error) to the
@@ -81,20 +85,17 @@ from ansible import context
 from ansible.plugins.callback import CallbackBase
 
 try:
-    from pydantic import ValidationError
-
     from llenergymeasure.campaign.progress import Pace
     from llenergymeasure.campaign.runlock import release_run_lock
     from llenergymeasure.errors import LemError
-    from llenergymeasure.files import atomic_write_text
     from llenergymeasure.results.aggregate import (
+        LoadedResults,
         Summary,
-        aggregate_results,
-        format_value,
         render_table,
+        summarize_tree,
     )
     from llenergymeasure.results.aggregate import write_summary as write_summary_files
-    from llenergymeasure.results.schema import ExperimentResult
+    from llenergymeasure.results.lines import experiment_line
 
     LEM_IMPORT_ERROR: str | None = None
 except ImportError as exc:
@@ -115,7 +116,6 @@ class Outcome:
     host: str
     status: str  # "completed" or "failed"
     metrics: dict[str, Any] = field(default_factory=dict)
-    result: dict[str, Any] | None = None
     error: str | None = None
 
 
@@ -130,30 +130,12 @@ class Campaign:
     planned: dict[str, str] = field(default_factory=dict)  # exp_id -> host, from the plan
     unreachable: set[str] = field(default_factory=set)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
-    malformed: list[str] = field(default_factory=list)  # results left out, with the reason
 
     def record(self, outcome: Outcome) -> None:
         self.outcomes[outcome.exp_id] = outcome
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes.values() if o.status == status)
-
-    def not_run(self) -> dict[str, list[str]]:
-        """Planned experiments with no outcome in this run, by host, in plan order."""
-        left: dict[str, list[str]] = {}
-        for exp_id, host in self.planned.items():
-            if exp_id not in self.outcomes:
-                left.setdefault(host, []).append(exp_id)
-        return left
-
-    def incomplete_notes(self) -> list[str]:
-        """One line per host with experiments left, saying why where it is known."""
-        return [
-            f"{host}{' unreachable' if host in self.unreachable else ''}: "
-            f"{len(exp_ids)} experiment(s) not run in this run ({', '.join(exp_ids)}); "
-            "run the playbook again to finish them"
-            for host, exp_ids in self.not_run().items()
-        ]
 
 
 def module_name(result: Any) -> str:
@@ -174,37 +156,13 @@ def outcome_of(data: dict[str, Any], host: str) -> Outcome | None:
         host=data.get("host") or host,
         status=status,
         metrics=data.get("metrics") or {},
-        result=data.get("result"),
         error=data.get("error") or data.get("msg"),
     )
 
 
-def progress_line(outcome: Outcome, done: int, total: int | None, skipped: bool) -> str:
-    """`[12/60] cfg=tiny-bs1 cycle=2 host=localhost 41.2 J 1520 tok/s`."""
-    head = (
-        f"[{done}/{total if total is not None else '?'}] cfg={outcome.config_name} "
-        f"cycle={outcome.cycle} host={outcome.host}"
-    )
-    if outcome.status == "failed":
-        return f"{head} FAILED: {outcome.error}"
-    energy = format_value(outcome.metrics.get("energy_j"))
-    throughput = format_value(outcome.metrics.get("output_tokens_per_s"))
-    return f"{head} {energy} J {throughput} tok/s" + (" (completed before)" if skipped else "")
-
-
 def is_safe_dir_name(name: str) -> bool:
-    """A host or exp_id used as one path component: no separators, no '.' or '..'."""
+    """A campaign name used as one path component: no separators, no '.' or '..'."""
     return bool(name) and "/" not in name and "\0" not in name and name not in (".", "..")
-
-
-def write_if_changed(path: Path, text: str) -> None:
-    try:
-        if path.read_text(encoding="utf-8") == text:
-            return
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, text)
 
 
 class CallbackModule(CallbackBase):
@@ -263,7 +221,6 @@ class CallbackModule(CallbackBase):
             problem = (
                 f"a {name} result of host {result.host.get_name()} is malformed, left out: {exc!r}"
             )
-            self.campaign.malformed.append(problem)
             self._display.warning(f"lem_campaign: {problem}")
 
     def _on_plan(self, data: dict[str, Any], host: str) -> None:
@@ -282,7 +239,8 @@ class CallbackModule(CallbackBase):
         if data.get("failed"):
             return
         for item in data.get("completed", []):
-            self.campaign.record(Outcome(status="completed", **item))
+            fields = {k: item[k] for k in ("exp_id", "config_name", "cycle", "host")}
+            self.campaign.record(Outcome(status="completed", metrics=item.get("metrics"), **fields))
         for item in data.get("failed_kept", []):
             error = item.get("error")
             fields = {k: item[k] for k in ("exp_id", "config_name", "cycle", "host")}
@@ -300,7 +258,7 @@ class CallbackModule(CallbackBase):
         self.campaign.record(outcome)
         done = len(self.campaign.outcomes)
         skipped = not data.get("changed", False)
-        line = progress_line(outcome, done, self.campaign.total, skipped)
+        line = experiment_line(vars(outcome), done, self.campaign.total, skipped)
         duration = self.pace.finished(host, time.monotonic(), skipped)
         if not skipped:
             left = Counter(
@@ -344,8 +302,8 @@ class CallbackModule(CallbackBase):
         """Print the summary and write its files; the reason when they were not written."""
         if self.hidden_results:
             self._display.warning(
-                f"lem_campaign: {self.hidden_results} lem result(s) hidden by no_log were "
-                "left out of the summary"
+                f"lem_campaign: {self.hidden_results} lem result(s) hidden by no_log have no "
+                "progress line; the summary reads their result files all the same"
             )
         if not self.campaign.outcomes and self.campaign.name is None:
             return None
@@ -359,16 +317,23 @@ class CallbackModule(CallbackBase):
         return None
 
     def _summarize(self) -> None:
-        completed = [o for o in self.campaign.outcomes.values() if o.status == "completed"]
-        if not completed:  # nothing to aggregate; an earlier summary stays as it is
-            self._display.display(self._counts_line())
-            return
+        """The summary of the campaign's results tree, which the hosts' result files
+        reached as files (roles/lem_host/tasks/results.yml): the same function and the
+        same summary.json as `lem aggregate CAMPAIGN_DIR`."""
         campaign_dir = self._campaign_dir()
-        completed, results = self._valid_results(completed)
         dry_run = bool(context.CLIARGS.get("check"))
-        sources = None if dry_run else self._write_results(campaign_dir, completed, results)
-        summary = aggregate_results(results, sources=sources, baseline=self.get_option("baseline"))
-        summary.warnings.extend(self.campaign.malformed + self.campaign.incomplete_notes())
+        loaded = None
+        if campaign_dir.is_dir():
+            summary, loaded = summarize_tree(
+                campaign_dir,
+                unreachable=self.campaign.unreachable,
+                baseline=self.get_option("baseline"),
+            )
+        if loaded is None or not loaded.results:  # an earlier summary stays as it is
+            self._display.display(self._counts_line())
+            if dry_run:
+                self._display.display("lem: check mode: summary not written")
+            return
         self._display.display(render_table(summary).rstrip("\n"))
         self._display.display(self._counts_line())
         if dry_run:
@@ -376,69 +341,28 @@ class CallbackModule(CallbackBase):
             return
         for path in write_summary_files(summary, campaign_dir):
             self._display.display(f"lem: wrote {path}")
-        self._write_report(summary, results, campaign_dir)
+        self._write_report(summary, loaded, campaign_dir)
 
-    def _write_report(
-        self, summary: Summary, results: list[ExperimentResult], campaign_dir: Path
-    ) -> None:
+    def _write_report(self, summary: Summary, loaded: LoadedResults, campaign_dir: Path) -> None:
         """report.html next to the summary; matplotlib is imported only here."""
         try:
             from llenergymeasure.results.report import manifest_failures, write_report_files
 
             failures = manifest_failures(campaign_dir)
-            report = write_report_files(summary, results, campaign_dir, failures)
+            report = write_report_files(summary, loaded.results, campaign_dir, failures)
         except Exception as exc:  # the report is a view of the summary, not a result
             self._display.warning(f"lem_campaign: report not written: {exc}")
         else:
             self._display.display(f"lem: wrote {report.html}")
 
-    def _valid_results(
-        self, completed: list[Outcome]
-    ) -> tuple[list[Outcome], list[ExperimentResult]]:
-        """The outcomes whose result is valid, with it; each other one is named and left out."""
-        kept: list[tuple[Outcome, ExperimentResult]] = []
-        for outcome in completed:
-            try:
-                kept.append((outcome, ExperimentResult.model_validate(outcome.result)))
-            except ValidationError as exc:
-                first = exc.errors(include_url=False)[0]
-                where = ".".join(str(part) for part in first["loc"]) or "(top level)"
-                problem = (
-                    f"result of {outcome.exp_id} on host {outcome.host} is malformed, left "
-                    f"out of the summary: {where}: {first['msg']}"
-                )
-                self.campaign.malformed.append(problem)
-                self._display.warning(f"lem_campaign: {problem}")
-        return [o for o, _ in kept], [r for _, r in kept]
-
     def _campaign_dir(self) -> Path:
         if self.campaign.plan_dir is not None:
             return self.campaign.plan_dir
-        name = self.campaign.name or next(
-            (o.result or {}).get("identity", {}).get("campaign_name")
-            for o in self.campaign.outcomes.values()
-            if o.result is not None
-        )
+        # exp_id = CAMPAIGN__CONFIG__cNN: the campaign's name when no lem_plan task ran
+        name = self.campaign.name or next(iter(self.campaign.outcomes)).split("__")[0]
         if not name or not is_safe_dir_name(name):
             raise ValueError(f"campaign name {name!r} cannot name a directory")
         return Path(self.get_option("results_dir")) / name
-
-    def _write_results(
-        self, campaign_dir: Path, outcomes: list[Outcome], results: list[ExperimentResult]
-    ) -> list[str] | None:
-        """Store each result under hosts/<host>/<exp_id>/; their paths, or None if any failed."""
-        paths: list[str] = []
-        for outcome, result in zip(outcomes, results, strict=True):
-            path = campaign_dir / "hosts" / outcome.host / outcome.exp_id / "result.json"
-            try:
-                if not (is_safe_dir_name(outcome.host) and is_safe_dir_name(outcome.exp_id)):
-                    raise ValueError(f"unsafe host {outcome.host!r} or exp_id {outcome.exp_id!r}")
-                write_if_changed(path, result.model_dump_json(indent=2) + "\n")
-            except (OSError, ValueError) as exc:
-                self._display.warning(f"lem_campaign: result not stored at {path}: {exc}")
-            else:
-                paths.append(str(path))
-        return paths if len(paths) == len(outcomes) else None
 
     def _counts_line(self) -> str:
         completed, failed = self.campaign.count("completed"), self.campaign.count("failed")

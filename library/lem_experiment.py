@@ -13,7 +13,7 @@ description:
     it writes on the shared state volume, and records the experiment in the host's
     manifest (C(STATE_DIR/manifest.json)) through the C(llenergymeasure) package.
   - Idempotent. An experiment already C(completed) with the same config hash is not run
-    again; its stored result is returned with C(changed=false).
+    again; its headline metrics are returned with C(changed=false).
   - An experiment found C(running) was interrupted; its partial output is moved aside
     and it runs again. A C(failed) one runs again when O(retry_failed) is true.
   - Before an interrupted experiment runs again, the module waits until no process of the
@@ -30,6 +30,9 @@ description:
     worker loads the model from scratch; when only a restart of the service can give that
     cold start (exit 75), the module restarts the service, waits until it is healthy and
     runs the experiment again, once (see docs/worker.md).
+  - Returns a compact record (identity, status, headline metrics, the result file's
+    path), never the result's content or samples: the result files travel to the
+    controller as files (C(roles/lem_host/tasks/results.yml)).
   - Requires the C(llenergymeasure) package and C(python-on-whales) on the host's Python
     interpreter, and the Docker CLI with the Compose v2 plugin.
 version_added: "0.1.0"
@@ -156,15 +159,12 @@ options:
         failed without the restart, or runs as it is, with a warning.
     type: int
     default: 3
-  restarts_done:
-    description: Restarts already made in the run before this task (by the caller).
-    type: int
-    default: 0
-  loop_id:
+  run_id:
     description:
-      - Tasks given the same O(loop_id) (the experiments of one loop) count their restarts
-        together against O(max_restarts), in C(STATE_DIR/.loop-restarts.json), since one
-        task of a loop cannot see what the others returned. Make it unique to the run.
+      - The run's id, unique to the run. Every restart of the run on this host (each
+        experiment's, and the GPU hand-overs' of M(lem_restart)) is counted under it in
+        C(STATE_DIR/.run-restarts.json), against O(max_restarts), since no task can see
+        what the others returned.
       - Unset, this task's restarts are counted alone.
     type: str
   health_check_before:
@@ -223,6 +223,7 @@ notes:
 seealso:
   - module: lem_manifest
   - module: lem_plan
+  - module: lem_restart
 requirements:
   - llenergymeasure
   - python-on-whales
@@ -245,8 +246,8 @@ EXAMPLES = r"""
     compose_files: ["{{ lem_state_dir }}/compose.yml"]
     service: "{{ item.backend }}"
     gap_seconds: "{{ item.gap_seconds }}"
-    # the loop's restarts counted together, against max_restarts (3 by default)
-    loop_id: "{{ lem_run_id }}"
+    # the run's restarts on this host counted together, against max_restarts (3 by default)
+    run_id: "{{ lem_run_id }}"
     environment:
       HF_TOKEN: "{{ lem_hf_token | default(omit) }}"
   loop: "{{ lem_pending | lem_with_gaps(60, 300) }}"
@@ -283,6 +284,8 @@ status:
     - C(pending) in check mode when the experiment would run.
     - When the task failed before the experiment started, the status of its manifest
       entry as found (C(pending) when it has none).
+    - C(running) when the task failed after marking the entry running (a partial start,
+      with C(changed=true)); the next run runs it again.
   returned: always
   type: str
   sample: completed
@@ -317,17 +320,15 @@ metrics:
   returned: when status is completed
   type: dict
   sample: {"energy_j": 41.2, "output_tokens_per_s": 1520.3, "j_per_output_token": 0.027}
-result:
-  description: The content of C(result.json).
-  returned: when status is completed
-  type: dict
 error:
-  description: The recorded error of a failed experiment.
+  description: The recorded error of a failed experiment (empty when none was recorded).
   returned: when status is failed
   type: str
 rc:
-  description: Exit status of C(lem experiment) (124 when stopped by O(timeout)).
-  returned: when the experiment ran and failed
+  description:
+    - Exit status of C(lem experiment) (124 when stopped by O(timeout); 0 when it exited 0
+      but its result is unusable).
+  returned: when the experiment ran and failed, unless the docker CLI could not run
   type: int
   sample: 1
 stderr_tail:
@@ -337,13 +338,14 @@ stderr_tail:
 service_restarts:
   description:
     - Service restarts this task made (for a cold start, a frozen or timed-out worker, a
-      failed health check). Callers add them to the restarts done in the run.
-  returned: when the experiment ran
+      failed health check), a failed one included; they are counted in the run's budget
+      on the host (O(run_id)).
+  returned: when the experiment ran, or its service was checked before it (O(health_check_before))
   type: int
   sample: 0
 health:
   description: The health checks made (O(health_check_before), O(health_check_after_failure)).
-  returned: when the experiment ran
+  returned: when the experiment ran, or its service was checked before it (O(health_check_before))
   type: list
   elements: dict
   contains:
@@ -416,8 +418,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "thermal_power_tolerance_pct": {"type": "float", "default": 10.0},
     "cold_start": {"type": "bool", "default": False},
     "max_restarts": {"type": "int", "default": 3},
-    "restarts_done": {"type": "int", "default": 0},
-    "loop_id": {"type": "str"},
+    "run_id": {"type": "str"},
     "health_check_before": {"type": "bool", "default": False},
     "health_check_after_failure": {"type": "bool", "default": True},
     "gpu_memory_threshold_pct": {"type": "float", "default": 90.0},

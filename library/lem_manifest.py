@@ -11,9 +11,9 @@ description:
   - Reads the host's manifest (C(STATE_DIR/manifest.json)) once and applies the resume rule
     of the C(llenergymeasure) package to each experiment of the host's share of the plan.
   - Returns the experiments that must run (new, interrupted, failed and retried, config
-    changed, or completed but with their result file gone), in plan order, and the stored
-    results of those completed with the same config hash, so that a re-run loops only over
-    what is left while the summary still gets every completed result.
+    changed, or completed but with their result file gone), in plan order, and the
+    identity and headline metrics of those completed with the same config hash, so that a
+    re-run loops only over what is left and the progress counts every experiment.
   - Read-only; never changes anything (C(changed=false)). A manifest that does not parse
     fails the task with a message naming the file, which is left as it is.
 version_added: "0.1.0"
@@ -86,8 +86,8 @@ pending:
 completed:
   description:
     - One item per experiment completed with the plan's config hash.
-    - Keys C(exp_id), C(config_name), C(cycle), C(host), C(metrics) (headline numbers)
-      and C(result) (the content of its C(result.json)).
+    - Keys C(exp_id), C(config_name), C(cycle), C(host) and C(metrics) (headline
+      numbers); never the result itself, which reaches the controller as a file.
   returned: always
   type: list
   elements: dict

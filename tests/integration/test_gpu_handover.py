@@ -102,7 +102,7 @@ def hand_over(project: Project, workdir: Path) -> dict[str, Any]:
             "name": "start the run's counters",
             "ansible.builtin.set_fact": {
                 "lem_experiments_holder": "",
-                "lem_experiments_restarts_done": 0,
+                "lem_experiments_run_id": "run-1",
             },
         },
         {
@@ -111,6 +111,7 @@ def hand_over(project: Project, workdir: Path) -> dict[str, Any]:
             "vars": {
                 "lem_services_compose": compose,
                 "lem_experiments_segment": {"cycle": 1, "backend": "holder"},
+                "lem_host_state_dir": str(project.state_dir),
                 "lem_host_campaign": {"health_check": {"max_restarts": 3}},
             },
         },
@@ -119,7 +120,7 @@ def hand_over(project: Project, workdir: Path) -> dict[str, Any]:
             "ansible.builtin.debug": {
                 "msg": {
                     "holder": "{{ lem_experiments_holder }}",
-                    "restarts": "{{ lem_experiments_restarts_done }}",
+                    "restarts": "{{ lem_experiments_restart.restarts_spent }}",
                     "releases": "{{ lem_experiments_releases.results | map(attribute='item') | "
                     "zip(lem_experiments_releases.results | map(attribute='rc'), "
                     "lem_experiments_releases.results | map(attribute='stdout')) | list }}",

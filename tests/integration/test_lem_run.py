@@ -33,6 +33,7 @@ def project(tmp_path: Path) -> tuple[Path, Campaign]:
         "[defaults]\n"
         f"library = {REPO / 'library'}\n"
         f"filter_plugins = {REPO / 'filter_plugins'}\n"
+        f"roles_path = {REPO / 'roles'}\n"
         "callbacks_enabled = lem_campaign\n"
         "retry_files_enabled = False\n"
     )
@@ -55,8 +56,10 @@ def test_run_campaign_returns_the_summary_and_keeps_the_log(project: tuple[Path,
     assert run.summary is not None
     assert {r.config_name: r.n for r in run.summary.rows} == {"a": 3, "b": 2}
     assert seen[0] == Progress(total=6, done=0)
-    assert seen[-1].done == 1 and seen[-1].line is not None
-    assert seen[-1].line.startswith("[1/6] cfg=a cycle=1 host=localhost completed")
+    # five settled before this run (the manifest), b cycle 3 never runs: as the callback counts
+    assert seen[-1].done == 5 and seen[-1].line is not None
+    assert seen[-1].line.startswith("[5/6] cfg=a cycle=1 host=localhost 400 J ")
+    assert seen[-1].line.endswith(" tok/s (completed before)")
     log = run.log.read_text()
     assert run.log.parent == campaign.results_dir / "logs"
     assert "TASK [plan]" in log and "LLenergyMeasure summary" in log and "PLAY RECAP" in log
@@ -69,7 +72,7 @@ def test_lem_run_prints_progress_and_summary_and_exits_with_the_playbooks_status
     args = ["run", str(campaign.file), "-i", str(root / "inventory.yml"), "--project", str(root)]
     result = CliRunner().invoke(app, [*args, "-e", f"lem_results_dir={campaign.root / 'results'}"])
     assert result.exit_code == 0, result.output
-    assert "[1/6] cfg=a cycle=1 host=localhost completed" in result.stdout
+    assert "[5/6] cfg=a cycle=1 host=localhost 400 J" in result.stdout
     assert "LLenergyMeasure summary" in result.stdout
     assert f"log: {campaign.results_dir / 'logs'}" in result.stdout
 

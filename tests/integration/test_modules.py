@@ -212,7 +212,7 @@ def test_manifest_splits_the_share_into_pending_and_completed(
     (completed,) = result["completed"]
     assert completed["exp_id"] == a1.exp_id and completed["host"] == "localhost"
     assert completed["metrics"]["energy_j"] == 400.0
-    assert ExperimentResult.model_validate(completed["result"]).identity.exp_id == a1.exp_id
+    assert "result" not in completed  # the result travels as a file, never in the return
     assert result["counts"] == {"total": 4, "completed": 1, "pending": 3, "failed": 0}
     assert tree(state_dir) == before
 
@@ -355,7 +355,8 @@ def test_experiment_completed_with_same_hash_is_not_run_again(
     assert result["changed"] is False
     assert (result["status"], result["reason"]) == ("completed", "completed")
     assert result["metrics"]["energy_j"] == 123.0
-    assert result["result"]["identity"]["exp_id"] == a1.exp_id
+    assert result["result_path"] == f"results/{a1.exp_id}/result.json"
+    assert "result" not in result  # a compact record: no result content, no samples
     assert tree(state_dir) == before
 
 
@@ -490,8 +491,8 @@ def test_experiment_runs_once_then_is_skipped(
 
     assert first["changed"] is True, first
     assert (first["status"], first["reason"], first["attempts"]) == ("completed", "new", 1)
-    assert first["result"]["identity"]["exp_id"] == share[0].exp_id
-    assert first["result"]["tokens"]["output_tokens"] > 0
+    stored = ExperimentResult.model_validate_json((state_dir / first["result_path"]).read_bytes())
+    assert stored.identity.exp_id == share[0].exp_id and stored.tokens.output_tokens > 0
     assert set(first["metrics"]) >= {"energy_j", "output_tokens_per_s", "j_per_output_token"}
     assert first["diff"]["after"]["status"] == "completed"
     assert second["changed"] is False and second["reason"] == "completed"
@@ -589,3 +590,28 @@ def test_experiment_past_its_timeout_is_stopped_and_recorded_failed(
     )
     fresh = json.loads(status.stdout)
     assert (fresh["busy_with"], fresh["experiments"], fresh["failures"]) == (None, 0, 0)
+
+
+def test_restart_check_mode_says_what_the_runs_budget_allows(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    # two of the run's three restarts made already on this host (by lem_experiment tasks)
+    (state_dir / ".run-restarts.json").write_text('{"run_id": "run-1", "restarts": 2}\n')
+    args = {
+        "services": ["vllm", "tensorrt"],
+        "state_dir": str(state_dir),
+        "project_name": "lem-never-up",
+        "compose_files": [str(tmp_path / "compose.yml")],
+        "run_id": "run-1",
+        "max_restarts": 3,
+    }
+
+    _, result = run_task(tmp_path, "lem_restart", args, "--check")
+
+    assert (result["restarted"], result["left"], result["restarts_spent"]) == (
+        ["vllm"],
+        ["tensorrt"],
+        2,
+    )
+    assert result["changed"] is True
+    assert json.loads((state_dir / ".run-restarts.json").read_text())["restarts"] == 2

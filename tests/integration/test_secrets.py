@@ -88,7 +88,7 @@ def test_the_token_is_in_no_output_or_log(shared_campaign: SharedCampaign) -> No
 def test_a_service_restart_keeps_the_token(
     tmp_path: Path, cpu_image: str, docker_engine: DockerClient
 ) -> None:
-    """The hand-over's restart (lem_experiments' restart.yml) must not lose HF_TOKEN.
+    """The hand-over's restart (lem_restart, in release.yml) must not lose HF_TOKEN.
 
     lem_services brings the service up with the token in `docker compose`'s environment;
     a later `docker compose up` without it would recreate the container without it.
@@ -112,15 +112,12 @@ def test_a_service_restart_keeps_the_token(
         assert up.returncode == 0, up.stderr
         restart = {
             "name": "under test",
-            "ansible.builtin.include_role": {"name": "lem_experiments", "tasks_from": "restart"},
-            "vars": {
-                "lem_experiments_restart_services": ["pytorch"],
-                "lem_services_compose": {
-                    "project_src": str(tmp_path),
-                    "project_name": project,
-                    "wait_timeout": 120,
-                },
-                "lem_services_environment": {"HF_TOKEN": token},
+            "lem_restart": {
+                "services": ["pytorch"],
+                "state_dir": str(state_dir),
+                "project_name": project,
+                "compose_files": [str(compose_file)],
+                "wait_timeout": 120,
             },
         }
         run = run_playbook(

@@ -23,6 +23,7 @@ from llenergymeasure.results.aggregate import (
     aggregate_results,
     format_interval,
     format_value,
+    incomplete_notes,
     load_result_files,
     render_table,
     write_summary,
@@ -70,7 +71,8 @@ def test_means_are_computed_from_the_result_files(results_dir: Path) -> None:
         assert row.metrics[metric].n == n
     assert (row.n, row.cycles, row.hardware) == (3, [1, 2, 3], f"1x {A100}")
     assert row.exp_ids == [f"demo__tiny-bs1__c0{c}" for c in (1, 2, 3)]
-    assert row.sources == [str(results_dir / e / "result.json") for e in row.exp_ids]
+    # relative to the results folder, which may move to another machine
+    assert row.sources == [f"{e}/result.json" for e in row.exp_ids]
     assert row.warnings == ["3 cycles: fewer than 5, wide Student-t intervals"]
 
 
@@ -155,7 +157,7 @@ def test_duplicate_exp_id_counts_once_newest_wins(results_dir: Path) -> None:
     row = only_row(summary, "tiny-bs1")
     assert row.n == 3
     assert row.metrics["energy_j"].mean == pytest.approx((400.0 + 999.0 + 395.0) / 3)
-    assert row.sources[1] == str(results_dir / "copied" / copy.identity.exp_id / "result.json")
+    assert row.sources[1] == f"copied/{copy.identity.exp_id}/result.json"
     [warning] = summary.warnings
     assert warning.startswith("exp_id demo__tiny-bs1__c02 appears 2 times")
     assert "2025-02-01T00:00:00+00:00" in warning
@@ -277,3 +279,29 @@ def test_an_absent_baseline_is_a_warning(results_dir: Path) -> None:
     summary = aggregate_directory(results_dir, baseline="nope")
     assert summary.comparisons == []
     assert "baseline 'nope': no results, nothing compared" in summary.warnings
+
+
+def test_the_tree_names_the_planned_experiments_without_an_outcome(tmp_path: Path) -> None:
+    """From plan.json and each host's fetched manifest: what `lem aggregate` and the
+    campaign callback both put in the summary's warnings."""
+    plan = {
+        "experiments": [
+            {"exp_id": "demo__a__c01", "host": "h1"},
+            {"exp_id": "demo__a__c02", "host": "h1"},
+            {"exp_id": "demo__a__c03", "host": "h1"},
+            {"exp_id": "demo__b__c01", "host": "h2"},
+        ]
+    }
+    (tmp_path / "plan.json").write_text(json.dumps(plan), encoding="utf-8")
+    entries = {"demo__a__c01": {"status": "completed"}, "demo__a__c02": {"status": "failed"}}
+    (tmp_path / "hosts" / "h1").mkdir(parents=True)
+    (tmp_path / "hosts" / "h1" / "manifest.json").write_text(json.dumps({"entries": entries}))
+
+    assert incomplete_notes(tmp_path, unreachable={"h2"}) == [
+        "h1: 1 experiment(s) not run yet (demo__a__c03); run the playbook again to finish them",
+        "h2 unreachable: 1 experiment(s) not run yet (demo__b__c01); run the playbook again "
+        "to finish them",
+    ]
+    write_result(tmp_path / "hosts" / "h2", make_result("b", 1, campaign_name="demo"))
+    assert len(incomplete_notes(tmp_path)) == 1  # h2 has no manifest: its result file counts
+    assert incomplete_notes(tmp_path / "hosts") == []  # no plan: nothing to say

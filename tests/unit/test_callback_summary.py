@@ -1,8 +1,9 @@
 """The lem_campaign callback's summary (issue 10, item 5), driven in process.
 
 The callback is fed the module returns ansible-playbook would give it (a lem_plan,
-lem_experiment and lem_manifest result each), then the summary play starts: a malformed
-result is named, left out and listed in the summary's warnings, the rest is summarised;
+lem_experiment and lem_manifest result each), with the result files on the results tree
+as the playbook fetches them, then the summary play starts: a malformed result file is
+named in the summary's load_errors and left out, the rest is summarised;
 a summary that cannot be written gives its reason in the play's variables, on which
 playbooks/campaign.yml's summary play fails. The real playbook path is in
 tests/integration/test_faults_summary.py.
@@ -21,6 +22,7 @@ from ansible.plugins.loader import callback_loader
 from fixtures.results import exp_id_for, make_result
 
 REPO = Path(__file__).resolve().parents[2]
+
 CAMPAIGN = "cbsum"
 
 
@@ -50,7 +52,8 @@ def task_result(module: str, data: dict[str, Any], host: str = "localhost") -> A
     )
 
 
-def experiment_return(cycle: int, result: dict[str, Any] | None) -> dict[str, Any]:
+def experiment_return(cycle: int) -> dict[str, Any]:
+    """lem_experiment's compact record: no result content."""
     return {
         "changed": True,
         "status": "completed",
@@ -58,7 +61,7 @@ def experiment_return(cycle: int, result: dict[str, Any] | None) -> dict[str, An
         "config_name": "a",
         "cycle": cycle,
         "metrics": {"energy_j": 400.0},
-        "result": result,
+        "result_path": f"results/{exp_id_for(CAMPAIGN, 'a', cycle)}/result.json",
     }
 
 
@@ -88,7 +91,10 @@ def fed(tmp_path: Path) -> tuple[Any, Path]:
     broken = valid_result(2)
     broken["energy"] = "a lot"
     for cycle, result in ((1, valid_result(1)), (2, broken), (3, valid_result(3))):
-        callback.v2_runner_on_ok(task_result("lem_experiment", experiment_return(cycle, result)))
+        path = plan_file.parent / "hosts" / "localhost" / exp_id_for(CAMPAIGN, "a", cycle)
+        path.mkdir(parents=True)
+        (path / "result.json").write_text(json.dumps(result), encoding="utf-8")
+        callback.v2_runner_on_ok(task_result("lem_experiment", experiment_return(cycle)))
     return callback, plan_file.parent
 
 
@@ -96,9 +102,7 @@ def summary_play() -> Any:
     return SimpleNamespace(vars={callback_module.SUMMARY_PLAY_VAR: True})
 
 
-def test_a_malformed_result_is_named_left_out_and_listed_in_the_warnings(
-    fed: tuple[Any, Path],
-) -> None:
+def test_a_malformed_result_file_is_named_and_left_out(fed: tuple[Any, Path]) -> None:
     callback, campaign_dir = fed
     play = summary_play()
 
@@ -108,30 +112,27 @@ def test_a_malformed_result_is_named_left_out_and_listed_in_the_warnings(
     summary = json.loads((campaign_dir / "summary.json").read_text(encoding="utf-8"))
     (row,) = summary["rows"]
     assert row["n"] == 2  # cycles 1 and 3
-    assert any(
-        warning.startswith(
-            f"result of {exp_id_for(CAMPAIGN, 'a', 2)} on host localhost is malformed, "
-            "left out of the summary: energy: "
-        )
-        for warning in summary["warnings"]
-    ), summary["warnings"]
-    stored = sorted(p.parent.name for p in campaign_dir.glob("hosts/localhost/*/result.json"))
-    assert stored == [exp_id_for(CAMPAIGN, "a", 1), exp_id_for(CAMPAIGN, "a", 3)]
+    broken = campaign_dir / "hosts" / "localhost" / exp_id_for(CAMPAIGN, "a", 2) / "result.json"
+    (error,) = summary["load_errors"]
+    assert error.startswith(f"{broken}: not a valid result: energy: ")
+    assert summary["sources"] == [
+        f"hosts/localhost/{exp_id_for(CAMPAIGN, 'a', c)}/result.json" for c in (1, 3)
+    ]
 
 
-def test_a_module_return_the_callback_cannot_read_is_named_in_the_warnings(
-    fed: tuple[Any, Path],
+def test_a_module_return_the_callback_cannot_read_is_named_in_a_warning(
+    fed: tuple[Any, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    callback, campaign_dir = fed
+    callback, _ = fed
+    warned: list[str] = []
+    monkeypatch.setattr(callback._display, "warning", warned.append)
+
     callback.v2_runner_on_ok(task_result("lem_manifest", {"completed": [{"exp_id": "x"}]}))
 
-    callback.v2_playbook_on_play_start(summary_play())
-
-    summary = json.loads((campaign_dir / "summary.json").read_text(encoding="utf-8"))
-    assert any(
-        w.startswith("a lem_manifest result of host localhost is malformed, left out: ")
-        for w in summary["warnings"]
-    ), summary["warnings"]
+    assert len(warned) == 1
+    assert warned[0].startswith(
+        "lem_campaign: a lem_manifest result of host localhost is malformed, left out: "
+    )
 
 
 def test_a_summary_that_cannot_be_written_gives_the_summary_play_its_reason(

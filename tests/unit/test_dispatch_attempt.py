@@ -27,6 +27,7 @@ from llenergymeasure.dispatch.attempt import Outcome, run_attempt
 from llenergymeasure.dispatch.compose import Completed, service_stopped
 from llenergymeasure.dispatch.errors import ComposeError
 from llenergymeasure.dispatch.gaps import wait_gap
+from llenergymeasure.dispatch.restarts import RestartBudget
 
 CAMPAIGN = "utest"
 LIBRARY = Path(__file__).resolve().parents[2] / "library"
@@ -62,6 +63,8 @@ class FakeCompose:
         self.health_rc = 0
         self.health_outside: list[float] = []
         self.restart_error: ComposeError | None = None
+        self.writes_result = True  # on exit 0, as the real exec does
+        self.cli_error: OSError | None = None  # the docker CLI cannot run the exec
 
     def cli(
         self,
@@ -81,8 +84,10 @@ class FakeCompose:
                 for i, pct in enumerate(self.health_outside)
             ]
             return Completed(self.health_rc, json.dumps({"gpus": gpus}), "service not running")
+        if self.cli_error is not None:
+            raise self.cli_error
         rc = self.exec_rcs.pop(0)
-        if rc == 0:
+        if rc == 0 and self.writes_result:
             result = make_result(
                 self.experiment.config_name,
                 self.experiment.cycle,
@@ -537,8 +542,10 @@ def test_a_spent_budget_runs_on_with_a_warning(a1: PlannedExperiment, state_dir:
     docker = FakeCompose(a1, state_dir, [0])
     docker.health_rc = 1
 
+    for _ in range(3):  # the run's three restarts, made elsewhere on the host
+        RestartBudget(state_dir, "run-1", limit=3).record()
     outcome = run_attempt(
-        params(a1, state_dir, health_check_before=True, restarts_done=3, max_restarts=3),
+        params(a1, state_dir, health_check_before=True, run_id="run-1", max_restarts=3),
         compose=docker,
     )
 
@@ -551,22 +558,47 @@ def test_a_spent_budget_runs_on_with_a_warning(a1: PlannedExperiment, state_dir:
 
 
 def test_a_loops_tasks_spend_one_budget(a1: PlannedExperiment, tmp_path: Path) -> None:
-    """Two tasks of one loop (one loop_id), each failing on a dead service, with one
-    restart left in the run: the first restarts it, the second may not."""
+    """Two tasks of one run, each failing on a dead service, with one restart left in
+    the run: the first restarts it, the second may not."""
     state_dir = tmp_path / "state"  # the host's: the ledger is in it
     state_dir.mkdir()
+    RestartBudget(state_dir, "run-1", limit=3).record()
+    RestartBudget(state_dir, "run-1", limit=3).record()
     restarts = []
     for _ in ("first", "second"):
         (state_dir / "manifest.json").unlink(missing_ok=True)  # a new experiment each time
         docker = FakeCompose(a1, state_dir, [1])
         docker.health_rc = 1
-        run_attempt(
-            params(a1, state_dir, loop_id="run-1/seg", restarts_done=2, max_restarts=3),
-            compose=docker,
-        )
+        run_attempt(params(a1, state_dir, run_id="run-1", max_restarts=3), compose=docker)
         restarts.append(docker.kinds().count("restart"))
 
     assert restarts == [1, 0]
+
+
+def test_the_budget_is_spent_across_two_segments(a1: PlannedExperiment, tmp_path: Path) -> None:
+    """Segment 1's pre-check restart fails: the task fails, returns that restart, and
+    segment 2 (another loop of the same run) finds the budget (1) spent."""
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    first = FakeCompose(a1, state_dir, [0])
+    first.health_rc = 1
+    first.restart_error = ComposeError("Cannot connect to the Docker daemon", 1)
+    segment_1 = run_attempt(
+        params(a1, state_dir, health_check_before=True, run_id="run-1", max_restarts=1),
+        compose=first,
+    )
+    assert segment_1.failed and segment_1.returned["service_restarts"] == 1
+    assert segment_1.returned["health"] == []  # the check that restarted raised
+
+    second = FakeCompose(a1, state_dir, [0])
+    second.health_rc = 1
+    segment_2 = run_attempt(
+        params(a1, state_dir, health_check_before=True, run_id="run-1", max_restarts=1),
+        compose=second,
+    )
+    assert "restart" not in second.kinds() and segment_2.returned["status"] == "completed"
+    assert segment_2.returned["service_restarts"] == 0
+    assert "restarts were made in this run already" in segment_2.warnings[0]
 
 
 # -- gaps -------------------------------------------------------------------------------
@@ -656,3 +688,132 @@ def test_return_documents_exactly_the_keys_outcomes_have(
     assert keys == set(documented())
     for outcome in outcomes:
         assert always_returned() <= set(outcome.returned)
+
+
+# -- what each outcome path returns, against RETURN ----------------------------------------
+
+PYTHON_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (float, int),
+    "bool": (bool,),
+    "dict": (dict,),
+    "list": (list,),
+}
+
+
+def check_against_return(outcome: Outcome) -> None:
+    """Every key documented, of its documented type; those RETURN promises are there."""
+    docs, got = documented(), outcome.returned
+    for key, value in got.items():
+        if key == "diff":  # Ansible's own
+            continue
+        assert key in docs, f"{key} is returned but not in RETURN"
+        expected = PYTHON_TYPES[docs[key]["type"]]
+        is_bool_for_int = isinstance(value, bool) and docs[key]["type"] != "bool"
+        assert isinstance(value, expected) and not is_bool_for_int, (key, value)
+    assert always_returned() <= set(got)
+    if got["status"] == "failed":
+        assert "error" in got
+    if got["status"] == "completed":
+        assert {"result_path", "metrics"} <= set(got)
+    else:
+        assert "result_path" not in got
+
+
+def failed_entry(a1: PlannedExperiment, state_dir: Path) -> None:
+    save(state_dir, manifest_entry(a1, status="failed", attempts=1, error="boom"))
+
+
+def test_return_of_a_completed_experiment(a1: PlannedExperiment, state_dir: Path) -> None:
+    outcome = run_attempt(params(a1, state_dir), compose=FakeCompose(a1, state_dir))
+    check_against_return(outcome)
+    assert outcome.changed and "service_restarts" in outcome.returned
+
+
+def test_return_of_one_completed_before(a1: PlannedExperiment, state_dir: Path) -> None:
+    completed_before(a1, state_dir)
+    outcome = run_attempt(params(a1, state_dir), compose=FakeCompose(a1, state_dir))
+    check_against_return(outcome)
+    assert not outcome.changed and outcome.returned["reason"] == "completed"
+
+
+def test_return_of_a_failure_kept(a1: PlannedExperiment, state_dir: Path) -> None:
+    failed_entry(a1, state_dir)
+    outcome = run_attempt(
+        params(a1, state_dir, retry_failed=False), compose=FakeCompose(a1, state_dir)
+    )
+    check_against_return(outcome)
+    assert (outcome.returned["status"], outcome.returned["error"]) == ("failed", "boom")
+
+
+def test_return_of_a_failed_exec_has_its_rc(a1: PlannedExperiment, state_dir: Path) -> None:
+    outcome = run_attempt(params(a1, state_dir), compose=FakeCompose(a1, state_dir, [1]))
+    check_against_return(outcome)
+    assert outcome.returned["rc"] == 1
+
+
+def test_return_of_an_exec_that_exited_0_without_a_usable_result(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    docker = FakeCompose(a1, state_dir, [0])
+    docker.writes_result = False
+    outcome = run_attempt(params(a1, state_dir), compose=docker)
+    check_against_return(outcome)
+    assert (outcome.returned["status"], outcome.returned["rc"]) == ("failed", 0)
+
+
+def test_return_when_the_docker_cli_cannot_run(a1: PlannedExperiment, state_dir: Path) -> None:
+    docker = FakeCompose(a1, state_dir)
+    docker.cli_error = FileNotFoundError(2, "No such file or directory")
+    outcome = run_attempt(params(a1, state_dir, health_check_after_failure=False), compose=docker)
+    check_against_return(outcome)
+    assert outcome.returned["status"] == "failed" and "rc" not in outcome.returned
+
+
+def test_return_of_an_invalid_argument(a1: PlannedExperiment, state_dir: Path) -> None:
+    outcome = run_attempt(
+        params(a1, state_dir, config_hash="0" * 16), compose=FakeCompose(a1, state_dir)
+    )
+    check_against_return(outcome)
+    assert outcome.failed and not outcome.changed
+
+
+def test_return_of_an_early_failure_on_an_entry_that_had_failed(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    failed_entry(a1, state_dir)
+    docker = FakeCompose(a1, state_dir)
+    docker.services = ["another"]  # the task fails on the service, after reading the entry
+    outcome = run_attempt(params(a1, state_dir), compose=docker)
+    check_against_return(outcome)
+    assert outcome.failed and outcome.returned["error"] == "boom"
+
+
+def test_return_of_a_failed_restart_before_the_experiment(
+    a1: PlannedExperiment, state_dir: Path
+) -> None:
+    docker = FakeCompose(a1, state_dir)
+    docker.health_rc = 1
+    docker.restart_error = ComposeError("Cannot connect to the Docker daemon", 1)
+    outcome = run_attempt(params(a1, state_dir, health_check_before=True), compose=docker)
+    check_against_return(outcome)
+    assert outcome.failed and outcome.returned["service_restarts"] == 1
+
+
+def test_return_of_a_partial_start(a1: PlannedExperiment, state_dir: Path) -> None:
+    (state_dir / "configs").write_text("", encoding="utf-8")  # the config cannot be written
+    outcome = run_attempt(params(a1, state_dir), compose=FakeCompose(a1, state_dir))
+    check_against_return(outcome)
+    assert outcome.failed and outcome.changed
+    assert (outcome.returned["status"], outcome.returned["attempts"]) == ("running", 1)
+    assert stored_entry(state_dir, a1).status == "running"
+
+
+def test_return_in_check_mode(a1: PlannedExperiment, state_dir: Path) -> None:
+    failed_entry(a1, state_dir)
+    outcome = run_attempt(
+        params(a1, state_dir), check_mode=True, compose=FakeCompose(a1, state_dir)
+    )
+    check_against_return(outcome)
+    assert outcome.returned["status"] == "pending" and "error" not in outcome.returned

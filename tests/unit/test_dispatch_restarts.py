@@ -1,4 +1,4 @@
-"""The run's restart budget across a loop's tasks, and the health rule that may spend it."""
+"""The run's restart budget across its tasks on a host, and the health rule that may spend it."""
 
 from __future__ import annotations
 
@@ -11,50 +11,77 @@ from typing import Any
 import pytest
 
 from llenergymeasure.dispatch.compose import Completed
-from llenergymeasure.dispatch.restarts import LEDGER, RestartBudget, health_problem
+from llenergymeasure.dispatch.restarts import (
+    LEDGER,
+    RestartBudget,
+    health_problem,
+    restart_within_budget,
+)
 
 
-def test_a_loops_tasks_share_one_count(tmp_path: Path) -> None:
-    first = RestartBudget(tmp_path, "run-1/seg-a", done_before=1, limit=3)
+def test_the_runs_tasks_share_one_count(tmp_path: Path) -> None:
+    first = RestartBudget(tmp_path, "run-1", limit=2)
     assert first.allowed()
     first.record()
-    # The loop's next task is a new process: it reads what the first one made.
-    second = RestartBudget(tmp_path, "run-1/seg-a", done_before=1, limit=3)
-    assert second.spent() == 2 and second.allowed()
+    # The run's next task (another loop, another segment) is a new process: it reads
+    # what the first one made.
+    second = RestartBudget(tmp_path, "run-1", limit=2)
+    assert second.spent() == 1 and second.allowed()
     second.record()
-    third = RestartBudget(tmp_path, "run-1/seg-a", done_before=1, limit=3)
-    assert third.spent() == 3 and not third.allowed()
+    third = RestartBudget(tmp_path, "run-1", limit=2)
+    assert third.spent() == 2 and not third.allowed()
     assert (first.made, second.made, third.made) == (1, 1, 0)
 
 
-def test_another_loop_or_run_starts_from_what_the_caller_counted(tmp_path: Path) -> None:
-    RestartBudget(tmp_path, "run-1/seg-a", done_before=0, limit=3).record()
-    # The role adds a loop's restarts to restarts_done after the loop: the next loop's id
-    # differs, so the ledger's count is not counted twice.
-    assert RestartBudget(tmp_path, "run-1/seg-b", done_before=1, limit=3).spent() == 1
-    assert RestartBudget(tmp_path, "run-2/seg-a", done_before=0, limit=3).spent() == 0
+def test_another_run_starts_from_nothing(tmp_path: Path) -> None:
+    RestartBudget(tmp_path, "run-1", limit=3).record()
+    assert RestartBudget(tmp_path, "run-2", limit=3).spent() == 0
 
 
-def test_without_a_loop_id_a_task_counts_its_own_restarts_alone(tmp_path: Path) -> None:
-    budget = RestartBudget(tmp_path, None, done_before=0, limit=1)
+def test_without_a_run_id_a_task_counts_its_own_restarts_alone(tmp_path: Path) -> None:
+    budget = RestartBudget(tmp_path, None, limit=1)
     budget.record()
     assert not budget.allowed()
     assert not (tmp_path / LEDGER).exists()
-    assert RestartBudget(tmp_path, None, done_before=0, limit=1).allowed()
+    assert RestartBudget(tmp_path, None, limit=1).allowed()
 
 
-@pytest.mark.parametrize("ledger", ["", "{", "[]", '{"loop_id": "run-1/seg-a"}'])
+@pytest.mark.parametrize("ledger", ["", "{", "[]", '{"run_id": "run-1"}'])
 def test_a_broken_ledger_counts_nothing_and_is_written_again(tmp_path: Path, ledger: str) -> None:
     (tmp_path / LEDGER).write_text(ledger, encoding="utf-8")
-    budget = RestartBudget(tmp_path, "run-1/seg-a", done_before=0, limit=3)
+    budget = RestartBudget(tmp_path, "run-1", limit=3)
     assert budget.spent() == 0
     budget.record()
-    assert json.loads((tmp_path / LEDGER).read_text()) == {"loop_id": "run-1/seg-a", "restarts": 1}
+    assert json.loads((tmp_path / LEDGER).read_text()) == {"run_id": "run-1", "restarts": 1}
+
+
+def test_restarts_within_the_budget_leave_the_rest(tmp_path: Path) -> None:
+    restarted: list[str] = []
+    compose = RestartingCompose(restarted)
+    RestartBudget(tmp_path, "run-1", limit=2).record()  # one spent before, elsewhere
+    budget = RestartBudget(tmp_path, "run-1", limit=2)
+    done, left = restart_within_budget(compose, ["vllm", "tensorrt"], budget, 60, "to free")
+    assert (done, left, restarted) == (["vllm"], ["tensorrt"], ["vllm"])
+    assert RestartBudget(tmp_path, "run-1", limit=2).spent() == 2
+
+
+class RestartingCompose:
+    """Restarts record the service; the fresh worker answers at once."""
+
+    def __init__(self, restarted: list[str]) -> None:
+        self.restarted = restarted
+
+    def restart(self, service: str, wait_timeout: int) -> None:
+        self.restarted.append(service)
+
+    def cli(self, args: Sequence[str], env: Any = None, timeout: float | None = None) -> Completed:
+        stats = {"pid": 7, "started_at": "now", "busy_with": None}
+        return Completed(0, json.dumps(stats) + "\n", "")
 
 
 def test_a_ledger_that_cannot_be_written_still_counts_the_tasks_restart(tmp_path: Path) -> None:
     missing = tmp_path / "gone"  # its directory does not exist: the write fails
-    budget = RestartBudget(missing, "run-1/seg-a", done_before=0, limit=1)
+    budget = RestartBudget(missing, "run-1", limit=1)
     budget.record()
     assert budget.made == 1
     assert budget.spent() == 1 and not budget.allowed()

@@ -94,3 +94,41 @@ def test_no_eta_when_done_or_not_measured(tmp_path: Path) -> None:
     path = tmp_path / "manifest.json"
     save_manifest(path, done)
     assert "ETA" not in CliRunner().invoke(app, ["status", str(path)]).stdout
+
+
+def _event(kind: str, action: str, res: dict[str, object]) -> dict[str, object]:
+    return {"event": kind, "event_data": {"task_action": action, "host": "h1", "res": res}}
+
+
+def _item(exp: str, changed: bool) -> dict[str, object]:
+    return {
+        "exp_id": exp,
+        "config_name": "a",
+        "cycle": int(exp[-1]),
+        "host": "h1",
+        "status": "completed",
+        "changed": changed,
+        "metrics": {"energy_j": 41.2, "output_tokens_per_s": 1520.0},
+    }
+
+
+def test_lem_run_counts_every_experiment_of_a_resumed_or_finished_campaign() -> None:
+    import io
+
+    from llenergymeasure.campaign.drive import Progress, _EventStream
+    from llenergymeasure.results.lines import experiment_line
+
+    seen: list[Progress] = []
+    stream = _EventStream(io.StringIO(), seen.append)
+    done_before = [_item(f"e{i}", False) for i in (1, 2, 3, 4)]
+    stream(_event("runner_on_ok", "lem_plan", {"total": 6}))
+    stream(_event("runner_on_ok", "lem_manifest", {"completed": done_before, "failed_kept": []}))
+    # a loop: items one by one, then the loop's final result repeating them
+    for exp, changed in (("e4", False), ("e5", True), ("e6", True)):
+        stream(_event("runner_item_on_ok", "ansible.legacy.lem_experiment", _item(exp, changed)))
+    stream(_event("runner_on_ok", "lem_experiment", {"results": [_item("e7", True)]}))
+    assert [(p.total, p.done) for p in seen] == [(6, 0), (6, 4), (6, 4), (6, 5), (6, 6)]
+    # the same line as the campaign callback's
+    assert seen[-1].line == experiment_line(_item("e6", True), 6, 6)
+    assert seen[-1].line == "[6/6] cfg=a cycle=6 host=h1 41.2 J 1520 tok/s"
+    assert seen[2].line is not None and seen[2].line.endswith("(completed before)")

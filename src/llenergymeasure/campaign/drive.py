@@ -5,7 +5,8 @@ lem_campaign_file=CAMPAIGN` would, from the project directory and with its ansib
 (the lem_campaign callback included, so the summary and report are written as usual).
 Every line Ansible prints goes to `results/<campaign>/logs/run-<UTC time>.log`; the
 caller sees structured progress from the event stream: the plan's total from the
-lem_plan task, then one `Progress` per lem_experiment result.
+lem_plan task, then the experiments settled before (lem_manifest), then one `Progress` per
+lem_experiment result, its line built as the lem_campaign callback builds it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,10 @@ from typing import Any, TextIO
 from llenergymeasure.config.loader import load_campaign
 from llenergymeasure.errors import LemError
 from llenergymeasure.results.aggregate import Summary
+from llenergymeasure.results.lines import experiment_line
 
 PLAYBOOK = Path("playbooks") / "campaign.yml"
+RESULT_EVENTS = ("runner_on_ok", "runner_on_failed", "runner_item_on_ok", "runner_item_on_failed")
 
 
 @dataclass(frozen=True)
@@ -46,16 +49,6 @@ class CampaignRun:
     summary: Summary | None  # summary.json as written by this run, if it was
 
 
-def _experiment_line(res: Mapping[str, Any], host: str, done: int, total: int | None) -> str:
-    head = (
-        f"[{done}/{total if total is not None else '?'}] cfg={res.get('config_name', '?')} "
-        f"cycle={res.get('cycle', '?')} host={res.get('host') or host}"
-    )
-    if res.get("status") == "failed" or res.get("failed"):
-        return f"{head} FAILED: {res.get('error') or res.get('msg')}"
-    return f"{head} {res.get('status', 'completed')}" + ("" if res.get("changed") else " (before)")
-
-
 class _EventStream:
     """ansible-runner's event_handler: writes the log, follows the plan and experiments."""
 
@@ -69,22 +62,31 @@ class _EventStream:
         if event.get("stdout"):
             self.log.write(event["stdout"] + "\n")
             self.log.flush()
-        if event.get("event") in ("runner_on_ok", "runner_on_failed"):
+        # A loop's items come one by one (runner_item_*); its final result repeats them.
+        if event.get("event") in RESULT_EVENTS:
             self._result(event.get("event_data") or {})
         return True  # keep the event in ansible-runner's artifacts too
 
     def _result(self, data: Mapping[str, Any]) -> None:
         action = str(data.get("task_action", "")).rsplit(".", 1)[-1]
         res = data.get("res") or {}
+        if "results" in res:
+            return
         if action == "lem_plan" and isinstance(res.get("total"), int):
             self.total = res["total"]
-            self._tell(Progress(self.total, len(self.settled)))
-        elif action == "lem_experiment" and res.get("exp_id") and res.get("status"):
-            if res["status"] not in ("completed", "failed"):
-                return
+        elif action == "lem_manifest" and not res.get("failed"):
+            # settled before this run: counted, as the callback counts them
+            for item in [*res.get("completed", []), *res.get("failed_kept", [])]:
+                self.settled.add(item["exp_id"])
+        elif action == "lem_experiment" and res.get("status") in ("completed", "failed"):
             self.settled.add(res["exp_id"])
-            line = _experiment_line(res, str(data.get("host", "?")), len(self.settled), self.total)
+            record = {**res, "host": res.get("host") or data.get("host", "?")}
+            line = experiment_line(record, len(self.settled), self.total, not res.get("changed"))
             self._tell(Progress(self.total, len(self.settled), line))
+            return
+        else:
+            return
+        self._tell(Progress(self.total, len(self.settled)))
 
     def _tell(self, progress: Progress) -> None:
         if self.on_progress is not None:

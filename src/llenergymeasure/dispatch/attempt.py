@@ -60,7 +60,6 @@ _MINIMUMS = (
     ("timeout", 1),
     ("wait_timeout", 1),
     ("max_restarts", 0),
-    ("restarts_done", 0),
     ("thermal_temp_tolerance_c", 0),
     ("thermal_power_tolerance_pct", 0),
 )
@@ -123,7 +122,6 @@ def completed_fields(entry: ManifestEntry, result: ExperimentResult) -> dict[str
         "attempts": entry.attempts,
         "result_path": entry.result_path,
         "metrics": result.headline_metrics(),
-        "result": result.model_dump(mode="json"),
     }
 
 
@@ -147,6 +145,8 @@ class Attempt:
         self.compose = compose or DockerCompose(params["compose_files"], params["project_name"])
         self.warnings: list[str] = []
         self.health: list[dict[str, Any]] = []  # the health checks made, as returned
+        self.service: ServiceExec | None = None  # once the service is used
+        self.changed = False  # once the manifest was written
         # Every key RETURN documents as always returned, also when the task fails early.
         self.returned: dict[str, Any] = {key: params[key] for key in IDENTITY} | {
             "status": "pending",
@@ -156,7 +156,18 @@ class Attempt:
         }
 
     def outcome(self, changed: bool, msg: str | None = None, **fields: Any) -> Outcome:
-        return Outcome(changed, self.returned | fields, msg, self.warnings)
+        returned = self.returned | fields
+        if returned["status"] != "failed":  # an earlier failure's error, run again since
+            returned.pop("error", None)
+        return Outcome(changed, returned, msg, self.warnings)
+
+    def early_failure(self, msg: str) -> Outcome:
+        """The task failed before the experiment was settled: what is known so far, the
+        restarts made and the health checks included, and changed when the manifest was."""
+        made = {}
+        if self.service is not None:
+            made = {"service_restarts": self.service.budget.made, "health": self.health}
+        return self.outcome(self.changed, msg, **made)
 
     def diff_of(self, before: ManifestEntry | None, after: ManifestEntry) -> dict[str, Any]:
         """The manifest entry before and after, in diff mode only."""
@@ -168,6 +179,8 @@ class Attempt:
         previous = load_manifest(self.manifest_path).entries.get(self.exp_id)
         if previous is not None:  # what a failure returns: the entry as it stands
             self.returned |= {"status": previous.status, "attempts": previous.attempts}
+            if previous.status == "failed":
+                self.returned["error"] = previous.error or ""
         return previous
 
     def replace(self, expected: ManifestEntry | None, entry: ManifestEntry) -> None:
@@ -184,7 +197,7 @@ class Attempt:
         try:
             return self.read_result()
         except UnusableResult as exc:
-            raise ExperimentFailed(str(exc)) from None
+            raise ExperimentFailed(str(exc), rc=0) from None  # the exec exited 0
 
     def run(self) -> Outcome:
         config = checked_config(self.params)
@@ -205,7 +218,7 @@ class Attempt:
         if isinstance(previous, Outcome):
             return previous
         started = self.started_entry(previous)
-        run = self.service_exec()
+        run = self.service = self.service_exec()
         if self.params["health_check_before"]:
             self.check_health_before(run)
         gap = wait_gap(self.compose, self.params, self.warnings.append)
@@ -214,7 +227,7 @@ class Attempt:
 
     def service_exec(self) -> ServiceExec:
         p = self.params
-        budget = RestartBudget(self.state_dir, p["loop_id"], p["restarts_done"], p["max_restarts"])
+        budget = RestartBudget(self.state_dir, p["run_id"], p["max_restarts"])
         return ServiceExec(self.compose, p, budget)
 
     def check_health_before(self, run: ServiceExec) -> None:
@@ -236,9 +249,7 @@ class Attempt:
         if previous is None or decision.run:
             return None
         if decision.reason != "completed":  # a failure kept by policy
-            return self.outcome(
-                False, status=previous.status, attempts=previous.attempts, error=previous.error
-            )
+            return self.outcome(False)  # status, attempts and error as load() found them
         try:
             result = self.read_result()
         except UnusableResult as exc:
@@ -302,6 +313,8 @@ class Attempt:
         has its output moved or its entry replaced by an older one.
         """
         self.replace(previous, started)
+        self.changed = True
+        self.returned |= {"status": started.status, "attempts": started.attempts}
         if previous is not None:
             move_aside(self.state_dir / "results", self.exp_id)
         config_file = self.state_dir / "configs" / f"{self.exp_id}.json"
@@ -341,7 +354,7 @@ class Attempt:
                 status="failed",
                 attempts=failed.attempts,
                 error=cause,
-                rc=exc.rc,
+                **({"rc": exc.rc} if exc.rc is not None else {}),  # None: the CLI did not run
                 stderr_tail=exc.stderr_tail,
                 service_restarts=run.budget.made,
                 health=self.health,
@@ -392,4 +405,4 @@ def run_attempt(
     try:
         return attempt.run()
     except LemError as exc:
-        return attempt.outcome(False, str(exc))
+        return attempt.early_failure(str(exc))

@@ -15,12 +15,11 @@ from typing import Any
 
 from llenergymeasure.dispatch.compose import (
     Compose,
-    restart_service,
     service_stopped,
     worker_stats,
 )
 from llenergymeasure.dispatch.errors import ExperimentFailed, NeedsRestart, TimedOut, last_line
-from llenergymeasure.dispatch.restarts import RestartBudget, health_problem
+from llenergymeasure.dispatch.restarts import RestartBudget, health_problem, restart_counted
 from llenergymeasure.dispatch.timeouts import CANCEL_GRACE_SECONDS, stop_timed_out
 
 TIMEOUT_EXIT_CODE = 124  # coreutils `timeout` exit status when the limit was hit
@@ -106,8 +105,7 @@ class ServiceExec:
 
     def restart(self, why: str) -> None:
         p = self.params
-        self.budget.record()  # counted also when it fails: the service was restarted
-        restart_service(self.compose, p["service"], p["wait_timeout"], why)
+        restart_counted(self.compose, p["service"], self.budget, p["wait_timeout"], why)
 
     def check_health(self, when: str) -> dict[str, Any]:
         """`lem health` in the service; restarted when unhealthy and the budget allows.

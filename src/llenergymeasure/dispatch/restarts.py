@@ -1,9 +1,9 @@
 """The run's restart budget, and the health check that may spend it.
 
-`health_check.max_restarts` bounds the service restarts of a whole run. The role passes
-the restarts made before an experiment loop (hand-overs, earlier segments); those the
-loop's own tasks make are counted in STATE_DIR/.loop-restarts.json under the loop's id,
-since one task of a loop cannot see what the loop's earlier tasks returned.
+`health_check.max_restarts` bounds the service restarts of a whole run on one host.
+Every restart of the run (an experiment's, a GPU hand-over's) is counted on the host,
+in STATE_DIR/.run-restarts.json under the run's id: one count, whichever task, loop or
+segment made it, since no task can see what the others returned.
 
 The health check is `lem health --json` in the service: it fails when the exec does not
 answer (the service is down or broken) or when a GPU's memory that the service's own
@@ -15,51 +15,79 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from llenergymeasure.dispatch.compose import Compose
+from llenergymeasure.dispatch.compose import Compose, restart_service
 from llenergymeasure.dispatch.errors import last_line
 from llenergymeasure.files import atomic_write_text
 
-LEDGER = ".loop-restarts.json"  # in state_dir
+LEDGER = ".run-restarts.json"  # in state_dir
 HEALTH_EXEC_TIMEOUT = 120  # bounds a docker CLI that hangs; `lem health` takes a second
 
 
 @dataclass
 class RestartBudget:
-    """Restarts left to this run; `loop_id` None: this task's restarts are counted alone."""
+    """Restarts left to this run on this host; `run_id` None: this task's counted alone."""
 
     state_dir: Path
-    loop_id: str | None
-    done_before: int
+    run_id: str | None
     limit: int
     made: int = 0  # by this task
 
     def _ledger(self) -> int:
         try:
             data = json.loads((self.state_dir / LEDGER).read_text(encoding="utf-8"))
-            return int(data["restarts"]) if data["loop_id"] == self.loop_id else 0
+            return int(data["restarts"]) if data["run_id"] == self.run_id else 0
         except (OSError, ValueError, KeyError, TypeError):
             return 0
 
     def spent(self) -> int:
         # max: a ledger that could not be written still holds this task's own restarts
-        loop = max(self._ledger(), self.made) if self.loop_id else self.made
-        return self.done_before + loop
+        return max(self._ledger(), self.made) if self.run_id else self.made
 
     def allowed(self) -> bool:
         return self.spent() < self.limit
 
     def record(self) -> None:
-        if self.loop_id:
+        if self.run_id:
             count = self._ledger() + 1
-            body = json.dumps({"loop_id": self.loop_id, "restarts": count}) + "\n"
-            # A ledger that cannot be written only lets the loop's next tasks restart
+            body = json.dumps({"run_id": self.run_id, "restarts": count}) + "\n"
+            # A ledger that cannot be written only lets the run's next tasks restart
             # more: never worth losing the experiment's own record over.
             with contextlib.suppress(OSError):
                 atomic_write_text(self.state_dir / LEDGER, body)
         self.made += 1
+
+
+def restart_counted(
+    compose: Compose, service: str, budget: RestartBudget, wait_timeout: int, why: str
+) -> None:
+    """The one way a service is restarted: counted first (also when it fails: the
+    service was restarted), then restarted until its fresh worker answers."""
+    budget.record()
+    restart_service(compose, service, wait_timeout, why)
+
+
+def restart_within_budget(
+    compose: Compose,
+    services: Sequence[str],
+    budget: RestartBudget,
+    wait_timeout: int,
+    why: str,
+) -> tuple[list[str], list[str]]:
+    """Restart each service while the budget allows: (restarted, left as they are).
+
+    ExperimentFailed (its cause) when a restart fails.
+    """
+    restarted: list[str] = []
+    left = list(services)
+    while left and budget.allowed():
+        service = left.pop(0)
+        restart_counted(compose, service, budget, wait_timeout, why)
+        restarted.append(service)
+    return restarted, left
 
 
 def health_problem(compose: Compose, service: str, threshold_pct: float) -> str | None:

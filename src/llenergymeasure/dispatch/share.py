@@ -67,8 +67,7 @@ def classify(
     except UnusableResult as exc:  # the work is not really done: run it again
         detail = f"completed before, but {exc}: running again"
         return "pending", raw | {"reason": "result-missing", "detail": detail}
-    metrics = result.headline_metrics()
-    return "completed", identity | {"metrics": metrics, "result": result.model_dump(mode="json")}
+    return "completed", identity | {"metrics": result.headline_metrics()}
 
 
 def sort_share(params: Mapping[str, Any], manifest: Manifest) -> dict[str, list[dict[str, Any]]]:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,7 +113,7 @@ class Summary(BaseModel):
     detect: float | None = None  # stated relative difference for `cycles_needed` (0.05: 5 %)
     comparisons: list[PairedRatio] = []
     pareto: list[ParetoPoint] = []  # the energy-latency front of each GPU knob sweep
-    sources: list[str]  # every result file that went into the summary
+    sources: list[str]  # every result file that went into it, relative to the results folder
     load_errors: list[str] = []  # result files that could not be read, with the reason
     warnings: list[str] = []
 
@@ -163,7 +164,11 @@ def _read_result(path: Path) -> ExperimentResult:
 
 
 def load_result_files(root: str | Path) -> LoadedResults:
-    """Read every result under `root`; a file that fails to load is reported, not fatal."""
+    """Read every result under `root`; a file that fails to load is reported, not fatal.
+
+    Sources are relative to `root`, so that a results folder moved elsewhere still
+    names its files.
+    """
     root = Path(root)
     if not root.is_dir():
         raise LemError(f"{root}: not a directory")
@@ -174,7 +179,7 @@ def load_result_files(root: str | Path) -> LoadedResults:
         except LemError as exc:
             loaded.errors.append(str(exc))
         else:
-            loaded.sources.append(str(path))
+            loaded.sources.append(str(path.relative_to(root)))
     return loaded
 
 
@@ -339,8 +344,63 @@ def aggregate_results(
 
 
 def aggregate_directory(root: str | Path, **options: Any) -> Summary:
-    """Load every result under `root` and aggregate them (options: `aggregate_loaded`'s)."""
-    return aggregate_loaded(load_result_files(root), **options)
+    """The summary of the results tree `root` (options: `summarize_tree`'s)."""
+    return summarize_tree(root, **options)[0]
+
+
+def summarize_tree(
+    root: str | Path, *, unreachable: Collection[str] = (), **options: Any
+) -> tuple[Summary, LoadedResults]:
+    """The one road from a results tree to its summary, for the campaign callback,
+    `lem aggregate`, `lem compare` and `lem report` alike: every result file under
+    `root`, aggregated (options: `aggregate_loaded`'s); with a `plan.json` in `root`,
+    the planned experiments the tree has no outcome for, in the warnings. The results
+    read come back too, for the report.
+    """
+    loaded = load_result_files(root)
+    summary = aggregate_loaded(loaded, **options)
+    summary.warnings += incomplete_notes(Path(root), unreachable)
+    return summary, loaded
+
+
+def _settled_on(host_dir: Path) -> set[str] | None:
+    """The exp_ids a host's manifest (as fetched) records completed or failed; None
+    when there is no readable manifest. Plain JSON: the tree is data, not a host."""
+    try:
+        entries = json.loads((host_dir / "manifest.json").read_text(encoding="utf-8"))["entries"]
+        return {k for k, e in entries.items() if e.get("status") in ("completed", "failed")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def incomplete_notes(root: Path, unreachable: Collection[str] = ()) -> list[str]:
+    """One line per host of the plan (`root/plan.json`) with experiments that have no
+    outcome on the tree: none recorded completed or failed in its manifest (or, with
+    no manifest, no result file)."""
+    try:
+        planned = json.loads((root / "plan.json").read_text(encoding="utf-8"))["experiments"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    left: dict[str, list[str]] = {}
+    settled: dict[str, set[str] | None] = {}
+    for experiment in planned:
+        host, exp_id = experiment["host"], experiment["exp_id"]
+        if host not in settled:
+            settled[host] = _settled_on(root / "hosts" / host)
+        known = settled[host]
+        done = (
+            exp_id in known
+            if known is not None
+            else (root / "hosts" / host / exp_id / "result.json").is_file()
+        )
+        if not done:
+            left.setdefault(host, []).append(exp_id)
+    return [
+        f"{host}{' unreachable' if host in unreachable else ''}: "
+        f"{len(exp_ids)} experiment(s) not run yet ({', '.join(exp_ids)}); "
+        "run the playbook again to finish them"
+        for host, exp_ids in left.items()
+    ]
 
 
 def aggregate_loaded(

@@ -23,12 +23,11 @@ from llenergymeasure.results import figures
 from llenergymeasure.results.aggregate import (
     METRIC_LABELS,
     Summary,
-    aggregate_loaded,
     format_interval,
     format_value,
-    load_result_files,
     method_note,
     row_method,
+    summarize_tree,
 )
 from llenergymeasure.results.recommend import recommend, recommendation_lines
 from llenergymeasure.results.schema import ExperimentResult
@@ -334,16 +333,15 @@ def write_report(
     the cheapest config meeting it (results/recommend.py).
     """
     root = Path(root)
-    loaded = load_result_files(root)
-    if not loaded.results:
-        raise LemError(f"{root}: no readable result.json found")
-    summary = aggregate_loaded(
-        loaded,
+    summary, loaded = summarize_tree(
+        root,
         confidence=confidence,
         n_resamples=n_resamples,
         seed=seed,
         method=method,
         baseline=baseline,
     )
+    if not loaded.results:
+        raise LemError(f"{root}: no readable result.json found")
     out = Path(out_dir) if out_dir is not None else root
     return write_report_files(summary, loaded.results, out, manifest_failures(root), slo)
