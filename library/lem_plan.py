@@ -127,6 +127,14 @@ run_lock:
   returned: success
   type: str
   sample: results/demo/run.lock
+controller:
+  description:
+    - The C(ansible-playbook) running this module, as host locks record their holder
+      (M(lem_host_lock)) -- keys C(controller) (hostname), C(pid), C(start_ticks); null
+      without an C(ansible-playbook) above the module.
+  returned: success
+  type: dict
+  sample: {"controller": "laptop", "pid": 4242, "start_ticks": 81234}
 run_lock_status:
   description:
     - C(acquired); C(taken-over) from a run that is no longer running (said in the report);

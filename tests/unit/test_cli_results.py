@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -156,3 +157,23 @@ def test_compare_prints_paired_ratios_and_fails_without_a_baseline(tmp_path: Pat
     assert "baseline 'nope': no results" in missing.stdout
     bad = runner.invoke(app, ["compare", str(tmp_path), "--baseline", "base", "--method", "x"])
     assert bad.exit_code == 2 and "--method: 'x' is not one of" in bad.stderr
+
+
+def test_status_shows_which_campaign_holds_each_host(state_root: Path) -> None:
+    held = {"campaign": "other", "controller": "ctl", "pid": 42, "start_ticks": 7}
+    (state_root / "host-a" / "host.lock").write_text(
+        json.dumps({**held, "acquired_at": "2026-01-01T00:00:00+00:00"})
+    )
+    (state_root / "host-b" / "host.lock").write_text("")
+
+    on_root = runner.invoke(app, ["status", str(state_root)])
+    on_manifest = runner.invoke(app, ["status", str(state_root / "host-a" / "demo")])
+
+    assert on_root.exit_code == 0, on_root.output
+    lines = [line for line in on_root.stdout.splitlines() if line.startswith("host lock")]
+    assert lines == [
+        f"host lock {state_root / 'host-a' / 'host.lock'}: campaign 'other' (controller ctl, "
+        "ansible-playbook pid 42, since 2026-01-01T00:00:00+00:00)",
+        f"host lock {state_root / 'host-b' / 'host.lock'}: free",
+    ]
+    assert lines[0] in on_manifest.stdout

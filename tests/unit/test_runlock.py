@@ -3,75 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fixtures.controllers import StartController, kill_group
 
+from llenergymeasure.campaign.lease import controller_pid
 from llenergymeasure.campaign.runlock import (
     acquire_run_lock,
-    controller_pid,
     release_run_lock,
     start_ticks,
 )
 from llenergymeasure.errors import ManifestLockError
-
-# Runs as `python .../ansible-playbook DEPTH`: each level starts the next with the same
-# command line (as Ansible's workers share the main process's); the deepest one prints
-# what controller_pid() finds, then every level waits to be killed.
-FAKE_CONTROLLER = """\
-import subprocess, sys, time
-depth = int(sys.argv[1])
-if depth > 0:
-    subprocess.run([sys.executable, __file__, str(depth - 1)])
-else:
-    from llenergymeasure.campaign.runlock import controller_pid
-    print(controller_pid(), flush=True)
-    time.sleep(600)
-"""
-
-
-@pytest.fixture
-def fake_controller_script(tmp_path: Path) -> Path:
-    script = tmp_path / "bin" / "ansible-playbook"
-    script.parent.mkdir()
-    script.write_text(FAKE_CONTROLLER, encoding="utf-8")
-    return script
-
-
-# start_controller(depth) -> (the main process, the pid its deepest process found)
-StartController = Callable[..., tuple[subprocess.Popen[str], int | None]]
-
-
-@pytest.fixture
-def start_controller(fake_controller_script: Path) -> Iterator[StartController]:
-    """Start fake `ansible-playbook` processes; each is killed at the end of the test."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start(depth: int = 0) -> tuple[subprocess.Popen[str], int | None]:
-        process = subprocess.Popen(
-            [sys.executable, str(fake_controller_script), str(depth)],
-            stdout=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        started.append(process)
-        found = process.stdout.readline().strip() if process.stdout else ""
-        return process, int(found) if found.isdigit() else None
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            kill_group(process)
-
-
-def kill_group(process: subprocess.Popen[str]) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 def holder_of(path: Path) -> dict:

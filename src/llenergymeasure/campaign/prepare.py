@@ -7,12 +7,14 @@ the plan is built or reused (`plan.plan_or_reuse`).
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from llenergymeasure.campaign.lease import controller_pid, start_ticks
 from llenergymeasure.campaign.plan import plan_or_reuse
-from llenergymeasure.campaign.runlock import RUN_LOCK_NAME, acquire_run_lock, controller_pid
+from llenergymeasure.campaign.runlock import RUN_LOCK_NAME, acquire_run_lock
 from llenergymeasure.config.loader import LoadedCampaign, load_campaign
 from llenergymeasure.errors import ManifestLockError
 
@@ -45,6 +47,14 @@ def take_run_lock(lock_path: Path, campaign: str) -> tuple[dict[str, Any], list[
     return {"run_lock": str(lock_path), "run_lock_status": outcome.status}, [line] if line else []
 
 
+def controller_identity() -> dict[str, Any] | None:
+    """The ansible-playbook running this module, as the host lock records its holder."""
+    pid = controller_pid()
+    if pid is None:
+        return None
+    return {"controller": socket.gethostname(), "pid": pid, "start_ticks": start_ticks(pid)}
+
+
 def plan_campaign(params: Mapping[str, Any], dry_run: bool) -> dict[str, Any]:
     """Validate, lock, then build or reuse the plan: the module's return values.
 
@@ -70,5 +80,6 @@ def plan_campaign(params: Mapping[str, Any], dry_run: bool) -> dict[str, Any]:
         "campaign_name": plan.campaign_name,
         "total": len(plan.experiments),
         "plan_file": str(path),
+        "controller": controller_identity(),
         **lock,
     }

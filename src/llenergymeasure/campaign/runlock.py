@@ -13,8 +13,6 @@ See docs/reliability.md ("Two runs of one campaign").
 
 from __future__ import annotations
 
-import fcntl
-import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,11 +23,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from llenergymeasure.campaign.lease import (
+    holder_running,
+    locked_file,
+    read_text,
+    start_ticks,
+    write_text,
+)
 from llenergymeasure.errors import ManifestError, ManifestLockError
 
 RUN_LOCK_NAME = "run.lock"
-CONTROLLER_PROGRAM = "ansible-playbook"
-_PROC = Path("/proc")
 
 LockStatus = Literal["acquired", "already-held", "taken-over"]
 
@@ -65,55 +68,6 @@ class RunLockOutcome:
         )
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name, or None when there is no such process."""
-    try:
-        text = (_PROC / str(pid) / "stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-    return text.rpartition(")")[2].split()
-
-
-def parent_pid(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return int(fields[1]) if fields else None
-
-
-def start_ticks(pid: int) -> int | None:
-    """When `pid` started, in clock ticks since boot: with the pid, names one process."""
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields else None
-
-
-def command_line(pid: int) -> list[str] | None:
-    try:
-        raw = (_PROC / str(pid) / "cmdline").read_bytes()
-    except OSError:
-        return None
-    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part]
-
-
-def is_controller(argv: list[str] | None) -> bool:
-    """Whether `argv` is `ansible-playbook` (run directly, or as `python .../ansible-playbook`)."""
-    return bool(argv) and any(Path(arg).name == CONTROLLER_PROGRAM for arg in argv[:2])
-
-
-def controller_pid(pid: int | None = None) -> int | None:
-    """The `ansible-playbook` main process above `pid` (default: this process), if any.
-
-    Ansible's workers are forks of the main process, with its command line, so this is
-    the topmost `ansible-playbook` among the ancestors, not the nearest.
-    """
-    found = None
-    current = pid if pid is not None else os.getpid()
-    while current > 0:
-        if is_controller(command_line(current)):
-            found = current
-        current = parent_pid(current) or 0
-    return found
-
-
 def holder_for(campaign: str, pid: int) -> RunLockHolder:
     return RunLockHolder(
         campaign=campaign,
@@ -125,15 +79,8 @@ def holder_for(campaign: str, pid: int) -> RunLockHolder:
 
 
 def is_running(holder: RunLockHolder) -> bool:
-    """Whether the run recorded in the lock is still going.
-
-    A holder on another controller cannot be checked from here: it counts as running.
-    """
-    if holder.controller != socket.gethostname():
-        return True
-    if not is_controller(command_line(holder.pid)):
-        return False
-    return holder.start_ticks is None or start_ticks(holder.pid) == holder.start_ticks
+    """Whether the run recorded in the lock is still going (elsewhere: counted as going)."""
+    return holder_running(holder.controller, holder.pid, holder.start_ticks)
 
 
 def is_same_process(holder: RunLockHolder, pid: int) -> bool:
@@ -148,20 +95,15 @@ def is_same_process(holder: RunLockHolder, pid: int) -> bool:
 def _locked_file(path: Path) -> Iterator[int]:
     """The lock file's descriptor, with an exclusive flock held for a short decision."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        with locked_file(path) as fd:
+            yield fd
     except OSError as exc:
         raise ManifestError(f"{path}: cannot open the run lock: {exc.strerror}") from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # held for microseconds by whoever has it
-        yield fd
-    finally:
-        os.close(fd)
 
 
 def _read_holder(fd: int) -> RunLockHolder | None:
     """The recorded holder; None for an empty (free) or unreadable lock file."""
-    raw = os.pread(fd, 65536, 0)
+    raw = read_text(fd)
     if not raw.strip():
         return None
     try:
@@ -171,11 +113,8 @@ def _read_holder(fd: int) -> RunLockHolder | None:
 
 
 def _write_holder(fd: int, path: Path, holder: RunLockHolder | None) -> None:
-    data = holder.model_dump_json().encode("utf-8") + b"\n" if holder is not None else b""
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, data, 0)
-        os.fsync(fd)
+        write_text(fd, holder.model_dump_json() + "\n" if holder is not None else "")
     except OSError as exc:
         raise ManifestError(f"{path}: cannot write the run lock: {exc.strerror}") from None
 

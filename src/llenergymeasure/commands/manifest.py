@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from llenergymeasure.campaign.lease import HOST_LOCK_NAME, describe_holder, read_host_lock
 from llenergymeasure.campaign.manifest import STATUSES, Manifest, load_manifest, summarize
 from llenergymeasure.campaign.progress import format_duration, manifests_eta
 from llenergymeasure.commands.common import fail, reports_errors, wide_console
@@ -56,6 +57,21 @@ def _failed_lines(loaded: list[tuple[Path, Manifest]]) -> list[str]:
     ]
 
 
+def host_lock_lines(target: Path, manifests: list[Path]) -> list[str]:
+    """Who holds each host lock under `target` or beside the manifests' state roots.
+
+    A host's state root holds `host.lock` and one directory per campaign, each with its
+    manifest: `<root>/<campaign>/manifest.json`.
+    """
+    found = set(target.rglob(HOST_LOCK_NAME)) if target.is_dir() else set()
+    found |= {path.parent.parent / HOST_LOCK_NAME for path in manifests}
+    lines = []
+    for lock in sorted(path for path in found if path.is_file()):
+        holder = read_host_lock(lock)
+        lines.append(f"host lock {lock}: " + (describe_holder(holder) if holder else "free"))
+    return lines
+
+
 def status(
     target: Path = typer.Argument(
         ...,
@@ -65,10 +81,13 @@ def status(
 ) -> None:
     """Show the progress of campaigns: experiments per status in each manifest, and the total.
 
-    Lists each failed experiment with its error and, while experiments are left, the
-    ETA: per host, the experiments left times the median interval between two of its
-    experiments finishing; hosts run in parallel. Exits 0; exits 2 when a manifest
-    cannot be read (the message names the file, which is left as it is).
+    Shows who holds each host lock (`host.lock` in a host's state root, beside its
+    campaigns' directories) found under TARGET or above its manifests: run it on the
+    host, on its state root. Lists each failed experiment with its error and, while
+    experiments are left, the ETA: per host, the experiments left times the median
+    interval between two of its experiments finishing; hosts run in parallel. Exits 0;
+    exits 2 when a manifest cannot be read (the message names the file, which is left
+    as it is).
 
     Example: lem status state/demo
     """
@@ -87,7 +106,7 @@ def status(
     left = sum(e.status in ("pending", "running") for _, m in loaded for e in m.entries.values())
     if eta is not None and left:
         console.print(f"ETA: {format_duration(eta)} for {left} experiment(s) left", markup=False)
-    for line in _failed_lines(loaded):
+    for line in [*host_lock_lines(target, paths), *_failed_lines(loaded)]:
         console.print(line, markup=False, highlight=False)
     if errors:
         raise fail("\n".join(errors))

@@ -1,0 +1,1 @@
+../../src/llenergymeasure/campaign/lease.py

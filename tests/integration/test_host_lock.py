@@ -1,0 +1,232 @@
+"""One campaign per host at a time (issue 21): the host lock, <state root>/host.lock.
+
+Real ansible-playbook, real Docker, the CPU image, one host (localhost) whose state root,
+compose project and venv every campaign here shares, as campaigns on one machine do.
+Two module-scoped sequences of runs, each read by several tests:
+- `refused`: campaign A runs; while its services are up, B is refused and B --check runs.
+- `queued`: A is SIGKILLed holding the lock; B takes it over; C waits for B.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from fixtures.campaign import (
+    CampaignRun,
+    HostDirs,
+    compose_down,
+    read_json,
+    run_campaign,
+    tiny_campaign,
+    wait_for,
+    write_yaml,
+)
+from fixtures.faults import (
+    ControllerRun,
+    PreparedHost,
+    campaign_vars,
+    local_inventory,
+    running_exp_id,
+    state_dir,
+)
+from python_on_whales import DockerClient
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+# Long enough for the second campaign to plan and reach the lock while the first measures.
+HELD_WINDOW_SECONDS = 20.0
+
+
+@dataclass(frozen=True)
+class Host:
+    dirs: HostDirs
+    inventory: Path
+    root: Path
+
+    @property
+    def lock(self) -> Path:
+        return self.dirs.root / "state" / "host.lock"
+
+    def holder(self) -> dict | None:
+        text = self.lock.read_text(encoding="utf-8") if self.lock.exists() else ""
+        return json.loads(text) if text.strip() else None
+
+    def variables(self, campaign: str, window: float = 0.5, **extra: object) -> dict:
+        spec = tiny_campaign(campaign, batch_sizes=(1,), cycles=1)
+        spec["configs"][0]["measurement"]["min_window_seconds"] = window
+        campaign_file = write_yaml(self.root / f"{campaign}.yml", spec)
+        return {**campaign_vars(campaign_file, self.root / "results", self.dirs), **extra}
+
+    def container_ids(self) -> list[str]:
+        listed = subprocess.run(
+            ["docker", "compose", "-p", self.dirs.project, "ps", "-q"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return sorted(listed.stdout.split())
+
+    def spans(self, campaign: str) -> list[tuple[datetime, datetime]]:
+        """When each experiment of `campaign` measured, from its result files."""
+        results = sorted((state_dir(self.dirs, campaign) / "results").glob("*/result.json"))
+        assert results, f"no results of {campaign}"
+        timings = [read_json(path)["timing"] for path in results]
+        return [
+            (datetime.fromisoformat(t["started_at"]), datetime.fromisoformat(t["finished_at"]))
+            for t in timings
+        ]
+
+
+@contextmanager
+def shared_host(root: Path, prepared_host: PreparedHost, prefix: str) -> Iterator[Host]:
+    root.mkdir(parents=True, exist_ok=True)
+    dirs = prepared_host.dirs(root / "host", prefix)
+    yield Host(dirs, local_inventory(root / "inventory.yml"), root)
+    compose_down(dirs.project)
+
+
+@dataclass(frozen=True)
+class Refused:
+    host: Host
+    first: CampaignRun
+    first_pid: int
+    second: CampaignRun
+    check: CampaignRun
+    ids_before: list[str]
+    ids_after: list[str]
+    lock_before: bytes
+    lock_after_check: bytes
+    holder_after: dict | None
+
+
+@pytest.fixture(scope="module")
+def refused(
+    tmp_path_factory: pytest.TempPathFactory,
+    prepared_host: PreparedHost,
+    cpu_image: str,
+    docker_engine: DockerClient,
+) -> Iterator[Refused]:
+    with shared_host(tmp_path_factory.mktemp("refused"), prepared_host, "lem-lock-r") as host:
+        variables = host.variables("lock-a", window=HELD_WINDOW_SECONDS)
+        with ControllerRun(host.inventory, variables, host.root) as first:
+            manifest = host.dirs.manifest("lock-a")
+            wait_for(lambda: running_exp_id(manifest), 600, "lock-a to measure")
+            ids_before, lock_before = host.container_ids(), host.lock.read_bytes()
+            second = run_campaign(host.inventory, host.variables("lock-b"), host.root)
+            check = run_campaign(
+                host.inventory, host.variables("lock-b"), host.root, options=["--check"]
+            )
+            lock_after_check = host.lock.read_bytes()
+            ids_after = host.container_ids()
+            first_done = first.finish()
+        yield Refused(
+            host,
+            first_done,
+            first.pid,
+            second,
+            check,
+            ids_before,
+            ids_after,
+            lock_before,
+            lock_after_check,
+            host.holder(),
+        )
+
+
+def test_a_second_campaign_is_refused_naming_the_holder_and_the_first_completes(
+    refused: Refused,
+) -> None:
+    assert refused.second.returncode != 0
+    refusal = next(
+        line for line in refused.second.output.splitlines() if "this host is held by" in line
+    )
+    assert "campaign 'lock-a'" in refusal and f"pid {refused.first_pid}" in refusal
+    assert "campaign 'lock-b' was not started here" in refusal
+    # Refused before it touched the host: no state of its own, no services of its own.
+    assert not state_dir(refused.host.dirs, "lock-b").exists()
+    assert refused.first.returncode == 0, refused.first.output[-4000:]
+    entries = read_json(refused.host.dirs.manifest("lock-a"))["entries"]
+    assert {entry["status"] for entry in entries.values()} == {"completed"}
+
+
+def test_no_container_of_the_first_campaign_is_recreated(refused: Refused) -> None:
+    assert refused.ids_before, "lock-a's services should be up while it measures"
+    assert refused.ids_after == refused.ids_before
+
+
+def test_check_mode_while_held_reports_the_holder_and_changes_nothing(refused: Refused) -> None:
+    assert refused.check.returncode == 0, refused.check.output[-4000:]
+    assert "this host is held by campaign 'lock-a'" in refused.check.output
+    assert refused.lock_after_check == refused.lock_before
+    assert not state_dir(refused.host.dirs, "lock-b").exists()
+
+
+def test_the_lock_is_released_when_the_campaign_ends(refused: Refused) -> None:
+    assert refused.holder_after is None
+    assert refused.host.lock.exists()  # emptied, never removed
+
+
+@dataclass(frozen=True)
+class Queued:
+    host: Host
+    killed_pid: int
+    taker: CampaignRun
+    waiter: CampaignRun
+
+
+@pytest.fixture(scope="module")
+def queued(
+    tmp_path_factory: pytest.TempPathFactory,
+    prepared_host: PreparedHost,
+    cpu_image: str,
+    docker_engine: DockerClient,
+) -> Iterator[Queued]:
+    with shared_host(tmp_path_factory.mktemp("queued"), prepared_host, "lem-lock-q") as host:
+        with ControllerRun(host.inventory, host.variables("lock-killed"), host.root) as killed:
+            wait_for(
+                lambda: (host.holder() or {}).get("campaign") == "lock-killed",
+                600,
+                "lock-killed to hold the host",
+            )
+            killed.kill_tree()
+        taker_vars = host.variables("lock-taker", window=HELD_WINDOW_SECONDS / 4)
+        waiter_vars = host.variables(
+            "lock-waiter", lem_host_lock_wait_seconds=900, lem_host_lock_poll_seconds=1
+        )
+        with ControllerRun(host.inventory, taker_vars, host.root) as taker:
+            wait_for(
+                lambda: (host.holder() or {}).get("campaign") == "lock-taker",
+                600,
+                "lock-taker to hold the host",
+            )
+            waiter = run_campaign(host.inventory, waiter_vars, host.root)
+            taker_done = taker.finish()
+        yield Queued(host, killed.pid, taker_done, waiter)
+
+
+def test_a_killed_campaigns_lock_is_taken_over_and_the_take_over_is_logged(
+    queued: Queued,
+) -> None:
+    assert queued.taker.returncode == 0, queued.taker.output[-4000:]
+    line = next(
+        line for line in queued.taker.output.splitlines() if "took the host lock over" in line
+    )
+    assert "campaign 'lock-killed'" in line
+    assert f"ansible-playbook pid {queued.killed_pid}" in line and "is gone" in line
+
+
+def test_in_wait_mode_the_second_campaign_runs_after_the_first_without_overlap(
+    queued: Queued,
+) -> None:
+    assert queued.waiter.returncode == 0, queued.waiter.output[-4000:]
+    assert "RETRYING" in queued.waiter.output and "Take the host lock" in queued.waiter.output
+    taker_end = max(end for _, end in queued.host.spans("lock-taker"))
+    waiter_start = min(start for start, _ in queued.host.spans("lock-waiter"))
+    assert taker_end < waiter_start

@@ -1,0 +1,3 @@
+"""Fixtures shared by the unit tests."""
+
+from fixtures.controllers import fake_controller_script, start_controller  # noqa: F401
