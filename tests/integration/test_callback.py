@@ -190,7 +190,9 @@ def test_the_callback_and_lem_aggregate_write_the_same_summary(
     run = campaign.run(env={"LEM_BASELINE": "a"})
     assert run.returncode == 0, run.stdout + run.stderr
     by_callback = (campaign.results_dir / "summary.json").read_text()
-    assert "not run yet" in by_callback  # b cycle 3: the plan's notes are in both
+    assert (
+        "no outcome on the controller yet" in by_callback
+    )  # b cycle 3: the plan's notes are in both
 
     out = tmp_path / "by-aggregate"
     args = ["aggregate", str(campaign.results_dir), "--out", str(out), "--baseline", "a"]

@@ -33,7 +33,14 @@ def campaign(tmp_path: Path) -> Campaign:
 
 def run_with_summary_play(campaign: Campaign) -> Any:
     plays = [*campaign.plays([]), campaign_summary_play()]
-    return run_playbook(campaign.root, plays, json_output=False, callback=True)
+    # The summary play's host play includes lem_host (results.yml): the repository's roles.
+    return run_playbook(
+        campaign.root,
+        plays,
+        json_output=False,
+        callback=True,
+        env={"ANSIBLE_ROLES_PATH": str(REPO / "roles")},
+    )
 
 
 def test_the_summary_play_writes_the_summary(campaign: Campaign) -> None:

@@ -298,9 +298,10 @@ def test_the_tree_names_the_planned_experiments_without_an_outcome(tmp_path: Pat
     (tmp_path / "hosts" / "h1" / "manifest.json").write_text(json.dumps({"entries": entries}))
 
     assert incomplete_notes(tmp_path, unreachable={"h2"}) == [
-        "h1: 1 experiment(s) not run yet (demo__a__c03); run the playbook again to finish them",
-        "h2 unreachable: 1 experiment(s) not run yet (demo__b__c01); run the playbook again "
-        "to finish them",
+        "h1: 1 experiment(s) with no outcome on the controller yet (demo__a__c03); "
+        "run the playbook again to finish them",
+        "h2 unreachable: 1 experiment(s) with no outcome on the controller yet (demo__b__c01); "
+        "run the playbook again to finish them",
     ]
     write_result(tmp_path / "hosts" / "h2", make_result("b", 1, campaign_name="demo"))
     assert len(incomplete_notes(tmp_path)) == 1  # h2 has no manifest: its result file counts

@@ -397,7 +397,8 @@ def incomplete_notes(root: Path, unreachable: Collection[str] = ()) -> list[str]
             left.setdefault(host, []).append(exp_id)
     return [
         f"{host}{' unreachable' if host in unreachable else ''}: "
-        f"{len(exp_ids)} experiment(s) not run yet ({', '.join(exp_ids)}); "
+        f"{len(exp_ids)} experiment(s) with no outcome on the controller yet "
+        f"({', '.join(exp_ids)}); "
         "run the playbook again to finish them"
         for host, exp_ids in left.items()
     ]
