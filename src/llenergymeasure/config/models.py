@@ -240,6 +240,72 @@ class GpuKnobsConfig(StrictModel):
         return any(value is not None for value in self.model_dump().values())
 
 
+class SloConfig(StrictModel):
+    """Latency deadlines a served request must meet (both) to count as good."""
+
+    ttft_ms: float = Field(gt=0.0, description="Time to first token deadline, ms")
+    itl_ms: float = Field(gt=0.0, description="Inter-token latency deadline (p90 per request), ms")
+
+
+class LoadConfig(StrictModel):
+    """How requests reach the engine (docs/server-mode.md).
+
+    offline: today's batches from the prompt set. server: the engine's own OpenAI-compatible
+    server, loaded by a load generator at a request rate or a concurrency, measured in its
+    steady-state window.
+    """
+
+    mode: Literal["offline", "server"] = "offline"
+    request_rate: float | Literal["inf"] | None = Field(
+        None, description="Requests/s with seeded Poisson (gamma) arrivals; 'inf' sends all at once"
+    )
+    max_concurrency: int | None = Field(
+        None, ge=1, description="Closed loop with this many requests in flight"
+    )
+    burstiness: float = Field(1.0, gt=0.0, description="Gamma shape of the gaps; 1.0 is Poisson")
+    num_requests: int = Field(400, ge=1, le=1_000_000)
+    warmup_requests: int = Field(20, ge=0)
+    slo: SloConfig | None = Field(None, description="Deadlines for SLO attainment and goodput")
+    min_window_seconds: float = Field(
+        20.0, ge=0.0, description="A steady-state window shorter than this is flagged unstable"
+    )
+    min_in_flight_fraction: float = Field(
+        0.85,
+        gt=0.0,
+        le=1.0,
+        description="Under max_concurrency, a mean in-flight count below this x the target "
+        "is flagged unstable",
+    )
+    seed: int = Field(0, description="Seed of the arrival times and the request order")
+
+    @field_validator("request_rate", mode="after")
+    @classmethod
+    def _positive_rate(cls, value: float | str | None) -> float | str | None:
+        if isinstance(value, float) and value <= 0.0:
+            raise ValueError(f"{value!r} must be above 0 (requests/s), or 'inf'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_load_shape(self) -> LoadConfig:
+        given = [k for k in ("request_rate", "max_concurrency") if getattr(self, k) is not None]
+        if self.mode == "offline":
+            server_only = given + (["slo"] if self.slo is not None else [])
+            if server_only:
+                raise ValueError(f"{', '.join(server_only)}: only for load.mode 'server'")
+            return self
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of request_rate or max_concurrency for load.mode 'server'"
+                + (f" (both given: {', '.join(given)})" if given else "")
+            )
+        if self.num_requests <= self.warmup_requests:
+            raise ValueError(
+                f"num_requests ({self.num_requests}) must be above warmup_requests "
+                f"({self.warmup_requests})"
+            )
+        return self
+
+
 # Precisions a backend refuses, and why.
 UNSUPPORTED_PRECISIONS: dict[str, dict[str, str]] = {
     "tensorrt": {
@@ -268,6 +334,7 @@ class ExperimentConfig(StrictModel):
     vllm: VLLMConfig | None = None
     tensorrt: TensorRTConfig | None = None
     gpu: GpuKnobsConfig | None = None
+    load: LoadConfig = LoadConfig()
 
     @field_validator("precision", mode="after")
     @classmethod

@@ -174,6 +174,57 @@ class GpuKnob(ResultModel):
     supported_max: int
 
 
+class ServingWindow(ResultModel):
+    """The steady-state window of a server-mode run (docs/server-mode.md).
+
+    Times are seconds on the run's clock (the same clock as `requests.jsonl`'s records).
+    """
+
+    definition: Literal["concurrency", "rate"] = Field(
+        description="concurrency: from when max_concurrency requests have their first token "
+        "to when the tail starts draining; rate: after the warm-up requests, once the "
+        "in-flight count is stable, to before the last arrivals drain"
+    )
+    start_s: float
+    end_s: float
+    seconds: float
+    requests_completed: int = Field(description="Requests that finished inside the window")
+    output_tokens: int = Field(description="Output tokens generated inside the window")
+    mean_in_flight: float
+    stable: bool
+    unstable_reasons: list[str] = Field(default_factory=list)
+
+
+class Serving(ResultModel):
+    """A server-mode run's load, window and per-request figures; null for offline runs.
+
+    The run also fills the top-level blocks from the window: `energy` (NVML counters read at
+    the window's edges), `tokens`, `throughput`, `latency` (end to end), `ttft`, `itl`.
+    """
+
+    server: str = Field(description="The engine's server, e.g. 'transformers serve'")
+    load_generator: str = Field(description="Name and version, e.g. 'guidellm 0.8.1'")
+    requests_sent: int
+    requests_failed: int
+    window: ServingWindow
+    achieved_request_rate: float = Field(description="Requests/s completed inside the window")
+    output_tokens_per_s: float
+    energy_j: float | None = Field(None, description="Energy inside the window")
+    j_per_output_token: float | None = None
+    j_per_request: float | None = None
+    wh_per_1k_requests: float | None = None
+    ttft: Distribution
+    itl: Distribution
+    e2e_latency: Distribution
+    slo_attainment_pct: float | None = Field(
+        None, description="% of the window's requests meeting both deadlines; null: no SLO"
+    )
+    goodput_rps: float | None = Field(None, description="Requests/s meeting the SLO")
+    requests_file: str = Field(
+        description="Per-request records, relative to result.json: requests.jsonl"
+    )
+
+
 class ExperimentResult(ResultModel):
     schema_version: str = SCHEMA_VERSION
     identity: Identity
@@ -192,6 +243,7 @@ class ExperimentResult(ResultModel):
     gpu_knobs: list[GpuKnob] = Field(
         default_factory=list, description="GPU knobs set on the host: asked, applied, range"
     )
+    serving: Serving | None = Field(None, description="Server mode only (load.mode: server)")
     warnings: list[str] = Field(default_factory=list)
 
     def wh_per_1k_requests(self) -> float | None:
