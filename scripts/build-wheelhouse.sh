@@ -16,6 +16,7 @@
 #   deps/*.whl, deps/requirements.txt, deps/constraints.txt   dependency layer
 #   deps/base-requirements.txt     what the base image must carry already
 #   lem/llenergymeasure-*.whl      the package layer
+#   deps.tar                       host only: the dependency layer as one file to copy
 #
 # Cached: dependencies are downloaded only when the wheelhouse cannot satisfy
 # them any more (a changed requirement or constraint); OUTDIR only grows. The
@@ -114,6 +115,23 @@ download_dependencies() {
     pip_download || die "pip could not download the dependencies of $BACKEND (see above)"
 }
 
+# The host wheelhouse's dependency layer also as one archive, OUTDIR/deps.tar: a host
+# copies one file rather than one per wheel, each a round trip of most of a second
+# (roles/lem_host/tasks/venv.yml). Rewritten, by a rename, only when the layer changed.
+archive_dependencies() {
+    local listing
+    listing="$(cd "$OUTDIR/deps" && find . -maxdepth 1 -type f -printf '%P %s %T@\n' | LC_ALL=C sort)"
+    if [ -f "$OUTDIR/deps.tar" ] && [ "$(cat "$OUTDIR/deps.tar.listing" 2>/dev/null)" = "$listing" ]; then
+        return
+    fi
+    (cd "$OUTDIR/deps" && find . -maxdepth 1 -type f -printf '%P\n' | LC_ALL=C sort |
+        tar --create --file "$OUTDIR/.deps.tar.tmp" --owner=0 --group=0 --numeric-owner \
+            --mtime=@315532800 --files-from=-) || die "could not archive $OUTDIR/deps"
+    mv "$OUTDIR/.deps.tar.tmp" "$OUTDIR/deps.tar"
+    echo "$listing" >"$OUTDIR/deps.tar.listing"
+    say "archived the dependency layer in $OUTDIR/deps.tar"
+}
+
 # Everything the package wheel is made from, by content.
 package_inputs_hash() {
     (
@@ -162,5 +180,6 @@ exec 9>>"$OUTDIR/.lock"
 flock 9
 
 download_dependencies
+[ "$BACKEND" != host ] || archive_dependencies
 build_package_wheel
 say "wheelhouse ready in $OUTDIR"

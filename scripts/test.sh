@@ -47,7 +47,7 @@ echo "== pytest"
 # --durations: the slowest tests, to keep the whole run under 20 minutes on 2 cores.
 workers="${LEM_TEST_WORKERS:-2}"
 xdist=()
-[ "$workers" = 0 ] || xdist=(-n "$workers" --dist loadgroup)
+[ "$workers" = 0 ] || xdist=(-n "$workers" --dist loadgroup --no-loadscope-reorder)
 PATH="$PWD/.venv/bin:$PATH" .venv/bin/pytest -ra --durations=25 --timeout=1200 \
     "${xdist[@]}" "$@" tests
 phase_done pytest
