@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from llenergymeasure.campaign.manifest import (
+from llenergymeasure.host.manifest import (
     Manifest,
     ManifestEntry,
     load_manifest,

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from llenergymeasure.campaign.manifest import (
+from llenergymeasure.errors import ManifestError
+from llenergymeasure.files import temp_files_of
+from llenergymeasure.host.manifest import (
     Manifest,
     ManifestEntry,
     decide,
@@ -20,8 +22,6 @@ from llenergymeasure.campaign.manifest import (
     save_manifest,
     summarize,
 )
-from llenergymeasure.errors import ManifestError
-from llenergymeasure.files import temp_files_of
 
 
 def entry(cycle: int = 1, **changes: object) -> ManifestEntry:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 from fixtures.clock import FakeClock
 
+from llenergymeasure.contracts.wire import WorkerStats
 from llenergymeasure.dispatch.timeouts import stop_timed_out, wait_for_worker
-from llenergymeasure.runner.protocol import WorkerStats
 
 EXP = "demo__bs1__c02"
 SILENT = None  # the worker did not answer

@@ -18,17 +18,10 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from llenergymeasure.campaign.attempts import wait_for_attempts_to_end
-from llenergymeasure.campaign.manifest import (
-    ManifestEntry,
-    decide,
-    load_manifest,
-    move_aside,
-    replace_entry,
-)
-from llenergymeasure.campaign.plan import config_hash, exp_id
 from llenergymeasure.config.loader import parse_experiment
 from llenergymeasure.config.models import ExperimentConfig, SafeName
+from llenergymeasure.contracts.result import ExperimentResult
+from llenergymeasure.controller.plan import config_hash, exp_id
 from llenergymeasure.dispatch.compose import (
     Compose,
     DockerCompose,
@@ -46,7 +39,14 @@ from llenergymeasure.dispatch.restarts import RestartBudget
 from llenergymeasure.dispatch.result_file import UnusableResult, read_result
 from llenergymeasure.errors import LemError
 from llenergymeasure.files import atomic_write_text
-from llenergymeasure.results.schema import ExperimentResult
+from llenergymeasure.host.attempts import wait_for_attempts_to_end
+from llenergymeasure.host.manifest import (
+    ManifestEntry,
+    decide,
+    load_manifest,
+    move_aside,
+    replace_entry,
+)
 
 # How long an earlier attempt left running by a killed controller is waited for, when
 # the experiments have no timeout of their own.

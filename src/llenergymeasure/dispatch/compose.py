@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
-from llenergymeasure.campaign.attempts import attempt_pids_from_top
+from llenergymeasure.contracts.wire import WorkerStats
 from llenergymeasure.dispatch.errors import ComposeError, ExperimentFailed, last_line
 from llenergymeasure.dispatch.timeouts import wait_for_worker
 from llenergymeasure.errors import LemError
 from llenergymeasure.files import atomic_write_text
-from llenergymeasure.runner.protocol import WorkerStats
+from llenergymeasure.host.attempts import attempt_pids_from_top
 
 if TYPE_CHECKING:
     from python_on_whales.components.compose.cli_wrapper import ComposeCLI

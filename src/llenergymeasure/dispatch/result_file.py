@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from llenergymeasure.contracts.result import ExperimentResult
 from llenergymeasure.errors import LemError
-from llenergymeasure.results.schema import ExperimentResult
 
 
 class UnusableResult(LemError):

@@ -12,17 +12,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from llenergymeasure.campaign.manifest import (
+from llenergymeasure.config.messages import format_validation_error
+from llenergymeasure.controller.plan import PlannedExperiment
+from llenergymeasure.dispatch.result_file import UnusableResult, read_result
+from llenergymeasure.errors import LemError
+from llenergymeasure.host.manifest import (
     Manifest,
     ManifestEntry,
     check_owner,
     decide,
     load_manifest,
 )
-from llenergymeasure.campaign.plan import PlannedExperiment
-from llenergymeasure.config.messages import format_validation_error
-from llenergymeasure.dispatch.result_file import UnusableResult, read_result
-from llenergymeasure.errors import LemError
 
 KINDS = ("pending", "completed", "failed_kept")
 

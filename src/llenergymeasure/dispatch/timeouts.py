@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llenergymeasure.runner.protocol import WorkerStats
+from llenergymeasure.contracts.wire import WorkerStats
 
 # After the cancel, how long the worker may take to leave the experiment (it stops
 # between stages: the end of the warmup or of the window) before the service restarts.
