@@ -133,8 +133,8 @@ def main() -> None:
     from bench_controller import write_results
     from bench_plan import HOSTS, campaign_file
 
-    from llenergymeasure.campaign.plan import build_plan
     from llenergymeasure.config.loader import load_campaign
+    from llenergymeasure.controller.plan import build_plan
 
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)

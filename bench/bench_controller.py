@@ -19,8 +19,8 @@ from pathlib import Path
 
 from bench_plan import HOSTS, campaign_file, timed
 
-from llenergymeasure.campaign.plan import Plan, build_plan, plan_or_reuse
 from llenergymeasure.config.loader import load_campaign
+from llenergymeasure.controller.plan import Plan, build_plan, plan_or_reuse
 from llenergymeasure.results.aggregate import aggregate_results, load_result_files, write_summary
 
 REPO = Path(__file__).resolve().parents[1]

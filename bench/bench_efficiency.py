@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchlib import DEFAULT_CACHE_DIR, Playbook, cpu_image, tiny_campaign
 
-from llenergymeasure.campaign.manifest import load_manifest
+from llenergymeasure.host.manifest import load_manifest
 
 CAMPAIGN = "benchefficiency"
 

@@ -45,14 +45,14 @@ from fixtures.campaign import compose_down
 from fixtures.faults import ControllerRun
 from fixtures.results import make_result, write_result
 
-from llenergymeasure.campaign.manifest import (
+from llenergymeasure.config.loader import load_campaign
+from llenergymeasure.controller.plan import Plan, build_plan
+from llenergymeasure.host.manifest import (
     Manifest,
     ManifestEntry,
     replace_entry,
     save_manifest,
 )
-from llenergymeasure.campaign.plan import Plan, build_plan
-from llenergymeasure.config.loader import load_campaign
 
 CAMPAIGN = "benchload"
 WINDOW_SECONDS = 0.1

@@ -16,9 +16,10 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
-from llenergymeasure.campaign.manifest import (
+from llenergymeasure.host.manifest import (
     Manifest,
     ManifestEntry,
     load_manifest,
@@ -77,7 +78,7 @@ def main() -> None:
             slot = i % len(entries)  # `entries` follows the file: each update expects it
             current, entries[slot] = (
                 entries[slot],
-                entries[slot].model_copy(update={"status": "running"}),
+                replace(entries[slot], status="running"),
             )
             return replace_entry(path, "bench", "localhost", current, entries[slot])
 

@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from llenergymeasure.campaign.plan import build_plan, plan_json, plan_or_reuse, read_plan
 from llenergymeasure.config.loader import load_campaign
+from llenergymeasure.controller.plan import build_plan, plan_json, plan_or_reuse, read_plan
 
 T = TypeVar("T")
 HOSTS = ["gpu1", "gpu2", "gpu3", "gpu4"]

@@ -27,10 +27,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.campaign.manifest import ManifestEntry
+from llenergymeasure.contracts.result import ExperimentResult
 from llenergymeasure.dispatch.attempt import completed_fields
+from llenergymeasure.host.manifest import ManifestEntry
 from llenergymeasure.results.aggregate import aggregate_results, summarize_tree
-from llenergymeasure.results.schema import ExperimentResult
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))

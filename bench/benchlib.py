@@ -2,7 +2,7 @@
 CPU image, and campaign playbook runs on localhost.
 
 The compose file is rendered from docker/compose.yml.j2 (as the integration tests do) and
-playbooks are run the way `lem run` runs them (`llenergymeasure.run_campaign`, through
+playbooks are run the way `lem run` runs them (`commands.drive.run_campaign`, through
 ansible-runner), so a bench measures the product's own path.
 Models and the host venv the playbook installs are kept under --cache-dir between runs,
 so that a second run of a bench measures the campaign, not the set-up.
@@ -25,7 +25,7 @@ from typing import Any
 
 from python_on_whales import DockerClient
 
-from llenergymeasure import run_campaign
+from llenergymeasure.commands.drive import run_campaign
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the fixtures that render compose files, run playbooks

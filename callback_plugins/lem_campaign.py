@@ -85,8 +85,8 @@ from ansible import context
 from ansible.plugins.callback import CallbackBase
 
 try:
-    from llenergymeasure.campaign.progress import Pace
-    from llenergymeasure.campaign.runlock import release_run_lock
+    from llenergymeasure.controller.progress import Pace
+    from llenergymeasure.controller.runlock import release_run_lock
     from llenergymeasure.errors import LemError
     from llenergymeasure.results.aggregate import (
         LoadedResults,

@@ -14,7 +14,7 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 
 try:
-    from llenergymeasure.campaign.plan import host_share_of
+    from llenergymeasure.controller.plan import host_share_of
 except ImportError as exc:  # named when a filter runs, not as a silent plugin-load warning
     LEM_IMPORT_ERROR: str | None = f"the llenergymeasure package is not importable: {exc}"
 else:

@@ -33,8 +33,9 @@ description:
   - Returns a compact record (identity, status, headline metrics, the result file's
     path), never the result's content or samples: the result files travel to the
     controller as files (C(roles/lem_host/tasks/results.yml)).
-  - Requires the C(llenergymeasure) package and C(python-on-whales) on the host's Python
-    interpreter, and the Docker CLI with the Compose v2 plugin.
+  - Requires the C(llenergymeasure) package on the host's Python interpreter (its host
+    side: no pydantic, no Docker client library), and the Docker CLI with the Compose v2
+    plugin.
 version_added: "0.1.0"
 author: LLenergyMeasure maintainers
 extends_documentation_fragment:
@@ -226,7 +227,6 @@ seealso:
   - module: lem_restart
 requirements:
   - llenergymeasure
-  - python-on-whales
   - Docker CLI with the Compose v2 plugin
 """
 
@@ -379,7 +379,6 @@ gap:
   sample: {"mode": "thermal", "outcome": "cool", "waited_seconds": 41.0}
 """
 
-import importlib.util
 import traceback
 from typing import Any
 
@@ -391,10 +390,6 @@ except ImportError:
     LEM_IMPORT_ERROR: str | None = traceback.format_exc()
 else:
     LEM_IMPORT_ERROR = None
-
-# Looked up, not imported: the package imports python-on-whales when a project
-# operation needs it (a tenth of a second that most experiments do not pay).
-WHALES_MISSING = importlib.util.find_spec("python_on_whales") is None
 
 ARGUMENT_SPEC: dict[str, Any] = {
     "exp_id": {"type": "str", "required": True},
@@ -433,8 +428,6 @@ def main() -> None:
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     if LEM_IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib("llenergymeasure"), exception=LEM_IMPORT_ERROR)
-    if WHALES_MISSING:
-        module.fail_json(msg=missing_required_lib("python-on-whales"))
     outcome = run_attempt(module.params, check_mode=module.check_mode, diff=module._diff)
     for warning in outcome.warnings:
         module.warn(warning)

@@ -19,7 +19,7 @@ description:
     older than O(max_age_seconds).
   - Releasing empties the lock only when this run holds it.
   - Runs with the host's system Python; the logic is the C(llenergymeasure) package's
-    C(campaign/lease.py), shipped as module_utils C(lem_lease) (standard library only).
+    C(lease.py), shipped as module_utils C(lem_lease) (standard library only).
 version_added: "0.1.0"
 author: LLenergyMeasure maintainers
 extends_documentation_fragment:

@@ -154,7 +154,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 try:
-    from llenergymeasure.campaign.prepare import plan_campaign
+    from llenergymeasure.controller.prepare import plan_campaign
     from llenergymeasure.errors import LemError
 except ImportError:
     LEM_IMPORT_ERROR: str | None = traceback.format_exc()

@@ -67,7 +67,6 @@ seealso:
   - module: lem_experiment
 requirements:
   - llenergymeasure
-  - python-on-whales
   - Docker CLI with the Compose v2 plugin
 """
 

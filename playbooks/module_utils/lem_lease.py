@@ -1,1 +1,1 @@
-../../src/llenergymeasure/campaign/lease.py
+../../src/llenergymeasure/lease.py

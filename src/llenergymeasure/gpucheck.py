@@ -8,7 +8,7 @@ prints one JSON report. See docs/gpu.md.
 Standard library only, on purpose: the script runs `probe` and `report` with
 PYTHONPATH=src before (or without) installing the package's dependencies, so a
 machine without a GPU or with a broken setup still gets its JSON report. Results are
-read as plain JSON in the documented schema (results/schema.py), not through pydantic.
+read as plain JSON in the documented schema (contracts/result.py), not through pydantic.
 
     python -m llenergymeasure.gpucheck probe
     python -m llenergymeasure.gpucheck knobs --state-file FILE   (needs nvidia-ml-py, root)
@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llenergymeasure import __version__
+from llenergymeasure.dispatch.compose_file import render_compose
 
 # Energy counter vs power samples integrated over the window: NVML's power reading is
 # averaged over ~1 s on recent GPUs, so a 20 s window agrees to a few percent.
@@ -351,16 +352,6 @@ def compose_variables(work: Path, image: str) -> dict[str, Any]:
         "lem_models_dir": str(work / "models"),
         "lem_gpu": True,
     }
-
-
-def render_compose(template: Path, variables: dict[str, Any]) -> str:
-    """docker/compose.yml.j2 rendered as the lem_services role does (trim_blocks, strict)."""
-    import jinja2  # a dependency of torch: present wherever the check runs
-
-    environment = jinja2.Environment(
-        trim_blocks=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
-    )
-    return environment.from_string(template.read_text(encoding="utf-8")).render(**variables)
 
 
 def _pairs(values: list[str], option: str) -> dict[str, str]:

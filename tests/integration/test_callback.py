@@ -15,10 +15,10 @@ from fixtures.ansible import REPO, PlaybookRun, localhost_play, run_playbook
 from fixtures.results import make_result, write_result
 from typer.testing import CliRunner
 
-from llenergymeasure.campaign.manifest import Manifest, ManifestEntry, save_manifest
-from llenergymeasure.campaign.plan import PlannedExperiment, build_plan
 from llenergymeasure.cli import app
 from llenergymeasure.config.loader import load_campaign
+from llenergymeasure.controller.plan import PlannedExperiment, build_plan
+from llenergymeasure.host.manifest import Manifest, ManifestEntry, save_manifest
 
 CAMPAIGN = "cbtest"
 CONFIGS = [

@@ -20,7 +20,7 @@ from fixtures.compose import REPO, cpu_host_variables, render_compose
 from python_on_whales import DockerClient
 
 from llenergymeasure import __version__
-from llenergymeasure.results.schema import ExperimentResult
+from llenergymeasure.contracts.result import ExperimentResult
 
 pytestmark = pytest.mark.docker
 

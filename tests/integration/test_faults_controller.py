@@ -34,7 +34,7 @@ from fixtures.faults import (
 )
 from python_on_whales import DockerClient
 
-from llenergymeasure.campaign.plan import read_plan
+from llenergymeasure.controller.plan import read_plan
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

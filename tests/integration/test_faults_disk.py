@@ -29,7 +29,7 @@ from fixtures.faults import (
 )
 from python_on_whales import DockerClient
 
-from llenergymeasure.campaign.manifest import Manifest, ManifestEntry, save_manifest
+from llenergymeasure.host.manifest import Manifest, ManifestEntry, save_manifest
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

@@ -18,7 +18,7 @@ import pytest
 from fixtures.campaign import run_campaign, tiny_campaign, write_yaml
 from fixtures.sshd import SshServers, ssh_servers
 
-from llenergymeasure.campaign.runlock import acquire_run_lock
+from llenergymeasure.controller.runlock import acquire_run_lock
 
 CAMPAIGN = "sshlock"
 ADDRESS = "127.0.0.1"

@@ -14,9 +14,8 @@ import yaml
 from test_callback import Campaign, skip_task
 from typer.testing import CliRunner
 
-import llenergymeasure
-from llenergymeasure.campaign.drive import Progress
 from llenergymeasure.cli import app
+from llenergymeasure.commands.drive import Progress, run_campaign
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -44,7 +43,7 @@ def project(tmp_path: Path) -> tuple[Path, Campaign]:
 def test_run_campaign_returns_the_summary_and_keeps_the_log(project: tuple[Path, Campaign]) -> None:
     root, campaign = project
     seen: list[Progress] = []
-    run = llenergymeasure.run_campaign(
+    run = run_campaign(
         campaign.file,
         root / "inventory.yml",
         {"lem_results_dir": str(campaign.root / "results")},

@@ -23,11 +23,11 @@ from fixtures.compose import cpu_host_variables, render_compose
 from fixtures.plan import experiment_args, manifest_entry
 from fixtures.results import make_result, write_result
 
-from llenergymeasure.campaign.manifest import Manifest, ManifestEntry, save_manifest
-from llenergymeasure.campaign.plan import PlannedExperiment, build_plan
 from llenergymeasure.config.loader import load_campaign
+from llenergymeasure.contracts.result import ExperimentResult
+from llenergymeasure.controller.plan import PlannedExperiment, build_plan
 from llenergymeasure.errors import ConfigError
-from llenergymeasure.results.schema import ExperimentResult
+from llenergymeasure.host.manifest import Manifest, ManifestEntry, save_manifest
 
 CAMPAIGN = "itest"
 TINY_CONFIG: dict[str, Any] = {

@@ -39,9 +39,9 @@ from fixtures.plan import experiment_args
 from fixtures.results import make_result, write_result
 from python_on_whales import DockerClient
 
-from llenergymeasure.campaign.plan import PlannedExperiment, build_plan
 from llenergymeasure.config.loader import load_campaign
 from llenergymeasure.config.models import ExperimentConfig
+from llenergymeasure.controller.plan import PlannedExperiment, build_plan
 from llenergymeasure.runner.loadkey import load_key
 
 pytestmark = pytest.mark.docker

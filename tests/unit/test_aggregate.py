@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from fixtures.results import A100, H100, LAPTOP_CPU, make_result, write_result
 
+from llenergymeasure.contracts.result import HEADLINE_METRICS
 from llenergymeasure.errors import LemError
 from llenergymeasure.results.aggregate import (
     COMPARISON_FILE,
@@ -28,7 +29,6 @@ from llenergymeasure.results.aggregate import (
     render_table,
     write_summary,
 )
-from llenergymeasure.results.schema import HEADLINE_METRICS
 from llenergymeasure.stats import bootstrap_ci
 
 ENERGIES_J = (400.0, 410.0, 395.0)  # cycles 1-3 of tiny-bs1 on the A100

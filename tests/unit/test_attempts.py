@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from fixtures.clock import FakeClock
 
-from llenergymeasure.campaign.attempts import (
+from llenergymeasure.host.attempts import (
     AttemptLookupFailed,
     attempt_pids,
     attempt_pids_from_top,
     wait_for_attempts_to_end,
 )
-from llenergymeasure.campaign.manifest import (
+from llenergymeasure.host.manifest import (
     ManifestConflict,
     ManifestEntry,
     load_manifest,

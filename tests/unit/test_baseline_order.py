@@ -16,11 +16,11 @@ from fakes.fake_nvml import FakeGpu, FakeNvml, installed
 from fixtures.results import read_result
 
 from llenergymeasure.config.models import ExperimentConfig
+from llenergymeasure.contracts.wire import Done, RunRequest
 from llenergymeasure.measure.baseline import load_baseline
 from llenergymeasure.runner.backends.base import BatchOutcome, RequestRecord
 from llenergymeasure.runner.experiment import LoadedModel
 from llenergymeasure.runner.loadkey import load_key
-from llenergymeasure.runner.protocol import Done, RunRequest
 from llenergymeasure.runner.worker import Worker
 
 IDLE_W = 60.0

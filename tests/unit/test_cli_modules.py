@@ -47,7 +47,8 @@ def test_lem_experiment_does_not_import_the_other_commands() -> None:
         "import sys\n"
         "from llenergymeasure import cli\n"
         "cli.build_app(cli.modules_for(['experiment']))\n"
-        "heavy = ('numpy', 'llenergymeasure.campaign.plan', 'llenergymeasure.results.aggregate')\n"
+        "heavy = ('numpy', 'llenergymeasure.controller.plan',"
+        " 'llenergymeasure.results.aggregate')\n"
         "print(sorted(name for name in heavy if name in sys.modules))\n"
     )
 

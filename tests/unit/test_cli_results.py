@@ -10,8 +10,8 @@ import pytest
 from fixtures.results import make_result, write_result
 from typer.testing import CliRunner
 
-from llenergymeasure.campaign.manifest import ManifestEntry, replace_entry
 from llenergymeasure.cli import app
+from llenergymeasure.host.manifest import ManifestEntry, replace_entry
 
 runner = CliRunner()
 

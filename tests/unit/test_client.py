@@ -21,14 +21,8 @@ from typing import Any
 import pytest
 
 from llenergymeasure.config.models import ExperimentConfig
-from llenergymeasure.runner import protocol
-from llenergymeasure.runner.client import (
-    EXIT_NEEDS_RESTART,
-    NoWorker,
-    connect_worker,
-    run_request,
-)
-from llenergymeasure.runner.protocol import (
+from llenergymeasure.contracts import wire as protocol
+from llenergymeasure.contracts.wire import (
     Done,
     Failed,
     Message,
@@ -45,6 +39,12 @@ from llenergymeasure.runner.protocol import (
     encode,
     read_line,
     socket_path,
+)
+from llenergymeasure.runner.client import (
+    EXIT_NEEDS_RESTART,
+    NoWorker,
+    connect_worker,
+    run_request,
 )
 
 LEM = Path(sys.executable).with_name("lem")

@@ -15,19 +15,19 @@ from fixtures.load import load_module
 from fixtures.plan import experiment_args, manifest_entry
 from fixtures.results import make_result, write_result
 
-from llenergymeasure.campaign.manifest import (
-    Manifest,
-    ManifestEntry,
-    load_manifest,
-    save_manifest,
-)
-from llenergymeasure.campaign.plan import PlannedExperiment, build_plan
 from llenergymeasure.config.loader import load_campaign
+from llenergymeasure.controller.plan import PlannedExperiment, build_plan
 from llenergymeasure.dispatch.attempt import Outcome, run_attempt
 from llenergymeasure.dispatch.compose import Completed, service_stopped
 from llenergymeasure.dispatch.errors import ComposeError
 from llenergymeasure.dispatch.gaps import wait_gap
 from llenergymeasure.dispatch.restarts import RestartBudget
+from llenergymeasure.host.manifest import (
+    Manifest,
+    ManifestEntry,
+    load_manifest,
+    save_manifest,
+)
 
 CAMPAIGN = "utest"
 LIBRARY = Path(__file__).resolve().parents[2] / "library"

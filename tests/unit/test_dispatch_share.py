@@ -11,17 +11,17 @@ import yaml
 from fixtures.plan import manifest_entry
 from fixtures.results import make_result, write_result
 
-from llenergymeasure.campaign import prepare
-from llenergymeasure.campaign.manifest import (
+from llenergymeasure.config.loader import load_campaign
+from llenergymeasure.controller import prepare
+from llenergymeasure.controller.plan import PlannedExperiment, build_plan
+from llenergymeasure.dispatch.share import share_status
+from llenergymeasure.errors import LemError, ManifestError, ManifestLockError
+from llenergymeasure.host.manifest import (
     Manifest,
     ManifestEntry,
     check_owner,
     save_manifest,
 )
-from llenergymeasure.campaign.plan import PlannedExperiment, build_plan
-from llenergymeasure.config.loader import load_campaign
-from llenergymeasure.dispatch.share import share_status
-from llenergymeasure.errors import LemError, ManifestError, ManifestLockError
 
 CAMPAIGN = "utest"
 CONFIG = {

@@ -22,8 +22,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 from llenergymeasure.commands.runner import default_baseline_cache
 from llenergymeasure.config.models import DecoderConfig, ExperimentConfig, PyTorchConfig
+from llenergymeasure.contracts.result import ExperimentResult
 from llenergymeasure.errors import ExperimentError
-from llenergymeasure.results.schema import ExperimentResult
 from llenergymeasure.runner.backends.pytorch import (
     count_output_tokens,
     generation_settings,

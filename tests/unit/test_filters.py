@@ -10,7 +10,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 from fixtures.load import load_module
 
-from llenergymeasure.campaign.plan import host_share_of
+from llenergymeasure.controller.plan import host_share_of
 
 FILTERS_FILE = Path(__file__).resolve().parents[2] / "filter_plugins" / "lem.py"
 

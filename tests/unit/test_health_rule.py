@@ -14,8 +14,8 @@ from fakes.fake_nvml import FakeGpu, FakeNvml, installed
 from typer.testing import CliRunner
 
 from llenergymeasure.cli import app
+from llenergymeasure.contracts.wire import SOCKET_ENV
 from llenergymeasure.measure.health import health_report, memory_outside_worker_pct
-from llenergymeasure.runner.protocol import SOCKET_ENV
 
 GIB = 1 << 30
 

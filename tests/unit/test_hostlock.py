@@ -1,4 +1,4 @@
-"""The host lock (campaign/lease.py): one campaign at a time on a host, across campaigns."""
+"""The host lock (lease.py): one campaign at a time on a host, across campaigns."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from fixtures.controllers import StartController, kill_group
 
-from llenergymeasure.campaign.lease import (
+from llenergymeasure.lease import (
     read_host_lock,
     release_host_lock,
     start_ticks,

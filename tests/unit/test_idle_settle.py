@@ -14,8 +14,8 @@ import pytest
 from fakes.fake_nvml import FakeGpu, FakeNvml, installed
 from fixtures.clock import FakeClock, WallClock
 
+from llenergymeasure.contracts.result import IdleConditions
 from llenergymeasure.measure.baseline import BaselinePolicy, GpuBaseline, idle_entries
-from llenergymeasure.results.schema import IdleConditions
 
 IDLE_W, IDLE_C = 40.0, 35
 WARM_W, WARM_C = 90.0, 60

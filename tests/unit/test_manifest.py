@@ -5,11 +5,14 @@ from __future__ import annotations
 import errno
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from llenergymeasure.campaign.manifest import (
+from llenergymeasure.errors import ManifestError
+from llenergymeasure.files import temp_files_of
+from llenergymeasure.host.manifest import (
     Manifest,
     ManifestEntry,
     decide,
@@ -20,8 +23,6 @@ from llenergymeasure.campaign.manifest import (
     save_manifest,
     summarize,
 )
-from llenergymeasure.errors import ManifestError
-from llenergymeasure.files import temp_files_of
 
 
 def entry(cycle: int = 1, **changes: object) -> ManifestEntry:
@@ -33,7 +34,7 @@ def entry(cycle: int = 1, **changes: object) -> ManifestEntry:
         service="pytorch",
         cycle=cycle,
     )
-    return base.model_copy(update=changes)
+    return replace(base, **changes)
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def put(path: Path, new: ManifestEntry, campaign: str = "demo", host: str = "loc
 def test_replace_entry_returns_the_entry_and_persists(manifest_path: Path) -> None:
     running = entry(status="running", attempts=1, started_at="2025-01-06T09:00:00+00:00")
     assert replace_entry(manifest_path, "demo", "localhost", None, running) == running
-    done = running.model_copy(update={"status": "completed", "result_path": "results/x.json"})
+    done = replace(running, status="completed", result_path="results/x.json")
     assert replace_entry(manifest_path, "demo", "localhost", running, done) == done
 
     loaded = load_manifest(manifest_path)
@@ -109,7 +110,7 @@ def test_corrupt_manifest_is_named_and_never_overwritten(
 
 
 def test_entry_stored_under_another_exp_id_is_rejected(manifest_path: Path) -> None:
-    stored = Manifest(entries={entry().exp_id: entry()}).model_dump(mode="json")
+    stored = Manifest(entries={entry().exp_id: entry()}).to_json()
     stored["entries"]["demo__tiny__c09"] = stored["entries"].pop(entry().exp_id)
     manifest_path.write_text(json.dumps(stored))
     with pytest.raises(ManifestError, match="holds exp_id"):

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from llenergymeasure.campaign.manifest import (
+from llenergymeasure.errors import ManifestLockError
+from llenergymeasure.files import temp_files_of
+from llenergymeasure.host.manifest import (
     Manifest,
     ManifestEntry,
     load_manifest,
     replace_entry,
 )
-from llenergymeasure.errors import ManifestLockError
-from llenergymeasure.files import temp_files_of
 
 ENTRIES = 200  # large enough that a write takes long enough to be hit by a kill
 KILLS = 30
@@ -134,7 +134,7 @@ def test_sigkill_at_random_moments_leaves_old_or_new_manifest(tmp_path: Path) ->
 
 HOLD_LOCK = """
 import sys
-from llenergymeasure.campaign.manifest import manifest_lock
+from llenergymeasure.host.manifest import manifest_lock
 with manifest_lock(sys.argv[1], "demo"):
     print("locked", flush=True)
     sys.stdin.read()

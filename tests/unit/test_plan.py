@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
-from llenergymeasure.campaign.plan import (
+from llenergymeasure.config.loader import LoadedCampaign, parse_campaign
+from llenergymeasure.config.models import GpuKnobsConfig
+from llenergymeasure.controller.plan import (
     Plan,
     PlannedExperiment,
     build_plan,
@@ -25,8 +27,6 @@ from llenergymeasure.campaign.plan import (
     run_order,
     write_plan,
 )
-from llenergymeasure.config.loader import LoadedCampaign, parse_campaign
-from llenergymeasure.config.models import GpuKnobsConfig
 from llenergymeasure.errors import ConfigError
 
 SOURCE = Path("campaigns/demo.yml")

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from llenergymeasure.campaign.manifest import Manifest, ManifestEntry, save_manifest
-from llenergymeasure.campaign.progress import Pace, eta_seconds, format_duration, manifests_eta
 from llenergymeasure.cli import app
+from llenergymeasure.controller.progress import Pace, eta_seconds, format_duration, manifests_eta
+from llenergymeasure.host.manifest import Manifest, ManifestEntry, save_manifest
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 
@@ -115,7 +115,7 @@ def _item(exp: str, changed: bool) -> dict[str, object]:
 def test_lem_run_counts_every_experiment_of_a_resumed_or_finished_campaign() -> None:
     import io
 
-    from llenergymeasure.campaign.drive import Progress, _EventStream
+    from llenergymeasure.commands.drive import Progress, _EventStream
     from llenergymeasure.results.lines import experiment_line
 
     seen: list[Progress] = []

@@ -35,9 +35,7 @@ from fixtures.worker import (
 )
 from test_client import CannedWorker
 
-from llenergymeasure.measure.health import health_report
-from llenergymeasure.runner.client import EXIT_NEEDS_RESTART
-from llenergymeasure.runner.protocol import (
+from llenergymeasure.contracts.wire import (
     Failed,
     Message,
     Progress,
@@ -48,6 +46,8 @@ from llenergymeasure.runner.protocol import (
     decode_request,
     encode,
 )
+from llenergymeasure.measure.health import health_report
+from llenergymeasure.runner.client import EXIT_NEEDS_RESTART
 from llenergymeasure.runner.worker import Worker
 
 STATS = WorkerStats(pid=7, started_at="2026-01-01T00:00:00+00:00", loads=1)

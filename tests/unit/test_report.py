@@ -10,8 +10,8 @@ import pytest
 from fixtures.results import A100, H100, make_result, write_engine_campaign, write_result
 from typer.testing import CliRunner
 
-from llenergymeasure.campaign.manifest import ManifestEntry, replace_entry
 from llenergymeasure.cli import app
+from llenergymeasure.host.manifest import ManifestEntry, replace_entry
 from llenergymeasure.results.aggregate import aggregate_directory, format_value
 from llenergymeasure.results.figures import MAX_ROWS, pareto_front, shown_rows
 from llenergymeasure.results.report import write_report

@@ -1,4 +1,4 @@
-"""The campaign run lock (campaign/runlock.py) with real processes named ansible-playbook."""
+"""The campaign run lock (controller/runlock.py) with real processes named ansible-playbook."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from fixtures.controllers import StartController, kill_group
 
-from llenergymeasure.campaign.lease import controller_pid
-from llenergymeasure.campaign.runlock import (
+from llenergymeasure.controller.runlock import (
     acquire_run_lock,
     release_run_lock,
     start_ticks,
 )
 from llenergymeasure.errors import ManifestLockError
+from llenergymeasure.lease import controller_pid
 
 
 def holder_of(path: Path) -> dict:

@@ -11,26 +11,28 @@ from collections.abc import Iterator
 
 from fixtures.clock import FakeClock
 
-from llenergymeasure.dispatch.timeouts import stop_timed_out, wait_for_worker
-from llenergymeasure.runner.protocol import WorkerStats
+from llenergymeasure.contracts.wire import WorkerStats
+from llenergymeasure.dispatch.timeouts import WorkerStatus, stop_timed_out, wait_for_worker
 
 EXP = "demo__bs1__c02"
 SILENT = None  # the worker did not answer
 
 
-def stats(busy_with: str | None) -> WorkerStats:
-    return WorkerStats(pid=7, started_at="2026-01-01T00:00:00+00:00", busy_with=busy_with)
+def stats(busy_with: str | None) -> WorkerStatus:
+    """The worker's answer as the host reads it: the wire contract's JSON."""
+    answer = WorkerStats(pid=7, started_at="2026-01-01T00:00:00+00:00", busy_with=busy_with)
+    return answer.model_dump(mode="json")
 
 
 class ScriptedWorker:
     """Answers the probes in order with `answers` (the last one again when they run out)."""
 
-    def __init__(self, *answers: WorkerStats | None) -> None:
-        self._answers: Iterator[WorkerStats | None] = iter(answers)
+    def __init__(self, *answers: WorkerStatus | None) -> None:
+        self._answers: Iterator[WorkerStatus | None] = iter(answers)
         self._last = answers[-1]
         self.cancels: list[str | None] = []
 
-    def __call__(self, cancel: str | None) -> WorkerStats | None:
+    def __call__(self, cancel: str | None) -> WorkerStatus | None:
         self.cancels.append(cancel)
         self._last = next(self._answers, self._last)
         return self._last

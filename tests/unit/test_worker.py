@@ -39,10 +39,8 @@ from fixtures.worker import (
 )
 
 from llenergymeasure.config.models import ExperimentConfig
-from llenergymeasure.results.schema import ExperimentResult
-from llenergymeasure.runner.client import NoReply, run_on_worker, run_request, worker_status
-from llenergymeasure.runner.loadkey import load_key
-from llenergymeasure.runner.protocol import (
+from llenergymeasure.contracts.result import ExperimentResult
+from llenergymeasure.contracts.wire import (
     Done,
     Failed,
     NeedsRestart,
@@ -51,6 +49,8 @@ from llenergymeasure.runner.protocol import (
     RunRequest,
     WorkerError,
 )
+from llenergymeasure.runner.client import NoReply, run_on_worker, run_request, worker_status
+from llenergymeasure.runner.loadkey import load_key
 from llenergymeasure.runner.worker import (
     MemoryTolerance,
     Worker,

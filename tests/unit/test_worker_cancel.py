@@ -15,10 +15,7 @@ from pathlib import Path
 import pytest
 
 from llenergymeasure.config.models import ExperimentConfig
-from llenergymeasure.runner.backends.base import BatchOutcome, RequestRecord
-from llenergymeasure.runner.experiment import LoadedModel
-from llenergymeasure.runner.loadkey import load_key
-from llenergymeasure.runner.protocol import (
+from llenergymeasure.contracts.wire import (
     Done,
     Failed,
     FinalReply,
@@ -28,6 +25,9 @@ from llenergymeasure.runner.protocol import (
     StatusReply,
     StatusRequest,
 )
+from llenergymeasure.runner.backends.base import BatchOutcome, RequestRecord
+from llenergymeasure.runner.experiment import LoadedModel
+from llenergymeasure.runner.loadkey import load_key
 from llenergymeasure.runner.worker import Worker
 
 

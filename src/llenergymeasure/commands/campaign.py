@@ -11,11 +11,11 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from llenergymeasure.campaign.plan import Plan, build_plan, plan_json, plan_or_reuse
 from llenergymeasure.commands.common import fail, reports_errors
 from llenergymeasure.config.grid import DEFAULT_MAX_CONFIGS, GridExpansion, expand_grid
 from llenergymeasure.config.loader import LoadedCampaign, load_campaign, read_yaml
 from llenergymeasure.config.models import BACKEND_SECTIONS, ExperimentConfig
+from llenergymeasure.controller.plan import Plan, build_plan, plan_json, plan_or_reuse
 from llenergymeasure.errors import ConfigError
 
 SUMMARY_MAX_ROWS = 15  # keeps `lem validate` on one screen for large campaigns

@@ -21,7 +21,7 @@ from llenergymeasure.measure.health import health_report
 from llenergymeasure.measure.thermal import CoolingTolerance, thermal_gap
 
 if TYPE_CHECKING:
-    from llenergymeasure.runner.protocol import Progress
+    from llenergymeasure.contracts.wire import Progress
 
 STATE_DIR_ENV = "LEM_STATE_DIR"
 BASELINE_FILE = "baseline.json"
@@ -73,8 +73,8 @@ def health(
 
 def worker_memory_held() -> dict[int, float]:
     """GPU memory the worker of this service holds per GPU; {} when no worker answers."""
+    from llenergymeasure.contracts.wire import WorkerError, socket_path
     from llenergymeasure.runner.client import NoWorker, worker_status
-    from llenergymeasure.runner.protocol import WorkerError, socket_path
 
     try:
         return worker_status(socket_path()).gpu_memory_held_mib
@@ -177,18 +177,18 @@ def release(
 
     Example: docker compose exec -T vllm lem release
     """
-    from llenergymeasure.runner.client import (
-        EXIT_NEEDS_RESTART,
-        NoWorker,
-        connect_worker,
-        exchange,
-    )
-    from llenergymeasure.runner.protocol import (
+    from llenergymeasure.contracts.wire import (
         Failed,
         Released,
         ReleaseRequest,
         WorkerError,
         socket_path,
+    )
+    from llenergymeasure.runner.client import (
+        EXIT_NEEDS_RESTART,
+        NoWorker,
+        connect_worker,
+        exchange,
     )
 
     path = socket_path(worker_socket)

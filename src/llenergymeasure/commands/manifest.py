@@ -7,11 +7,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from llenergymeasure.campaign.lease import HOST_LOCK_NAME, describe_holder, read_host_lock
-from llenergymeasure.campaign.manifest import STATUSES, Manifest, load_manifest, summarize
-from llenergymeasure.campaign.progress import format_duration, manifests_eta
 from llenergymeasure.commands.common import fail, reports_errors, wide_console
+from llenergymeasure.controller.progress import format_duration, manifests_eta
 from llenergymeasure.errors import ManifestError
+from llenergymeasure.host.manifest import STATUSES, Manifest, load_manifest, summarize
+from llenergymeasure.lease import HOST_LOCK_NAME, describe_holder, read_host_lock
 
 MANIFEST_NAME = "manifest.json"
 

@@ -48,8 +48,8 @@ def run(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from llenergymeasure.campaign.drive import Progress as RunProgress
-    from llenergymeasure.campaign.drive import run_campaign
+    from llenergymeasure.commands.drive import Progress as RunProgress
+    from llenergymeasure.commands.drive import run_campaign
     from llenergymeasure.results.aggregate import render_table
 
     console = wide_console()

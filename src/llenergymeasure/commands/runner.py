@@ -20,15 +20,8 @@ import typer
 from llenergymeasure.commands.common import fail, reports_errors
 from llenergymeasure.config.loader import load_experiment
 from llenergymeasure.config.models import BACKENDS, ExperimentConfig
-from llenergymeasure.results.schema import ExperimentResult, GpuKnob
-from llenergymeasure.runner.client import (
-    EXIT_NEEDS_RESTART,
-    NoWorker,
-    run_on_worker,
-    run_request,
-    worker_status,
-)
-from llenergymeasure.runner.protocol import (
+from llenergymeasure.contracts.result import ExperimentResult, GpuKnob
+from llenergymeasure.contracts.wire import (
     SOCKET_ENV,
     Done,
     Failed,
@@ -37,6 +30,13 @@ from llenergymeasure.runner.protocol import (
     RequestIdentity,
     RunRequest,
     socket_path,
+)
+from llenergymeasure.runner.client import (
+    EXIT_NEEDS_RESTART,
+    NoWorker,
+    run_on_worker,
+    run_request,
+    worker_status,
 )
 from llenergymeasure.runner.tiny_model import TinyModelSpec
 

@@ -21,20 +21,19 @@ from pydantic import (
     model_validator,
 )
 
+from llenergymeasure.contracts.identity import safe_name_problem
+
 BACKENDS: tuple[str, ...] = ("pytorch", "vllm", "tensorrt")
 Backend = Literal["pytorch", "vllm", "tensorrt"]
 Precision = Literal["float32", "float16", "bfloat16"]
 Order = Literal["interleaved", "shuffled", "grouped"]
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
-
 
 def _check_safe_name(value: str) -> str:
-    """Names become file and directory names: allow [A-Za-z0-9._-] only, never '..'."""
-    if not _SAFE_NAME.fullmatch(value):
-        raise ValueError(f"{value!r} may contain only letters, digits, '.', '_' and '-'")
-    if ".." in value:
-        raise ValueError(f"{value!r} must not contain '..'")
+    """Names become file and directory names (contracts/identity.py)."""
+    problem = safe_name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 

@@ -10,25 +10,15 @@ Each manifest update is made only while the entry is still the one this attempt 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
-
-from llenergymeasure.campaign.attempts import wait_for_attempts_to_end
-from llenergymeasure.campaign.manifest import (
-    ManifestEntry,
-    decide,
-    load_manifest,
-    move_aside,
-    replace_entry,
-)
-from llenergymeasure.campaign.plan import config_hash, exp_id
-from llenergymeasure.config.loader import parse_experiment
-from llenergymeasure.config.models import ExperimentConfig, SafeName
+from llenergymeasure.contracts.headline import headline_metrics
+from llenergymeasure.contracts.identity import config_hash_of, exp_id, safe_name_problem
 from llenergymeasure.dispatch.compose import (
     Compose,
     DockerCompose,
@@ -46,14 +36,20 @@ from llenergymeasure.dispatch.restarts import RestartBudget
 from llenergymeasure.dispatch.result_file import UnusableResult, read_result
 from llenergymeasure.errors import LemError
 from llenergymeasure.files import atomic_write_text
-from llenergymeasure.results.schema import ExperimentResult
+from llenergymeasure.host.attempts import wait_for_attempts_to_end
+from llenergymeasure.host.manifest import (
+    ManifestEntry,
+    decide,
+    load_manifest,
+    move_aside,
+    replace_entry,
+)
 
 # How long an earlier attempt left running by a killed controller is waited for, when
 # the experiments have no timeout of their own.
 EARLIER_ATTEMPT_WAIT_SECONDS = 3600
 SERVICES_CACHE = ".compose-services.json"  # in state_dir; see lem_experiment's notes
 IDENTITY = ("exp_id", "config_name", "cycle", "host")
-_SAFE_NAME: TypeAdapter[str] = TypeAdapter(SafeName)
 _MINIMUMS = (
     ("cycle", 1),
     ("gap_seconds", 0),
@@ -84,31 +80,33 @@ def utc_now() -> str:
 
 
 def entry_dict(entry: ManifestEntry | None) -> dict[str, Any]:
-    return entry.model_dump(mode="json") if entry is not None else {}
+    return asdict(entry) if entry is not None else {}
 
 
-def checked_config(params: Mapping[str, Any]) -> ExperimentConfig:
-    """The validated config; names, limits and the plan's fields are checked first.
+def checked_config(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan's resolved config, as plain JSON; names, limits and the plan's fields checked.
 
-    The plan's exp_id, name, backend and hash must agree with the config, or results
-    of different configs would mix under one id.
+    The controller validated the config when it planned (lem_plan), and the container's
+    `lem experiment` validates the file it is given; here the plan's exp_id, name,
+    backend and hash must agree with the config, or results of different configs
+    would mix under one id.
     """
-    try:
-        _SAFE_NAME.validate_python(params["campaign_name"])
-    except ValidationError:
+    if safe_name_problem(params["campaign_name"]) is not None:
         raise LemError(
             f"campaign_name: {params['campaign_name']!r} is not a safe name "
             "(letters, digits, '.', '_', '-'; no '..')"
-        ) from None
+        )
     for key, minimum in _MINIMUMS:
         if params[key] is not None and params[key] < minimum:
             raise LemError(f"{key}: {params[key]} is less than the minimum {minimum}")
-    config = parse_experiment(params["config"], params["exp_id"], ("config",))
+    config = params["config"]
+    if not isinstance(config, dict) or not isinstance(config.get("config_name"), str):
+        raise LemError(f"config: not a resolved config from the plan: {str(config)[:200]!r}")
     expected = {
-        "config_name": config.config_name,
-        "backend": config.backend,
-        "exp_id": exp_id(params["campaign_name"], config.config_name, params["cycle"]),
-        "config_hash": config_hash(config),
+        "config_name": config["config_name"],
+        "backend": config.get("backend"),
+        "exp_id": exp_id(params["campaign_name"], config["config_name"], params["cycle"]),
+        "config_hash": config_hash_of(config),
     }
     for key, value in expected.items():
         if params[key] != value:
@@ -116,12 +114,12 @@ def checked_config(params: Mapping[str, Any]) -> ExperimentConfig:
     return config
 
 
-def completed_fields(entry: ManifestEntry, result: ExperimentResult) -> dict[str, Any]:
+def completed_fields(entry: ManifestEntry, result: dict[str, Any]) -> dict[str, Any]:
     return {
         "status": entry.status,
         "attempts": entry.attempts,
         "result_path": entry.result_path,
-        "metrics": result.headline_metrics(),
+        "metrics": headline_metrics(result),
     }
 
 
@@ -188,11 +186,11 @@ class Attempt:
         p = self.params
         replace_entry(self.manifest_path, p["campaign_name"], p["host"], expected, entry)
 
-    def read_result(self) -> ExperimentResult:
+    def read_result(self) -> dict[str, Any]:
         path = self.state_dir / self.result_path
         return read_result(path, self.exp_id, self.params["config_hash"])
 
-    def result_of_run(self) -> ExperimentResult:
+    def result_of_run(self) -> dict[str, Any]:
         """The result the exec wrote; ExperimentFailed (recorded failed) when unusable."""
         try:
             return self.read_result()
@@ -305,7 +303,7 @@ class Attempt:
         return self.settled(previous) or previous
 
     def start(
-        self, previous: ManifestEntry | None, started: ManifestEntry, config: ExperimentConfig
+        self, previous: ManifestEntry | None, started: ManifestEntry, config: dict[str, Any]
     ) -> None:
         """Mark running, set earlier output aside, write the config file (after the gap).
 
@@ -320,7 +318,7 @@ class Attempt:
         config_file = self.state_dir / "configs" / f"{self.exp_id}.json"
         try:
             config_file.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(config_file, config.model_dump_json(indent=2) + "\n")
+            atomic_write_text(config_file, json.dumps(config, indent=2) + "\n")
         except OSError as exc:
             raise LemError(f"{config_file}: cannot write config: {exc.strerror or exc}") from None
 
@@ -344,9 +342,7 @@ class Attempt:
                     self.health.append(self.checked(run, "after the failure"))
                 except ExperimentFailed as restart_failure:
                     cause += f"; {restart_failure.cause}"
-            failed = started.model_copy(
-                update={"status": "failed", "error": cause, "completed_at": utc_now()}
-            )
+            failed = replace(started, status="failed", error=cause, completed_at=utc_now())
             self.replace(started, failed)
             return self.outcome(
                 True,
@@ -360,12 +356,8 @@ class Attempt:
                 health=self.health,
                 **self.diff_of(previous, failed),
             )
-        completed = started.model_copy(
-            update={
-                "status": "completed",
-                "result_path": self.result_path,
-                "completed_at": utc_now(),
-            }
+        completed = replace(
+            started, status="completed", result_path=self.result_path, completed_at=utc_now()
         )
         self.replace(started, completed)
         return self.outcome(

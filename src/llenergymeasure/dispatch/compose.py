@@ -1,14 +1,13 @@
 """The host's compose project: its services, their state, restarts, processes, the worker.
 
 Everything here reaches Docker through a `Compose` (the small interface below): the
-real one, `DockerCompose`, runs the docker CLI and python-on-whales; unit tests give a
+real one, `DockerCompose`, runs the docker CLI; unit tests give a
 recording stand-in.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import subprocess
@@ -16,19 +15,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from pydantic import ValidationError
-
-from llenergymeasure.campaign.attempts import attempt_pids_from_top
 from llenergymeasure.dispatch.errors import ComposeError, ExperimentFailed, last_line
-from llenergymeasure.dispatch.timeouts import wait_for_worker
+from llenergymeasure.dispatch.timeouts import WorkerStatus, wait_for_worker
 from llenergymeasure.errors import LemError
 from llenergymeasure.files import atomic_write_text
-from llenergymeasure.runner.protocol import WorkerStats
-
-if TYPE_CHECKING:
-    from python_on_whales.components.compose.cli_wrapper import ComposeCLI
+from llenergymeasure.host.attempts import attempt_pids_from_top
 
 SIGKILL_EXIT_CODE = 137  # a container's main process killed with SIGKILL (docker kill)
 # The docker exec of `lem worker --status`, whose own reply timeout (seconds) tells a
@@ -73,25 +66,18 @@ class Compose(Protocol):
 
 
 class DockerCompose:
-    """The real `Compose`: the docker CLI for execs and top, python-on-whales for the rest.
+    """The real `Compose`: the docker CLI (`docker compose`), one subprocess per operation.
 
-    python-on-whales is imported on first use: the import takes about a tenth of a
-    second, a good share of a task, and the one call every experiment makes, the exec of
-    `lem experiment`, runs the command line python-on-whales would build with subprocess.
+    No Python client library: python-on-whales would build the same command lines, but
+    importing it (and the pydantic it brings) cost a good share of each task's start-up.
     """
 
     def __init__(self, files: Sequence[str], name: str) -> None:
         self.files = list(files)
         self.name = name
 
-    @functools.cached_property
-    def _compose(self) -> ComposeCLI:
-        from python_on_whales import DockerClient
-
-        return DockerClient(compose_files=self.files, compose_project_name=self.name).compose
-
     def command(self, *args: str) -> list[str]:
-        """`docker compose --file F ... --project-name P ARGS`, as python-on-whales builds it."""
+        """`docker compose --file F ... --project-name P ARGS`."""
         files = [arg for name in self.files for arg in ("--file", name)]
         return ["docker", "compose", *files, "--project-name", self.name, *args]
 
@@ -111,41 +97,39 @@ class DockerCompose:
         )
         return Completed(run.returncode, run.stdout, run.stderr)
 
-    @contextlib.contextmanager
-    def _plain_errors(self) -> Any:
-        from python_on_whales.exceptions import DockerException
-
+    def _checked(self, *args: str) -> str:
+        """The stdout of `docker compose ... ARGS`; ComposeError when it fails or cannot run."""
         try:
-            yield
-        except DockerException as exc:
-            raise ComposeError(exc.stderr, exc.return_code) from None
+            done = self.cli(args)
+        except OSError as exc:
+            raise ComposeError(f"cannot run the docker CLI: {exc}", 127) from None
+        if done.rc != 0:
+            raise ComposeError(done.stderr, done.rc)
+        return done.stdout
 
     def config_services(self) -> list[str]:
-        with self._plain_errors():
-            return sorted(self._compose.config(return_json=True).get("services") or {})
+        config = json.loads(self._checked("config", "--format", "json"))
+        return sorted(config.get("services") or {})
 
     def ps(self, service: str) -> list[tuple[str, int | None]]:
-        with self._plain_errors():
-            containers = self._compose.ps(services=[service], all=True)
-            return [(c.state.status, c.state.exit_code) for c in containers]
+        out = self._checked("ps", "--all", "--format", "json", service).strip()
+        # one JSON object per line (Compose >= 2.21), a JSON array before
+        containers = (
+            json.loads(out)
+            if out.startswith("[")
+            else [json.loads(line) for line in out.splitlines() if line.strip()]
+        )
+        return [(c.get("State", ""), c.get("ExitCode")) for c in containers]
 
     def restart(self, service: str, wait_timeout: int) -> None:
-        with self._plain_errors():
-            self._compose.restart(services=[service])
-            self._compose.up(
-                services=[service],
-                detach=True,
-                wait=True,
-                wait_timeout=wait_timeout,
-                recreate=False,
-                no_build=True,
-                pull="never",
-                quiet=True,
-            )
+        self._checked("restart", service)
+        self._checked(
+            "up", "--detach", "--wait", "--wait-timeout", str(wait_timeout),
+            "--no-recreate", "--no-build", "--pull", "never", "--quiet-pull", service,
+        )  # fmt: skip
 
     def execute(self, service: str, argv: Sequence[str]) -> str:
-        with self._plain_errors():
-            return self._compose.execute(service, list(argv), tty=False) or ""
+        return self._checked("exec", "--no-TTY", service, *argv)
 
 
 def compose_files_key(project_name: str, compose_files: Sequence[str]) -> list[list[Any]]:
@@ -229,9 +213,10 @@ def service_stopped(
     return f"its container is {status} with exit code {code}{killed}"
 
 
-def worker_stats(compose: Compose, service: str, cancel: str | None) -> WorkerStats | None:
-    """`lem worker --status [--cancel EXP_ID]` in the service; None when the worker does
-    not answer (frozen, gone) or the exec cannot be made."""
+def worker_stats(compose: Compose, service: str, cancel: str | None) -> WorkerStatus | None:
+    """`lem worker --status [--cancel EXP_ID]` in the service, its JSON (`WorkerStats` of
+    contracts/wire.py, read plain); None when the worker does not answer (frozen, gone)
+    or the exec cannot be made."""
     argv = ["lem", "worker", "--status", *(["--cancel", cancel] if cancel else [])]
     try:
         probe = compose.cli(["exec", "--no-TTY", service, *argv], timeout=WORKER_PROBE_EXEC_TIMEOUT)
@@ -240,9 +225,10 @@ def worker_stats(compose: Compose, service: str, cancel: str | None) -> WorkerSt
     if probe.rc != 0:
         return None
     try:
-        return WorkerStats.model_validate_json(last_line(probe.stdout))
-    except ValidationError:
+        stats = json.loads(last_line(probe.stdout))
+    except json.JSONDecodeError:
         return None
+    return stats if isinstance(stats, dict) and isinstance(stats.get("pid"), int) else None
 
 
 def restart_service(compose: Compose, service: str, wait_timeout: int, why: str) -> None:

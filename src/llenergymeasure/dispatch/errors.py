@@ -14,7 +14,7 @@ def last_line(text: str | None) -> str:
 
 
 class ComposeError(LemError):
-    """A compose operation failed (python-on-whales' DockerException, made plain data)."""
+    """A compose operation failed: the docker CLI's stderr and exit status."""
 
     def __init__(self, stderr: str | None, rc: int | None = None) -> None:
         super().__init__(last_line(stderr) or f"exit status {rc}")

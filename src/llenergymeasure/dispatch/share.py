@@ -8,33 +8,50 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from pydantic import ValidationError
-
-from llenergymeasure.campaign.manifest import (
+from llenergymeasure.contracts.headline import headline_metrics
+from llenergymeasure.dispatch.result_file import UnusableResult, read_result
+from llenergymeasure.errors import LemError
+from llenergymeasure.host.manifest import (
     Manifest,
     ManifestEntry,
     check_owner,
     decide,
     load_manifest,
 )
-from llenergymeasure.campaign.plan import PlannedExperiment
-from llenergymeasure.config.messages import format_validation_error
-from llenergymeasure.dispatch.result_file import UnusableResult, read_result
-from llenergymeasure.errors import LemError
 
 KINDS = ("pending", "completed", "failed_kept")
 
 
-def planned(experiments: list[dict[str, Any]], host: str) -> list[PlannedExperiment]:
-    """The share's entries, validated; an error names the entry and the key."""
+class Planned(NamedTuple):
+    """What the share needs of a plan entry (the controller validated the whole entry)."""
+
+    exp_id: str
+    config_name: str
+    cycle: int
+    config_hash: str
+    host: str
+
+
+_KINDS = (str, str, int, str, str)  # Planned's fields' types
+
+
+def _planned_entry(entry: Any, index: int) -> Planned:
+    if not isinstance(entry, dict):
+        raise LemError(f"experiments[{index}]: not a plan entry: {str(entry)[:200]!r}")
+    for key, kind in zip(Planned._fields, _KINDS, strict=True):
+        value = entry.get(key)
+        if type(value) is not kind:  # exactly: a bool is no cycle
+            raise LemError(f"experiments[{index}].{key}: {value!r} is not a {kind.__name__}")
+    return Planned(*(entry[key] for key in Planned._fields))
+
+
+def planned(experiments: list[dict[str, Any]], host: str) -> list[Planned]:
+    """The share's entries as the plan holds them; an error names the entry and the key."""
     checked = []
     for index, entry in enumerate(experiments):
-        try:
-            experiment = PlannedExperiment.model_validate(entry)
-        except ValidationError as exc:
-            raise LemError(format_validation_error("experiments", exc, (index,))) from None
+        experiment = _planned_entry(entry, index)
         if experiment.host != host:
             raise LemError(
                 f"experiments[{index}].host: {experiment.host!r} is not this host ({host!r})"
@@ -45,7 +62,7 @@ def planned(experiments: list[dict[str, Any]], host: str) -> list[PlannedExperim
 
 def classify(
     raw: dict[str, Any],
-    experiment: PlannedExperiment,
+    experiment: Planned,
     entry: ManifestEntry | None,
     params: Mapping[str, Any],
 ) -> tuple[str, dict[str, Any]]:
@@ -67,7 +84,7 @@ def classify(
     except UnusableResult as exc:  # the work is not really done: run it again
         detail = f"completed before, but {exc}: running again"
         return "pending", raw | {"reason": "result-missing", "detail": detail}
-    return "completed", identity | {"metrics": result.headline_metrics()}
+    return "completed", identity | {"metrics": headline_metrics(result)}
 
 
 def sort_share(params: Mapping[str, Any], manifest: Manifest) -> dict[str, list[dict[str, Any]]]:

@@ -14,15 +14,18 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from llenergymeasure.runner.protocol import WorkerStats
+# The worker's `WorkerStats` (contracts/wire.py) as the JSON `lem worker --status`
+# prints: the host side reads it plain, no pydantic.
+WorkerStatus = dict[str, Any]
 
 # After the cancel, how long the worker may take to leave the experiment (it stops
 # between stages: the end of the warmup or of the window) before the service restarts.
 CANCEL_GRACE_SECONDS = 30.0
 
 # probe(exp_id to cancel, or None) -> the worker's statistics, None when it did not answer.
-Probe = Callable[[str | None], WorkerStats | None]
+Probe = Callable[[str | None], WorkerStatus | None]
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ def stop_timed_out(
     while True:
         if stats is None:
             return TimeoutOutcome(True, "its worker did not answer (frozen)")
-        if stats.busy_with != exp_id:
+        if stats.get("busy_with") != exp_id:
             return TimeoutOutcome(False, "stopped in the worker")
         if clock() >= deadline:
             return TimeoutOutcome(True, f"its worker did not stop it within {grace_seconds:g} s")
@@ -61,12 +64,12 @@ def stop_timed_out(
 
 
 def wait_for_worker(
-    probe: Callable[[], WorkerStats | None],
+    probe: Callable[[], WorkerStatus | None],
     limit_seconds: float,
     poll_seconds: float = 1.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
-) -> WorkerStats | None:
+) -> WorkerStatus | None:
     """Poll `probe` until the worker answers; None when it has not after `limit_seconds`.
 
     A restarted service is healthy as soon as its socket file exists, and the killed

@@ -36,10 +36,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from llenergymeasure.contracts.result import IdleConditions, IdleMethod
 from llenergymeasure.files import atomic_write_text
 from llenergymeasure.measure import nvml
 from llenergymeasure.measure.thermal import CoolingTolerance, GapWait, GpuState, wait_until_cool
-from llenergymeasure.results.schema import IdleConditions, IdleMethod
 
 log = logging.getLogger(__name__)
 

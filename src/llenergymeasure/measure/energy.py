@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from statistics import fmean
 
+from llenergymeasure.contracts.result import Energy, EnergySource, Power, Thermal
 from llenergymeasure.measure.nvml import THROTTLING_REASONS
 from llenergymeasure.measure.window import Sample, WindowReadings
-from llenergymeasure.results.schema import Energy, EnergySource, Power, Thermal
 
 GPU_SOURCES: frozenset[EnergySource] = frozenset({"nvml", "nvml_power"})
 

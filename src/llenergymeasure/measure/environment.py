@@ -7,9 +7,9 @@ import socket
 from pathlib import Path
 
 from llenergymeasure import __version__
+from llenergymeasure.contracts.result import Environment
 from llenergymeasure.measure import nvml
 from llenergymeasure.measure.gpus import visible_gpu_indices
-from llenergymeasure.results.schema import Environment
 
 CPUINFO = Path("/proc/cpuinfo")
 

@@ -18,9 +18,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
+from llenergymeasure.contracts.result import EnergySource
 from llenergymeasure.measure import nvml
 from llenergymeasure.measure.rapl import RaplAccumulator, RaplReader
-from llenergymeasure.results.schema import EnergySource
 
 # GPU process lists change rarely and cost more than a power read: look every this many samples.
 PROCESS_SCAN_EVERY = 10

@@ -26,11 +26,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from llenergymeasure.contracts.result import HEADLINE_METRICS, SCHEMA_VERSION, ExperimentResult
 from llenergymeasure.errors import LemError
 from llenergymeasure.files import atomic_write_text
 from llenergymeasure.results.compare import PairedRatio, paired_ratios
 from llenergymeasure.results.recommend import ParetoPoint, pareto_summary
-from llenergymeasure.results.schema import HEADLINE_METRICS, SCHEMA_VERSION, ExperimentResult
 from llenergymeasure.results.texttable import TextTable
 from llenergymeasure.stats.bootstrap import (
     EXACT_MAX_N,

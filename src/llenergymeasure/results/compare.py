@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 from pydantic import BaseModel, computed_field
 
-from llenergymeasure.results.schema import HEADLINE_METRICS, ExperimentResult
+from llenergymeasure.contracts.result import HEADLINE_METRICS, ExperimentResult
 from llenergymeasure.stats.bootstrap import BootstrapCI, Method, ratio_ci_many
 from llenergymeasure.stats.power import cycles_needed, detectable_difference, paired_difference_cv
 

@@ -15,9 +15,9 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from llenergymeasure.contracts.result import ExperimentResult
 from llenergymeasure.results.aggregate import METRIC_LABELS, Summary, SummaryRow
 from llenergymeasure.results.recommend import ParetoPoint
-from llenergymeasure.results.schema import ExperimentResult
 from llenergymeasure.stats.bootstrap import BootstrapCI, bootstrap_ci_many
 
 Panel = Figure | str

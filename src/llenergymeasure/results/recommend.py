@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from llenergymeasure.contracts.result import Distribution, ExperimentResult
 from llenergymeasure.errors import LemError
-from llenergymeasure.results.schema import Distribution, ExperimentResult
 from llenergymeasure.stats.bootstrap import BootstrapCI, Method, bootstrap_ci_many, ratio_ci_many
 
 ENERGY_METRIC = "j_per_output_token"

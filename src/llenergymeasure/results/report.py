@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llenergymeasure import __version__
-from llenergymeasure.campaign.manifest import ManifestError, load_manifest
+from llenergymeasure.contracts.result import ExperimentResult
 from llenergymeasure.errors import LemError
 from llenergymeasure.files import atomic_write_bytes, atomic_write_text
+from llenergymeasure.host.manifest import ManifestError, load_manifest
 from llenergymeasure.results import figures
 from llenergymeasure.results.aggregate import (
     METRIC_LABELS,
@@ -30,7 +31,6 @@ from llenergymeasure.results.aggregate import (
     summarize_tree,
 )
 from llenergymeasure.results.recommend import recommend, recommendation_lines
-from llenergymeasure.results.schema import ExperimentResult
 from llenergymeasure.stats.bootstrap import BootstrapCI, Method
 
 REPORT_FILE = "report.html"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llenergymeasure.config.models import ExperimentConfig
-from llenergymeasure.runner.protocol import (
+from llenergymeasure.contracts.wire import (
     STATUS_REPLY_TIMEOUT_S,
     AnyRequest,
     Done,

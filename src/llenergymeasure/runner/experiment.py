@@ -18,15 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from llenergymeasure.config.models import ExperimentConfig, ModelSpec
-from llenergymeasure.errors import ExperimentError, LemError
-from llenergymeasure.files import atomic_write_text
-from llenergymeasure.measure import nvml
-from llenergymeasure.measure.baseline import GpuBaseline, idle_entries
-from llenergymeasure.measure.energy import build_energy
-from llenergymeasure.measure.environment import collect_environment
-from llenergymeasure.measure.gpus import mig_warning, order_warning, visible_gpu_indices
-from llenergymeasure.measure.window import EnergyMeter, WindowReadings
-from llenergymeasure.results.schema import (
+from llenergymeasure.contracts.result import (
     Distribution,
     ExperimentResult,
     GpuKnob,
@@ -36,6 +28,14 @@ from llenergymeasure.results.schema import (
     Tokens,
     Ttft,
 )
+from llenergymeasure.errors import ExperimentError, LemError
+from llenergymeasure.files import atomic_write_text
+from llenergymeasure.measure import nvml
+from llenergymeasure.measure.baseline import GpuBaseline, idle_entries
+from llenergymeasure.measure.energy import build_energy
+from llenergymeasure.measure.environment import collect_environment
+from llenergymeasure.measure.gpus import mig_warning, order_warning, visible_gpu_indices
+from llenergymeasure.measure.window import EnergyMeter, WindowReadings
 from llenergymeasure.runner.backends import import_backend, load_backend, not_installed_message
 from llenergymeasure.runner.backends.base import LoadedBackend, RequestRecord
 from llenergymeasure.runner.loadkey import load_key

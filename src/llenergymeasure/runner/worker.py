@@ -35,23 +35,8 @@ from typing import Any
 
 from llenergymeasure.config.loader import parse_experiment
 from llenergymeasure.config.models import ExperimentConfig
-from llenergymeasure.errors import LemError
-from llenergymeasure.measure import nvml
-from llenergymeasure.measure.gpus import visible_gpu_indices
-from llenergymeasure.results.schema import ExperimentResult
-from llenergymeasure.runner.experiment import (
-    ColdStartMethod,
-    LoadedModel,
-    RunIdentity,
-    describe_failure,
-    idle_before_load,
-    is_out_of_memory,
-    load_model,
-    measure_experiment,
-    write_result,
-)
-from llenergymeasure.runner.loadkey import load_key
-from llenergymeasure.runner.protocol import (
+from llenergymeasure.contracts.result import ExperimentResult
+from llenergymeasure.contracts.wire import (
     AnyRequest,
     Done,
     Failed,
@@ -72,6 +57,21 @@ from llenergymeasure.runner.protocol import (
     read_line,
     send,
 )
+from llenergymeasure.errors import LemError
+from llenergymeasure.measure import nvml
+from llenergymeasure.measure.gpus import visible_gpu_indices
+from llenergymeasure.runner.experiment import (
+    ColdStartMethod,
+    LoadedModel,
+    RunIdentity,
+    describe_failure,
+    idle_before_load,
+    is_out_of_memory,
+    load_model,
+    measure_experiment,
+    write_result,
+)
+from llenergymeasure.runner.loadkey import load_key
 
 log = logging.getLogger(__name__)
 

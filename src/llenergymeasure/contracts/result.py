@@ -11,6 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llenergymeasure.contracts import headline
+from llenergymeasure.contracts.headline import HEADLINE_METRICS as HEADLINE_METRICS
+
 SCHEMA_VERSION = "1.0"
 
 # nvml: the GPUs' energy counters; nvml_power: GPU power samples integrated (no counter)
@@ -248,37 +251,8 @@ class ExperimentResult(ResultModel):
 
     def wh_per_1k_requests(self) -> float | None:
         """Watt-hours per 1,000 requests (the AI Energy Score unit): J/request / 3.6."""
-        if self.energy.total_energy_j is None or not self.tokens.requests:
-            return None
-        return self.energy.total_energy_j / self.tokens.requests / 3.6
+        return headline.wh_per_1k_requests(self)
 
     def headline_metrics(self) -> dict[str, float | None]:
         """The numbers aggregated over cycles and returned by the Ansible module."""
-        return {
-            "energy_j": self.energy.total_energy_j,
-            "idle_adjusted_energy_j": self.energy.idle_adjusted_energy_j,
-            "j_per_output_token": self.energy.j_per_output_token,
-            "adjusted_j_per_output_token": self.energy.adjusted_j_per_output_token,
-            "wh_per_1k_requests": self.wh_per_1k_requests(),
-            "output_tokens_per_s": self.throughput.output_tokens_per_s,
-            "requests_per_s": self.throughput.requests_per_s,
-            "ttft_mean_s": self.ttft.mean,
-            "latency_p50_s": self.latency.p50,
-            "latency_p99_s": self.latency.p99,
-            "load_seconds": self.timing.load_seconds,
-        }
-
-
-HEADLINE_METRICS: tuple[str, ...] = (
-    "energy_j",
-    "idle_adjusted_energy_j",
-    "j_per_output_token",
-    "adjusted_j_per_output_token",
-    "wh_per_1k_requests",
-    "output_tokens_per_s",
-    "requests_per_s",
-    "ttft_mean_s",
-    "latency_p50_s",
-    "latency_p99_s",
-    "load_seconds",
-)
+        return headline.headline_metrics(self)

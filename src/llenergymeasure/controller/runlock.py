@@ -23,14 +23,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from llenergymeasure.campaign.lease import (
+from llenergymeasure.errors import ManifestError, ManifestLockError
+from llenergymeasure.lease import (
     holder_running,
     locked_file,
     read_text,
     start_ticks,
     write_text,
 )
-from llenergymeasure.errors import ManifestError, ManifestLockError
 
 RUN_LOCK_NAME = "run.lock"
 

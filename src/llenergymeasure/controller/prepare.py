@@ -12,11 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.campaign.lease import controller_pid, start_ticks
-from llenergymeasure.campaign.plan import plan_or_reuse
-from llenergymeasure.campaign.runlock import RUN_LOCK_NAME, acquire_run_lock
 from llenergymeasure.config.loader import LoadedCampaign, load_campaign
+from llenergymeasure.controller.plan import plan_or_reuse
+from llenergymeasure.controller.runlock import RUN_LOCK_NAME, acquire_run_lock
 from llenergymeasure.errors import ManifestLockError
+from llenergymeasure.lease import controller_pid, start_ticks
 
 PLAN_FILE_NAME = "plan.json"
 

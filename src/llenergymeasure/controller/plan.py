@@ -7,13 +7,12 @@ is byte-identical when built twice. See docs/architecture.md for the file format
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -28,6 +27,7 @@ from llenergymeasure.config.models import (
     HealthCheckConfig,
     Order,
 )
+from llenergymeasure.contracts.identity import config_hash_of, digest, exp_id, hashed_config
 from llenergymeasure.errors import ConfigError, LemError
 from llenergymeasure.files import atomic_write_text
 
@@ -85,29 +85,9 @@ class Plan(PlanModel):
         return {e.config_name: e.config_hash for e in self.experiments}
 
 
-def exp_id(campaign_name: str, config_name: str, cycle: int) -> str:
-    """Deterministic, path-safe id: both names are restricted to ``[A-Za-z0-9._-]``."""
-    return f"{campaign_name}__{config_name}__c{cycle:02d}"
-
-
-def _digest(data: Any) -> str:
-    """First 16 hex digits of SHA-256 over canonical JSON of `data`."""
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-def _config_data(config: ExperimentConfig) -> dict[str, Any]:
-    """The resolved config as hashed: without `gpu` when unset, so configs from before the
-    knobs existed keep their hash (and their finished results)."""
-    data = config.model_dump(mode="json")
-    if config.gpu is None or not config.gpu.is_set():
-        data.pop("gpu", None)
-    return data
-
-
 def config_hash(config: ExperimentConfig) -> str:
     """Stable hash of the fully resolved config."""
-    return _digest(_config_data(config))
+    return config_hash_of(config.model_dump(mode="json"))
 
 
 def campaign_hash(loaded: LoadedCampaign) -> str:
@@ -116,10 +96,10 @@ def campaign_hash(loaded: LoadedCampaign) -> str:
     The file path and the host list are not part of it (hosts are compared separately).
     """
     campaign = loaded.campaign
-    return _digest(
+    return digest(
         {
             "campaign_name": campaign.campaign_name,
-            "configs": [_config_data(config) for config in loaded.configs],
+            "configs": [hashed_config(config.model_dump(mode="json")) for config in loaded.configs],
             **{
                 section: getattr(campaign, section).model_dump(mode="json")
                 for section in _SETTINGS_SECTIONS

@@ -15,7 +15,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from llenergymeasure.campaign.manifest import Manifest
+from llenergymeasure.host.manifest import Manifest
 
 
 def eta_seconds(

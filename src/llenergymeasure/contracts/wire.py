@@ -67,7 +67,7 @@ class RunRequest(Message):
     baseline_cache: str | None = None
     gap_waited_seconds: float | None = Field(default=None, ge=0.0)
     gpu_knobs: list[dict[str, Any]] = Field(
-        default_factory=list, description="GPU knobs the host set (results/schema.py GpuKnob)"
+        default_factory=list, description="GPU knobs the host set (contracts/result.py GpuKnob)"
     )
 
 

@@ -12,16 +12,15 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
-
-from llenergymeasure.config.models import SafeName
+from llenergymeasure.contracts.identity import safe_name_problem
 from llenergymeasure.errors import ManifestError, ManifestLockError
 from llenergymeasure.files import atomic_write_bytes, temp_files_of
 
@@ -31,43 +30,115 @@ Status = Literal["pending", "running", "completed", "failed"]
 STATUSES: tuple[str, ...] = get_args(Status)
 Reason = Literal["new", "completed", "interrupted", "failed-retry", "failed-kept", "config-changed"]
 
-_SAFE_EXP_ID: TypeAdapter[str] = TypeAdapter(SafeName)
 
+@dataclass(frozen=True)
+class ManifestEntry:
+    """One experiment of this host's share of the campaign.
 
-class ManifestEntry(BaseModel):
-    """One experiment of this host's share of the campaign."""
+    Plain data, checked by hand when read (`entry_from_json`): the manifest is read and
+    written by host-side tasks, which import no pydantic.
+    """
 
-    model_config = ConfigDict(extra="forbid")
-
-    exp_id: SafeName
+    exp_id: str
     config_name: str
     config_hash: str
     backend: str
     service: str
-    cycle: int = Field(ge=1)
+    cycle: int
     status: Status = "pending"
-    attempts: int = Field(0, ge=0)
-    result_path: str | None = Field(None, description="Relative to the state dir")
+    attempts: int = 0
+    result_path: str | None = None  # relative to the state dir
     started_at: str | None = None
     completed_at: str | None = None
     error: str | None = None
 
 
-class Manifest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    manifest_version: Literal[1] = MANIFEST_VERSION
+@dataclass
+class Manifest:
+    manifest_version: int = MANIFEST_VERSION
     # Empty only for a manifest not yet written; replace_entry fills both in.
     campaign_name: str = ""
     host: str = ""
-    entries: dict[str, ManifestEntry] = Field(default_factory=dict)
+    entries: dict[str, ManifestEntry] = field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _keys_are_exp_ids(self) -> Manifest:
-        for key, entry in self.entries.items():
-            if key != entry.exp_id:
-                raise ValueError(f"entries.{key}: holds exp_id {entry.exp_id!r}")
-        return self
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Invalid(ValueError):
+    """Where (a key path) and what is wrong in a manifest file."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(f"{where}: {problem}")
+
+
+_TEXT, _OPTIONAL_TEXT, _COUNT = (str,), (str, type(None)), (int,)
+_ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "exp_id": _TEXT,
+    "config_name": _TEXT,
+    "config_hash": _TEXT,
+    "backend": _TEXT,
+    "service": _TEXT,
+    "cycle": _COUNT,
+    "status": _TEXT,
+    "attempts": _COUNT,
+    "result_path": _OPTIONAL_TEXT,
+    "started_at": _OPTIONAL_TEXT,
+    "completed_at": _OPTIONAL_TEXT,
+    "error": _OPTIONAL_TEXT,
+}
+_REQUIRED = ("exp_id", "config_name", "config_hash", "backend", "service", "cycle")
+_MINIMUMS = {"cycle": 1, "attempts": 0}
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _Invalid(where, f"expected an object, found {type(value).__name__}")
+    return value
+
+
+def _entry_from_json(key: str, raw: Any) -> ManifestEntry:
+    data = _object(raw, f"entries.{key}")
+    if extra := sorted(data.keys() - _ENTRY_TYPES.keys()):
+        raise _Invalid(f"entries.{key}.{extra[0]}", "extra key, not permitted")
+    for name in _REQUIRED:
+        if name not in data:
+            raise _Invalid(f"entries.{key}.{name}", "missing")
+    for name, value in data.items():
+        where = f"entries.{key}.{name}"
+        types = _ENTRY_TYPES[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise _Invalid(where, f"{value!r} is not of type {'/'.join(t.__name__ for t in types)}")
+        if name in _MINIMUMS and value < _MINIMUMS[name]:
+            raise _Invalid(where, f"{value} is less than {_MINIMUMS[name]}")
+    if data.get("status", "pending") not in STATUSES:
+        raise _Invalid(f"entries.{key}.status", f"{data['status']!r} is not one of {STATUSES}")
+    if problem := safe_name_problem(data["exp_id"]):
+        raise _Invalid(f"entries.{key}.exp_id", problem)
+    if key != data["exp_id"]:
+        raise _Invalid(f"entries.{key}", f"holds exp_id {data['exp_id']!r}")
+    return ManifestEntry(**data)
+
+
+def _manifest_from_json(raw: bytes) -> Manifest:
+    try:
+        data = _object(json.loads(raw), "(top level)")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _Invalid("(top level)", f"Invalid JSON: {exc}") from None
+    if extra := sorted(data.keys() - {"manifest_version", "campaign_name", "host", "entries"}):
+        raise _Invalid(extra[0], "extra key, not permitted")
+    version = data.get("manifest_version", MANIFEST_VERSION)
+    if version != MANIFEST_VERSION:
+        raise _Invalid("manifest_version", f"{version!r} is not {MANIFEST_VERSION}")
+    for name in ("campaign_name", "host"):
+        if not isinstance(data.get(name, ""), str):
+            raise _Invalid(name, f"{data[name]!r} is not a string")
+    entries = _object(data.get("entries", {}), "entries")
+    return Manifest(
+        campaign_name=data.get("campaign_name", ""),
+        host=data.get("host", ""),
+        entries={key: _entry_from_json(key, raw) for key, raw in entries.items()},
+    )
 
 
 @dataclass(frozen=True)
@@ -89,12 +160,10 @@ def load_manifest(path: str | Path) -> Manifest:
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read manifest: {exc.strerror}") from None
     try:
-        return Manifest.model_validate_json(raw)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        return _manifest_from_json(raw)
+    except _Invalid as exc:
         raise ManifestError(
-            f"{path}: not a valid manifest (version {MANIFEST_VERSION}): {where}: {first['msg']}; "
+            f"{path}: not a valid manifest (version {MANIFEST_VERSION}): {exc}; "
             "the file was left as it is: repair or remove it"
         ) from None
 
@@ -103,7 +172,7 @@ def save_manifest(path: str | Path, manifest: Manifest) -> None:
     """Write `manifest` atomically. Callers hold `manifest_lock(path, ...)`."""
     path = Path(path)
     try:
-        atomic_write_bytes(path, manifest.model_dump_json(indent=1).encode("utf-8"))
+        atomic_write_bytes(path, json.dumps(manifest.to_json(), indent=1).encode("utf-8"))
     except OSError as exc:
         raise ManifestError(
             f"{path}: cannot write manifest: {exc.strerror or exc}; the previous manifest is intact"
@@ -178,16 +247,16 @@ def manifest_lock(
 
 def check_owner(manifest: Manifest, path: str | Path, campaign: str, host: str) -> None:
     """A manifest of another campaign or host must neither decide nor record this one's work."""
-    for field, wanted in (("campaign_name", campaign), ("host", host)):
-        found = getattr(manifest, field)
+    for key, wanted in (("campaign_name", campaign), ("host", host)):
+        found = getattr(manifest, key)
         if found and found != wanted:
-            raise ManifestError(f"{path}: {field} is {found!r}, not {wanted!r}: refusing to mix")
+            raise ManifestError(f"{path}: {key} is {found!r}, not {wanted!r}: refusing to mix")
 
 
 def _claim(manifest: Manifest, path: Path, campaign: str, host: str) -> Manifest:
     """`manifest` stamped with its owner; another campaign's or host's manifest is refused."""
     check_owner(manifest, path, campaign, host)
-    return manifest.model_copy(update={"campaign_name": campaign, "host": host})
+    return replace(manifest, campaign_name=campaign, host=host)
 
 
 class ManifestConflict(ManifestError):
@@ -264,10 +333,8 @@ def move_aside(results_dir: str | Path, exp_id: str) -> Path | None:
     Returns the new path, or None when there was nothing to move.
     """
     results_dir = Path(results_dir)
-    try:
-        _SAFE_EXP_ID.validate_python(exp_id)
-    except ValidationError:
-        raise ManifestError(f"{results_dir}: exp_id {exp_id!r} is not a safe name") from None
+    if safe_name_problem(exp_id) is not None:
+        raise ManifestError(f"{results_dir}: exp_id {exp_id!r} is not a safe name")
     source = results_dir / exp_id
     if not source.exists():
         return None

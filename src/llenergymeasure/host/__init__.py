@@ -1,0 +1,1 @@
+"""The host side's own files: the manifest of its share, earlier attempts still running."""
