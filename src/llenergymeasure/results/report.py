@@ -21,8 +21,11 @@ from llenergymeasure.errors import LemError
 from llenergymeasure.files import atomic_write_bytes, atomic_write_text
 from llenergymeasure.results import figures
 from llenergymeasure.results.aggregate import (
+    CHEAPEST_HEADERS,
+    CHEAPEST_NOTE,
     METRIC_LABELS,
     Summary,
+    cheapest_cells,
     format_interval,
     format_value,
     method_note,
@@ -136,6 +139,18 @@ def comparison_section(summary: Summary) -> _Section | None:
     return _Section(f"Paired ratios to baseline {summary.baseline}", body)
 
 
+def cheapest_section(summary: Summary) -> _Section | None:
+    """Server mode: per hardware, the least-J/token config meeting its SLO (or why none)."""
+    if not summary.cheapest:
+        return None
+    rows = [cheapest_cells(answer) for answer in summary.cheapest]
+    text = (
+        f"<p>{html.escape(CHEAPEST_NOTE)}; cells: mean [CI]. Each point of the server "
+        "figures above is one of these configs at one rate.</p>"
+    )
+    return _Section("Cheapest config meeting the SLO", text + _table(CHEAPEST_HEADERS, rows, set()))
+
+
 def _joined(values: Sequence[str | None]) -> str:
     found = sorted({v for v in values if v})
     return ", ".join(found) or "n/a"
@@ -204,10 +219,19 @@ def _panels(
     summary: Summary, results: Sequence[ExperimentResult]
 ) -> dict[str, tuple[str, figures.Panel]]:
     """name -> (title, figure or sentence), in page order."""
+    energy_all = figures.has_energy(summary)
+    served = {
+        f"server_{index}": (
+            f"Server mode against the achieved rate: {' / '.join(key)}",
+            figures.server_curves(" / ".join(key), series, energy_all),
+        )
+        for index, (key, series) in enumerate(figures.server_series(summary, results).items())
+    }
     summary = summary.model_copy(update={"rows": figures.shown_rows(summary)})
     groups = figures.Groups.of(summary, results)
     energy = figures.has_energy(summary)
     return {
+        **served,
         "energy_per_token": ("Energy per output token", figures.energy_per_token(summary)),
         "energy_vs_latency": ("Energy against latency", figures.energy_vs_latency(summary, groups)),
         **(
@@ -277,6 +301,9 @@ def render_report(
     comparison = comparison_section(summary)
     if comparison is not None:
         sections.insert(first_figure + 1, comparison)
+    cheapest = cheapest_section(summary)
+    if cheapest is not None:
+        sections.insert(first_figure, cheapest)
     if slo:
         sections.insert(first_figure, recommendation_section(summary, results, slo))
     sections.append(facts_section(results, summary, failures))
