@@ -73,6 +73,7 @@ def test_the_server_mode_panels_and_cheapest_config_table_render(tmp_path: Path)
     page = report.html.read_text()
     assert "<h2>Cheapest config meeting the SLO</h2>" in page
     assert "<td>qwen-seqs32-r4</td>" in page and "vs qwen-seqs8-r1" in page
+    assert "<h2>Server mode</h2>" in page and "<th>SLO attainment (%)</th>" in page
     shot = screenshot(report.html, artifacts_dir() / "report-server.png", height=1400)
     assert shot.read_bytes().startswith(b"\x89PNG")
     print(f"server report screenshot: {shot}")

@@ -47,6 +47,18 @@ TABLE_METRICS = (
     "ttft_mean_s",
     "latency_p99_s",
 )
+# Server-mode rows' own table (the rest of SERVING_METRICS is in summary.md).
+SERVER_TABLE_METRICS = (
+    "achieved_request_rate",
+    "output_tokens_per_s",
+    "ttft_p90_s",
+    "itl_p90_s",
+    "e2e_p90_s",
+    "slo_attainment_pct",
+    "goodput_rps",
+    "mean_in_flight",
+    "window_s",
+)
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 h1{font-size:1.6em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
@@ -149,6 +161,24 @@ def cheapest_section(summary: Summary) -> _Section | None:
         "figures above is one of these configs at one rate.</p>"
     )
     return _Section("Cheapest config meeting the SLO", text + _table(CHEAPEST_HEADERS, rows, set()))
+
+
+def server_section(summary: Summary) -> _Section | None:
+    """One line per server-mode config and hardware: its load figures, mean [CI]."""
+    rows = [row for row in summary.rows if row.unstable_windows is not None]
+    if not rows:
+        return None
+    headers = ["config", "hardware", "cycles", *(METRIC_LABELS[m] for m in SERVER_TABLE_METRICS)]
+    headers.append("unstable windows")
+    cells = [
+        [row.config_name, row.hardware, str(row.n)]
+        + [_cell(row.metrics[m]) for m in SERVER_TABLE_METRICS]
+        + [f"{row.unstable_windows} of {row.n}"]
+        for row in summary.rows
+        if row in rows
+    ]
+    text = "<p>Cells: mean [CI] over cycles, inside each cycle's steady window.</p>"
+    return _Section("Server mode", text + _table(headers, cells, {2}))
 
 
 def _joined(values: Sequence[str | None]) -> str:
@@ -301,9 +331,9 @@ def render_report(
     comparison = comparison_section(summary)
     if comparison is not None:
         sections.insert(first_figure + 1, comparison)
-    cheapest = cheapest_section(summary)
-    if cheapest is not None:
-        sections.insert(first_figure, cheapest)
+    for extra in (server_section(summary), cheapest_section(summary)):
+        if extra is not None:
+            sections.insert(first_figure, extra)
     if slo:
         sections.insert(first_figure, recommendation_section(summary, results, slo))
     sections.append(facts_section(results, summary, failures))

@@ -12,15 +12,22 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from pydantic import BaseModel
 
 from llenergymeasure.results.compare import PairedRatio
 from llenergymeasure.stats.bootstrap import BootstrapCI
 
-if TYPE_CHECKING:
-    from llenergymeasure.results.aggregate import SummaryRow
+
+class SummaryRow(Protocol):
+    """What this reads of results/aggregate.py's SummaryRow (which imports this module)."""
+
+    config_name: str
+    hardware: str
+    metrics: dict[str, BootstrapCI]
+    slo: dict[str, float] | None
+
 
 ENERGY = "j_per_output_token"
 # SLO key -> the summary metric (seconds) it bounds
