@@ -158,3 +158,39 @@ def test_only_the_summary_play_writes_the_summary_and_only_once(fed: tuple[Any, 
     callback.v2_playbook_on_stats(SimpleNamespace())
 
     assert (campaign_dir / "summary.json").stat().st_mtime_ns == written
+
+
+def test_a_server_mode_tree_gets_the_same_summary_from_the_callback_and_lem_aggregate(
+    tmp_path: Path,
+) -> None:
+    # issue 19: one function for both; the server metrics and the cheapest-config table too
+    from fixtures.results import write_server_campaign
+    from typer.testing import CliRunner
+
+    from llenergymeasure.cli import app
+
+    campaign_dir = tmp_path / "results" / "serve"
+    written = write_server_campaign(campaign_dir / "hosts" / "localhost", cycles=3)
+    experiments = [{"exp_id": path.parent.name, "host": "localhost"} for path in written]
+    callback = new_callback()
+    plan = {"experiments": experiments}
+    callback.v2_runner_on_ok(
+        task_result(
+            "lem_plan",
+            {
+                "campaign_name": "serve",
+                "total": len(experiments),
+                "plan_file": str(campaign_dir / "plan.json"),
+                "plan": plan,
+            },
+        )
+    )
+    callback.v2_playbook_on_play_start(summary_play())
+    out = tmp_path / "by-cli"
+    cli = CliRunner().invoke(app, ["aggregate", str(campaign_dir), "--out", str(out)])
+    assert cli.exit_code == 0, cli.output
+
+    by_callback = json.loads((campaign_dir / "summary.json").read_text())
+    assert by_callback == json.loads((out / "summary.json").read_text())
+    assert "ttft_p90_s" in by_callback["metrics"] and by_callback["cheapest"]
+    assert (campaign_dir / "summary.md").read_text() == (out / "summary.md").read_text()

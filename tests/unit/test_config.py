@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from llenergymeasure.config.loader import load_campaign, load_experiment
+from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.errors import ConfigError
 
 CONFIG: dict[str, Any] = {
@@ -240,3 +242,39 @@ def test_gpu_knobs_can_be_varied_in_a_grid(tmp_path: Path) -> None:
     loaded = load_campaign(write_yaml(tmp_path / "c.yml", data))
     clocks = [c.gpu.sm_clock_mhz if c.gpu else None for c in loaded.configs]
     assert sorted(clocks, key=str) == sorted([900, 1400, None], key=str)
+
+
+@pytest.mark.parametrize(
+    ("load", "message"),
+    [
+        ({"mode": "server", "request_rate": 0}, "request_rate"),
+        ({"mode": "server", "request_rate": 1.0, "max_concurrency": 2}, "exactly one of"),
+        ({"request_rate": 1.0}, "only for load.mode 'server'"),
+        (
+            {"mode": "server", "max_concurrency": 2, "num_requests": 5, "warmup_requests": 5},
+            "above",
+        ),
+        ({"mode": "server", "request_rate": 2.0, "slo": {"ttft_ms": 0, "itl_ms": 1}}, "ttft_ms"),
+        ({"mode": "server", "request_rate": 2.0}, "not runnable in this version"),
+    ],
+)
+def test_the_load_section_refuses_bad_values_naming_the_key(
+    load: dict[str, object], message: str
+) -> None:
+    config = {
+        "config_name": "a",
+        "backend": "pytorch",
+        "model": {"path": "/models/tiny"},
+        "load": load,
+    }
+    with pytest.raises(ValidationError) as raised:
+        ExperimentConfig.model_validate(config)
+    text = str(raised.value)
+    assert "load" in text and message in text, text
+
+
+def test_an_offline_load_section_is_the_default() -> None:
+    config = ExperimentConfig.model_validate(
+        {"config_name": "a", "backend": "pytorch", "model": {"path": "/models/tiny"}}
+    )
+    assert config.load.mode == "offline" and config.load.request_rate is None

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fixtures.browser import artifacts_dir, check_page, screenshot
-from fixtures.results import write_engine_campaign, write_knob_sweep
+from fixtures.results import write_engine_campaign, write_knob_sweep, write_server_campaign
 
 from llenergymeasure.results.report import write_report
 
@@ -59,3 +59,21 @@ def test_the_check_sees_a_broken_image_and_a_console_error(tmp_path: Path) -> No
     assert "boom" in seen.errors
     assert any("failed to load" in error for error in seen.errors)
     assert seen.console
+
+
+def test_the_server_mode_panels_and_cheapest_config_table_render(tmp_path: Path) -> None:
+    # issue 19: synthetic server results (tests/fixtures/results.py), 2 configs x 4 rates
+    write_server_campaign(tmp_path, cycles=3)
+    report = write_report(tmp_path, baseline="qwen-seqs8-r1", n_resamples=1_000)
+    seen = check_page(report.html)
+    assert seen.errors == [] and seen.console == []
+    server = [image for image in seen.images if str(image["alt"]).startswith("Server mode")]
+    assert len(server) == 1, seen.images
+    assert server[0]["complete"] and server[0]["naturalWidth"] > 1000  # type: ignore[operator]
+    page = report.html.read_text()
+    assert "<h2>Cheapest config meeting the SLO</h2>" in page
+    assert "<td>qwen-seqs32-r4</td>" in page and "vs qwen-seqs8-r1" in page
+    assert "<h2>Server mode</h2>" in page and "<th>SLO attainment (%)</th>" in page
+    shot = screenshot(report.html, artifacts_dir() / "report-server.png", height=1400)
+    assert shot.read_bytes().startswith(b"\x89PNG")
+    print(f"server report screenshot: {shot}")

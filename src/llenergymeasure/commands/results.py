@@ -116,7 +116,9 @@ def aggregate(
     Results are grouped by config and hardware (never pooled across GPU models);
     null metrics are left out, and a metric null in every cycle prints n/a. Writes
     summary.json, summary.csv and summary.md and prints the table. A file that
-    cannot be read is reported and skipped.
+    cannot be read is reported and skipped. Server-mode results add their serving
+    metrics (rate, latency percentiles, SLO attainment, goodput, window) and the
+    cheapest config meeting the SLO per hardware (docs/server-mode.md).
 
     Example: lem aggregate results/demo --out results/demo
     """
@@ -172,7 +174,9 @@ def report(
 
     Figures: J per output token (raw and idle-adjusted) per GPU model, energy
     against latency with the Pareto front, the Pareto front of each GPU knob sweep,
-    throughput, one power trace per config, every cycle in run order; with --slo, the
+    throughput, one power trace per config, every cycle in run order; for server-mode
+    results, J/token, latency percentiles and SLO attainment against the achieved rate
+    per (model, backend, hardware) and the cheapest config meeting the SLO; with --slo, the
     cheapest config meeting it (as `lem recommend`); then the campaign's facts, warnings
     and failures. Panels without data (no energy source, no power samples) say so in words.
 

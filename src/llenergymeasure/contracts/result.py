@@ -256,3 +256,47 @@ class ExperimentResult(ResultModel):
     def headline_metrics(self) -> dict[str, float | None]:
         """The numbers aggregated over cycles and returned by the Ansible module."""
         return headline.headline_metrics(self)
+
+    def serving_metrics(self) -> dict[str, float | None]:
+        """Server mode's own numbers (docs/server-mode.md); all null for an offline run."""
+        s = self.serving
+        if s is None:
+            return dict.fromkeys(SERVING_METRICS)
+        found: dict[str, float | None] = {
+            "achieved_request_rate": s.achieved_request_rate,
+            "serving_output_tokens_per_s": s.output_tokens_per_s,
+            "serving_j_per_output_token": s.j_per_output_token,
+            "serving_j_per_request": s.j_per_request,
+            "serving_wh_per_1k_requests": s.wh_per_1k_requests,
+            "slo_attainment_pct": s.slo_attainment_pct,
+            "goodput_rps": s.goodput_rps,
+            "mean_in_flight": s.window.mean_in_flight,
+            "window_s": s.window.seconds,
+        }
+        for name, dist in (("ttft", s.ttft), ("itl", s.itl), ("e2e", s.e2e_latency)):
+            for stat in ("p50", "p90", "p99"):
+                found[f"{name}_{stat}_s"] = getattr(dist, stat)
+        return {metric: found[metric] for metric in SERVING_METRICS}
+
+
+# Aggregated (with intervals) only for a summary that holds server-mode results.
+SERVING_METRICS: tuple[str, ...] = (
+    "achieved_request_rate",
+    "serving_output_tokens_per_s",
+    "ttft_p50_s",
+    "ttft_p90_s",
+    "ttft_p99_s",
+    "itl_p50_s",
+    "itl_p90_s",
+    "itl_p99_s",
+    "e2e_p50_s",
+    "e2e_p90_s",
+    "e2e_p99_s",
+    "slo_attainment_pct",
+    "goodput_rps",
+    "mean_in_flight",
+    "window_s",
+    "serving_j_per_output_token",
+    "serving_j_per_request",
+    "serving_wh_per_1k_requests",
+)

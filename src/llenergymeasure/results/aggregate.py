@@ -26,11 +26,17 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from llenergymeasure.contracts.result import HEADLINE_METRICS, SCHEMA_VERSION, ExperimentResult
+from llenergymeasure.contracts.result import (
+    HEADLINE_METRICS,
+    SCHEMA_VERSION,
+    SERVING_METRICS,
+    ExperimentResult,
+)
 from llenergymeasure.errors import LemError
 from llenergymeasure.files import atomic_write_text
 from llenergymeasure.results.compare import PairedRatio, paired_ratios
 from llenergymeasure.results.recommend import ParetoPoint, pareto_summary
+from llenergymeasure.results.serving import CheapestMeetingSlo, cheapest_meeting_slo
 from llenergymeasure.results.texttable import TextTable
 from llenergymeasure.stats.bootstrap import (
     EXACT_MAX_N,
@@ -55,6 +61,20 @@ METRIC_LABELS: dict[str, str] = {
     "latency_p50_s": "latency p50 (s)",
     "latency_p99_s": "latency p99 (s)",
     "load_seconds": "model load (s)",
+    "achieved_request_rate": "achieved requests/s",
+    "serving_output_tokens_per_s": "window output tokens/s",
+    **{
+        f"{name}_{stat}_s": f"{label} {stat} (s)"
+        for name, label in (("ttft", "TTFT"), ("itl", "ITL"), ("e2e", "e2e latency"))
+        for stat in ("p50", "p90", "p99")
+    },
+    "slo_attainment_pct": "SLO attainment (%)",
+    "goodput_rps": "goodput (requests/s)",
+    "mean_in_flight": "mean in flight",
+    "window_s": "steady window (s)",
+    "serving_j_per_output_token": "window J / output token",
+    "serving_j_per_request": "window J / request",
+    "serving_wh_per_1k_requests": "window Wh / 1,000 requests",
 }
 CSV_COLUMNS = (
     "config_name",
@@ -99,6 +119,10 @@ class SummaryRow(BaseModel):
     energy_sources: list[str]
     metrics: dict[str, BootstrapCI]
     warnings: list[str]
+    # server mode only (null for offline rows): cycles whose steady window was unstable,
+    # and the config's latency SLO (load.slo: ttft_ms, itl_ms)
+    unstable_windows: int | None = None
+    slo: dict[str, float] | None = None
 
 
 class Summary(BaseModel):
@@ -113,6 +137,7 @@ class Summary(BaseModel):
     detect: float | None = None  # stated relative difference for `cycles_needed` (0.05: 5 %)
     comparisons: list[PairedRatio] = []
     pareto: list[ParetoPoint] = []  # the energy-latency front of each GPU knob sweep
+    cheapest: list[CheapestMeetingSlo] = []  # server mode: least J/token meeting the SLO
     sources: list[str]  # every result file that went into it, relative to the results folder
     load_errors: list[str] = []  # result files that could not be read, with the reason
     warnings: list[str] = []
@@ -238,7 +263,30 @@ def _row_warnings(members: list[_Sourced], energy_sources: list[str]) -> list[st
         warnings.append(f"{throttled} of {len(members)} result(s) measured while throttled")
     if len(energy_sources) > 1:
         warnings.append(f"energy measured by different sources: {', '.join(energy_sources)}")
+    reasons = sorted(
+        {r for m in members if m.result.serving for r in m.result.serving.window.unstable_reasons}
+    )
+    unstable = _unstable_windows(members)
+    if unstable:
+        warnings.append(
+            f"{unstable} of {len(members)} cycle(s) had an unstable steady-state window"
+            + (f" ({'; '.join(reasons)})" if reasons else "")
+        )
     return warnings
+
+
+def _unstable_windows(members: list[_Sourced]) -> int | None:
+    """Cycles whose server-mode window was flagged unstable; None for offline rows."""
+    served = [m.result.serving for m in members if m.result.serving is not None]
+    return sum(1 for s in served if not s.window.stable) if served else None
+
+
+def _slo(result: ExperimentResult) -> dict[str, float] | None:
+    """The SLO of a server-mode result's resolved config (load.slo), else None."""
+    if result.serving is None:
+        return None
+    slo = (result.config.get("load") or {}).get("slo")
+    return {k: float(slo[k]) for k in ("ttft_ms", "itl_ms")} if slo else None
 
 
 def _build_row(members: list[_Sourced], metrics: dict[str, BootstrapCI]) -> SummaryRow:
@@ -257,6 +305,8 @@ def _build_row(members: list[_Sourced], metrics: dict[str, BootstrapCI]) -> Summ
         energy_sources=energy_sources,
         metrics=metrics,
         warnings=_row_warnings(members, energy_sources),
+        unstable_windows=_unstable_windows(members),
+        slo=_slo(first),
     )
 
 
@@ -300,14 +350,13 @@ def aggregate_results(
     for item in kept:
         groups[_group_key(item.result)].append(item)
     keys = sorted(groups)
-    headline = {key: [m.result.headline_metrics() for m in groups[key]] for key in keys}
-    samples = [
-        [metrics.get(metric) for metrics in headline[key]]
-        for key in keys
-        for metric in HEADLINE_METRICS
-    ]
+    # server metrics only where a server-mode result is: offline summaries keep their columns
+    served = any(item.result.serving is not None for item in kept)
+    names = HEADLINE_METRICS + (SERVING_METRICS if served else ())
+    values = {key: [_metric_values(m.result, served) for m in groups[key]] for key in keys}
+    samples = [[found[metric] for found in values[key]] for key in keys for metric in names]
     cis = iter(bootstrap_ci_many(samples, confidence, n_resamples, seed, method))
-    rows = [_build_row(groups[key], {m: next(cis) for m in HEADLINE_METRICS}) for key in keys]
+    rows = [_build_row(groups[key], {m: next(cis) for m in names}) for key in keys]
     comparisons: list[PairedRatio] = []
     if baseline is not None:
         by_key = {key: [m.result for m in groups[key]] for key in keys}
@@ -326,7 +375,7 @@ def aggregate_results(
         n_resamples=n_resamples,
         seed=seed,
         method=method,
-        metrics=list(HEADLINE_METRICS),
+        metrics=list(names),
         rows=rows,
         baseline=baseline,
         detect=detect,
@@ -338,9 +387,15 @@ def aggregate_results(
             seed=seed,
             method=method,
         ),
+        cheapest=cheapest_meeting_slo(rows, baseline, comparisons),
         sources=sorted(s for row in rows for s in row.sources),
         warnings=warnings + _changed_config_warnings(keys),
     )
+
+
+def _metric_values(result: ExperimentResult, served: bool) -> dict[str, float | None]:
+    found = result.headline_metrics()
+    return {**found, **result.serving_metrics()} if served else found
 
 
 def aggregate_directory(root: str | Path, **options: Any) -> Summary:
@@ -546,6 +601,62 @@ def comparison_table(summary: Summary) -> TextTable:
     return table
 
 
+CHEAPEST_HEADERS = (
+    "hardware",
+    "SLO (p90)",
+    "cheapest meeting it",
+    "J / output token",
+    "TTFT p90 (s)",
+    "ITL p90 (s)",
+    "J/token ratio to baseline",
+    "also meet",
+)
+CHEAPEST_NOTE = (
+    "least mean J/token among the server-mode configs whose p90 TTFT and p90 ITL intervals "
+    "lie within the config's load.slo; the ratio to the baseline is paired by cycle"
+)
+
+
+def _with_interval(ci: BootstrapCI | None) -> str:
+    if ci is None or ci.mean is None:
+        return "n/a"
+    interval = format_interval(ci)
+    return format_value(ci.mean) + ("" if interval == "n/a" else f" {interval}")
+
+
+def cheapest_cells(answer: CheapestMeetingSlo) -> tuple[str, ...]:
+    """One line of the cheapest-config table (CHEAPEST_HEADERS)."""
+    slo = f"TTFT <= {answer.slo['ttft_ms']:g} ms, ITL <= {answer.slo['itl_ms']:g} ms"
+    if answer.pick is None:
+        unsure = f"; unsure: {', '.join(answer.unsure)}" if answer.unsure else ""
+        return (answer.hardware, slo, f"{answer.reason}{unsure}", *("n/a",) * 4, "")
+    if answer.baseline is None:
+        versus = "no baseline (--baseline)"
+    elif answer.baseline == answer.pick:
+        versus = "is the baseline"
+    else:
+        versus = f"{_with_interval(answer.versus_baseline)} vs {answer.baseline}"
+    others = ", ".join(name for name in answer.meets if name != answer.pick)
+    return (
+        answer.hardware,
+        slo,
+        answer.pick,
+        _with_interval(answer.energy),
+        *(_with_interval(answer.latency[m]) for m in ("ttft_p90_s", "itl_p90_s")),
+        versus,
+        others or "-",
+    )
+
+
+def cheapest_table(summary: Summary) -> TextTable:
+    table = TextTable(title="Cheapest config meeting the SLO", caption=CHEAPEST_NOTE)
+    for header in CHEAPEST_HEADERS:
+        table.add_column(header)
+    for answer in summary.cheapest:
+        table.add_row(*cheapest_cells(answer))
+    return table
+
+
 def _plain(*parts: TextTable | str) -> str:
     """Tables and lines as plain text (no colour codes, no trailing blanks), e.g. for Ansible."""
     return "".join(part.render() if isinstance(part, TextTable) else part + "\n" for part in parts)
@@ -558,6 +669,8 @@ def render_table(summary: Summary) -> str:
     ]
     if summary.comparisons:
         parts.append(comparison_table(summary))
+    if summary.cheapest:
+        parts.append(cheapest_table(summary))
     parts += [f"warning: {note}" for note in _notes(summary)]
     return _plain(*parts)
 
@@ -702,6 +815,10 @@ def summary_markdown(summary: Summary) -> str:
         ]
     if summary.pareto:
         lines += ["", *pareto_markdown(summary)]
+    if summary.cheapest:
+        cheapest = [cheapest_cells(answer) for answer in summary.cheapest]
+        lines += ["", "## Cheapest config meeting the SLO", "", CHEAPEST_NOTE + ".", ""]
+        lines += _md_table(CHEAPEST_HEADERS, "llllllll", cheapest)
     notes = _notes(summary)
     if notes:
         lines += ["", "## Warnings", "", *(f"- {_md_cell(note)}" for note in notes)]

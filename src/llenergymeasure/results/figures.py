@@ -313,3 +313,129 @@ def cycles_in_run_order(groups: Groups, energy: bool) -> Panel:
         axes[0].legend(fontsize=7)
     figure.suptitle("Every cycle in run order (a trend shows drift or heating)")
     return figure
+
+
+# Server mode: the latency curves drawn against the achieved rate (colour: quantity,
+# line style: percentile).
+SERVER_LATENCIES = ("ttft", "itl", "e2e")
+SERVER_PERCENTILES = {"p50": ":", "p90": "-", "p99": "--"}
+_RATE_KEYS = {"request_rate", "max_concurrency"}
+
+
+@dataclass
+class ServerSeries:
+    """The rows of one server config swept over its load (rates), by achieved rate."""
+
+    label: str
+    rows: list[SummaryRow]
+
+
+def _load_free(config: dict[str, object]) -> dict[str, object]:
+    """A config flattened to dotted keys, less its name and its load rate."""
+    flat: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}{key}.", inner)
+        else:
+            flat[prefix[:-1]] = value
+
+    walk("", config)
+    flat.pop("config_name", None)
+    return {k: v for k, v in flat.items() if k.removeprefix("load.") not in _RATE_KEYS}
+
+
+def server_series(
+    summary: Summary, results: Sequence[ExperimentResult]
+) -> dict[tuple[str, str, str], list[ServerSeries]]:
+    """(model, backend, hardware) -> the server-mode configs there, each over its rates."""
+    groups = Groups.of(summary, results)
+    found: dict[tuple[str, str, str], dict[str, tuple[dict[str, object], list[SummaryRow]]]] = {}
+    for row, members in zip(groups.rows, groups.results, strict=True):
+        if not members or members[0].serving is None:
+            continue
+        config = _load_free(members[0].config)
+        key = (str(config.get("model.path", "?")), row.backend, row.hardware)
+        series = found.setdefault(key, {})
+        series.setdefault(repr(sorted(config.items())), (config, []))[1].append(row)
+    out = {}
+    for key, series in sorted(found.items()):
+        configs = [config for config, _ in series.values()]
+        differing = sorted(
+            {k for c in configs for k in c if any(o.get(k) != c.get(k) for o in configs)}
+        )
+        out[key] = [
+            ServerSeries(
+                label=", ".join(f"{k}={config.get(k)}" for k in differing) or "config",
+                rows=sorted(rows, key=lambda r: r.metrics["achieved_request_rate"].mean or 0.0),
+            )
+            for config, rows in series.values()
+        ]
+    return out
+
+
+def _errors(cis: Sequence[BootstrapCI]) -> tuple[list[float], np.ndarray]:
+    """Means and the asymmetric error bars of their intervals (0 where there is none)."""
+    means = [ci.mean if ci.mean is not None else np.nan for ci in cis]
+    low = [
+        m - ci.ci_lower if ci.ci_lower is not None else 0.0
+        for m, ci in zip(means, cis, strict=True)
+    ]
+    high = [
+        ci.ci_upper - m if ci.ci_upper is not None else 0.0
+        for m, ci in zip(means, cis, strict=True)
+    ]
+    return means, np.array([low, high])
+
+
+def _curve(axes: Axes, series: ServerSeries, metric: str, **style: object) -> None:
+    rate_means, rate_err = _errors([r.metrics["achieved_request_rate"] for r in series.rows])
+    means, err = _errors([r.metrics[metric] for r in series.rows])
+    axes.errorbar(rate_means, means, yerr=err, xerr=rate_err, capsize=3, marker="o", **style)  # type: ignore[arg-type]
+
+
+def _latency_styles(count: int, index: int) -> dict[str, str]:
+    """One config: p50, p90, p99 by line style; several: p90 only, line style per config."""
+    if count == 1:
+        return SERVER_PERCENTILES
+    return {"p90": ("-", "--", ":", "-.")[index % 4]}
+
+
+def server_curves(group: str, series: Sequence[ServerSeries], energy: bool) -> Figure:
+    """Three panels against the achieved request rate, each point with its CI: J/token,
+    latency percentiles, SLO attainment."""
+    figure = Figure(figsize=(15, 4.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    joules, latency, slo = figure.subplots(1, 3)
+    figure.suptitle(f"Server mode: {group}")
+    for index, one in enumerate(series):
+        colour = COLOURS[index % len(COLOURS)]
+        if energy:
+            _curve(joules, one, "j_per_output_token", color=colour, label=one.label)
+        _curve(slo, one, "slo_attainment_pct", color=colour, label=one.label)
+        for q_index, quantity in enumerate(SERVER_LATENCIES):
+            for stat, line in _latency_styles(len(series), index).items():
+                _curve(
+                    latency,
+                    one,
+                    f"{quantity}_{stat}_s",
+                    color=COLOURS[q_index],
+                    linestyle=line,
+                    markersize=3,
+                    label=f"{quantity.upper()} {stat}"
+                    + (f" ({one.label})" if len(series) > 1 else ""),
+                )
+    if not energy:
+        joules.text(0.5, 0.5, "no energy meter:\nJ/token not measured", ha="center", va="center")
+    joules.set(title="J / output token", ylabel="J / output token")
+    latency.set(title="Latency percentiles", ylabel="seconds", yscale="log")
+    slo.set(title="SLO attainment", ylabel="% of requests meeting both deadlines", ylim=(0, 105))
+    for axes in (joules, latency, slo):
+        axes.set_xlabel("achieved request rate (requests/s)")
+        axes.grid(alpha=0.3)
+    if energy:
+        joules.legend(fontsize=8)
+    latency.legend(fontsize=7, ncol=2 if len(series) > 1 else 1)
+    slo.legend(fontsize=8)
+    return figure

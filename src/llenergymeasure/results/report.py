@@ -22,8 +22,11 @@ from llenergymeasure.files import atomic_write_bytes, atomic_write_text
 from llenergymeasure.host.manifest import ManifestError, load_manifest
 from llenergymeasure.results import figures
 from llenergymeasure.results.aggregate import (
+    CHEAPEST_HEADERS,
+    CHEAPEST_NOTE,
     METRIC_LABELS,
     Summary,
+    cheapest_cells,
     format_interval,
     format_value,
     method_note,
@@ -43,6 +46,18 @@ TABLE_METRICS = (
     "output_tokens_per_s",
     "ttft_mean_s",
     "latency_p99_s",
+)
+# Server-mode rows' own table (the rest of SERVING_METRICS is in summary.md).
+SERVER_TABLE_METRICS = (
+    "achieved_request_rate",
+    "output_tokens_per_s",
+    "ttft_p90_s",
+    "itl_p90_s",
+    "e2e_p90_s",
+    "slo_attainment_pct",
+    "goodput_rps",
+    "mean_in_flight",
+    "window_s",
 )
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
@@ -136,6 +151,36 @@ def comparison_section(summary: Summary) -> _Section | None:
     return _Section(f"Paired ratios to baseline {summary.baseline}", body)
 
 
+def cheapest_section(summary: Summary) -> _Section | None:
+    """Server mode: per hardware, the least-J/token config meeting its SLO (or why none)."""
+    if not summary.cheapest:
+        return None
+    rows = [cheapest_cells(answer) for answer in summary.cheapest]
+    text = (
+        f"<p>{html.escape(CHEAPEST_NOTE)}; cells: mean [CI]. Each point of the server "
+        "figures above is one of these configs at one rate.</p>"
+    )
+    return _Section("Cheapest config meeting the SLO", text + _table(CHEAPEST_HEADERS, rows, set()))
+
+
+def server_section(summary: Summary) -> _Section | None:
+    """One line per server-mode config and hardware: its load figures, mean [CI]."""
+    rows = [row for row in summary.rows if row.unstable_windows is not None]
+    if not rows:
+        return None
+    headers = ["config", "hardware", "cycles", *(METRIC_LABELS[m] for m in SERVER_TABLE_METRICS)]
+    headers.append("unstable windows")
+    cells = [
+        [row.config_name, row.hardware, str(row.n)]
+        + [_cell(row.metrics[m]) for m in SERVER_TABLE_METRICS]
+        + [f"{row.unstable_windows} of {row.n}"]
+        for row in summary.rows
+        if row in rows
+    ]
+    text = "<p>Cells: mean [CI] over cycles, inside each cycle's steady window.</p>"
+    return _Section("Server mode", text + _table(headers, cells, {2}))
+
+
 def _joined(values: Sequence[str | None]) -> str:
     found = sorted({v for v in values if v})
     return ", ".join(found) or "n/a"
@@ -204,10 +249,19 @@ def _panels(
     summary: Summary, results: Sequence[ExperimentResult]
 ) -> dict[str, tuple[str, figures.Panel]]:
     """name -> (title, figure or sentence), in page order."""
+    energy_all = figures.has_energy(summary)
+    served = {
+        f"server_{index}": (
+            f"Server mode against the achieved rate: {' / '.join(key)}",
+            figures.server_curves(" / ".join(key), series, energy_all),
+        )
+        for index, (key, series) in enumerate(figures.server_series(summary, results).items())
+    }
     summary = summary.model_copy(update={"rows": figures.shown_rows(summary)})
     groups = figures.Groups.of(summary, results)
     energy = figures.has_energy(summary)
     return {
+        **served,
         "energy_per_token": ("Energy per output token", figures.energy_per_token(summary)),
         "energy_vs_latency": ("Energy against latency", figures.energy_vs_latency(summary, groups)),
         **(
@@ -277,6 +331,9 @@ def render_report(
     comparison = comparison_section(summary)
     if comparison is not None:
         sections.insert(first_figure + 1, comparison)
+    for extra in (server_section(summary), cheapest_section(summary)):
+        if extra is not None:
+            sections.insert(first_figure, extra)
     if slo:
         sections.insert(first_figure, recommendation_section(summary, results, slo))
     sections.append(facts_section(results, summary, failures))
