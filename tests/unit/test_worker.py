@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +27,7 @@ from fixtures.worker import (
     LEM,
     MIB,
     MIN_WINDOW_S,
+    PROCESS_TIMEOUT_S,
     RunningWorker,
     assert_done,
     experiment_config,
@@ -456,3 +458,38 @@ def test_the_worker_reports_the_gpu_memory_it_holds(
 
     assert while_loaded == {0: 6 * 1024.0}  # the stand-in model's 6 GiB
     assert worker.snapshot().gpu_memory_held_mib == {0: 0.0}
+
+
+# A worker whose request thread is the one the kernel hands SIGTERM to.
+SIGTERM_ON_A_REQUEST_THREAD = """
+import signal, sys, threading
+from pathlib import Path
+from llenergymeasure.runner.worker import serve
+
+class SignalledOnRequestThread:
+    def serve_connection(self, connection):
+        connection.close()
+        signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+
+print(serve(SignalledOnRequestThread(), Path(sys.argv[1]), lambda: print("ready", flush=True)))
+"""
+
+
+def test_sigterm_taken_by_a_request_thread_still_stops_the_accept_loop(short_dir: Path) -> None:
+    socket_path = short_dir / "w.sock"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGTERM_ON_A_REQUEST_THREAD, socket_path],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == "ready\n"
+    worker_socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    worker_socket.connect(os.fspath(socket_path))
+    worker_socket.close()
+    try:
+        out, _ = process.communicate(timeout=PROCESS_TIMEOUT_S)
+    finally:
+        process.kill()
+    assert out == "SIGTERM\n"
+    assert not socket_path.exists()

@@ -78,6 +78,9 @@ log = logging.getLogger(__name__)
 # A client sends its request right after connecting; one that does not is dropped.
 REQUEST_READ_TIMEOUT_S = 30.0
 LISTEN_BACKLOG = 16
+# The kernel may deliver SIGTERM to a request thread; Python then runs the handler only once
+# the main thread is back in the interpreter, so accept() wakes at this interval to let it.
+ACCEPT_POLL_S = 0.5
 # Only the container's own user (the one `docker compose exec` runs as) may connect.
 SOCKET_MODE = 0o600
 
@@ -570,10 +573,14 @@ def serve(worker: Worker, path: Path, on_ready: Callable[[], None] | None = None
     listener = listen(path)
     previous = {sig: signal.signal(sig, _raise_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
+        listener.settimeout(ACCEPT_POLL_S)
         if on_ready is not None:
             on_ready()
         while True:
-            connection, _ = listener.accept()
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
             threading.Thread(
                 target=worker.serve_connection, args=(connection,), name="lem-request", daemon=True
             ).start()
