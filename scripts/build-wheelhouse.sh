@@ -30,6 +30,8 @@
 #   LEM_ENGINE_PIN          a requirement replacing the engine's pin (vllm==0.33.0: the
 #                           image of another vLLM version, build-images.sh --engine-version)
 #   LEM_WHEEL_FIND_LINKS    another wheelhouse's deps/ to take wheels from first
+#   LEM_WHEEL_CONSTRAINTS   a constraints file replacing the table's (relative to the
+#                           repository; scripts/lock-cpu-requirements.sh resolves the lock)
 #                           (gpu-check.sh --bundle: only what resolves is copied)
 # pip's own settings (PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, ...) apply as usual.
 set -euo pipefail
@@ -63,6 +65,7 @@ requirements() {
 
 # Also the check that BACKEND names a wheelhouse.
 CONSTRAINTS="$(requirements constraints)" || die "usage: $0 BACKEND OUTDIR"
+CONSTRAINTS="${LEM_WHEEL_CONSTRAINTS:-$CONSTRAINTS}"
 
 # pip does not widen manylinux_2_X to older glibc tags by itself: list them all.
 platform_args() {

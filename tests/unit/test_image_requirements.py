@@ -136,22 +136,33 @@ def test_gpu_pytorch_image_takes_torch_from_its_base_not_the_wheelhouse() -> Non
     assert {"transformers", "tokenizers"} <= {Requirement(line).name for line in download}
 
 
-def test_the_cpu_constraints_satisfy_the_package_s_requirements() -> None:
-    """requirements/cpu.txt pins what the CPU image installs; each pin must meet the floor
-    pyproject.toml sets (torch>=2.6: transformers 5.x switches PyTorch off below it)."""
-    required = {
+def pins(path: Path) -> dict[str, Requirement]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return {
         Requirement(line).name: Requirement(line)
-        for line in requirement_lines("pytorch-cpu", "download")
-    }
-    pins = [
-        Requirement(line)
-        for line in (REPO / "requirements" / "cpu.txt").read_text().splitlines()
+        for line in lines
         if line.strip() and not line.startswith("#")
-    ]
-    assert pins, "requirements/cpu.txt pins nothing"
-    for pin in pins:
-        (version,) = [spec.version for spec in pin.specifier]
-        assert required[pin.name].specifier.contains(version, prereleases=True), pin
+    }
+
+
+def test_the_cpu_lock_pins_every_requirement_within_the_package_s_floors() -> None:
+    """requirements/cpu.txt, the lock the CPU image and the controller's .venv install,
+    pins each distribution the CPU image requires, at a version its floor allows
+    (torch>=2.6: transformers 5.x switches PyTorch off below it)."""
+    lock = pins(REPO / "requirements" / "cpu.txt")
+    for line in requirement_lines("pytorch-cpu", "download"):
+        required = Requirement(line)
+        assert required.name in lock, f"requirements/cpu.txt does not pin {required.name}"
+        (version,) = [spec.version for spec in lock[required.name].specifier]
+        assert required.specifier.contains(version, prereleases=True), lock[required.name]
+
+
+def test_the_cpu_lock_keeps_the_hand_set_pins() -> None:
+    lock = pins(REPO / "requirements" / "cpu.txt")
+    hand_set = pins(REPO / "requirements" / "cpu.in")
+    assert hand_set, "requirements/cpu.in pins nothing"
+    for name, pin in hand_set.items():
+        assert lock.get(name) == pin, f"requirements/cpu.txt: {lock.get(name)}, cpu.in: {pin}"
 
 
 @pytest.mark.parametrize("version", VLLM_VERSIONS)
