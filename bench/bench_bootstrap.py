@@ -1,72 +1,52 @@
-"""Bootstrap CIs for 1,000 groups of 5 cycles: vectorized vs a per-resample Python loop.
+"""The controller venv install of scripts/bootstrap.sh, with and without byte-compiling.
 
-Both paths use the same seed, so they draw the same resamples and must give the
-same intervals; the script checks that, then prints both times and their ratio,
-measured in this one run. The loop is slow (10,000 resamples x 1,000 groups), so
-by default it runs on the first --loop-groups groups and the ratio compares the
-time per group; pass --loop-groups 1000 to time the loop on every group.
+A clean clone (CI's) makes .venv afresh: pip unpacks torch, ansible, molecule, ... and by
+default byte-compiles every module it installs, most of which no test imports. Each round
+installs the same requirements into two new venvs side by side (pip's cache warm for both),
+and prints the times and their ratio.
 
-    .venv/bin/python bench/bench_bootstrap.py [--groups 1000] [--loop-groups 100]
+    .venv/bin/python bench/bench_bootstrap.py [--rounds N]
 """
 
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
-import numpy as np
-
-from llenergymeasure.stats import bootstrap_ci_many
-
-CONFIDENCE, RESAMPLES, SEED = 0.95, 10_000, 42
+REPO = Path(__file__).resolve().parents[1]
+INSTALL = ["-c", "requirements/cpu.txt", "-e", ".[dev,controller,pytorch]"]
 
 
-def loop_bounds(samples: np.ndarray) -> tuple[float, float]:
-    """The reference: one Python iteration per resample, same RNG stream as the vectorized path."""
-    rng = np.random.default_rng(SEED)
-    n = samples.size
-    means = np.empty(RESAMPLES)
-    for r in range(RESAMPLES):
-        means[r] = samples[rng.integers(0, n, n)].mean()
-    alpha = (1 - CONFIDENCE) / 2
-    low, high = np.quantile(means, [alpha, 1 - alpha])
-    return float(low), float(high)
+def install_seconds(*pip_options: str) -> float:
+    with tempfile.TemporaryDirectory(prefix="lem-bench-venv-") as directory:
+        venv = Path(directory) / "venv"
+        started = time.monotonic()
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run(
+            [venv / "bin" / "python", "-m", "pip", "install", "--quiet", *pip_options, *INSTALL],
+            cwd=REPO,
+            check=True,
+        )
+        return time.monotonic() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--groups", type=int, default=1000)
-    parser.add_argument("--cycles", type=int, default=5)
-    parser.add_argument("--loop-groups", type=int, default=100)
-    args = parser.parse_args()
-    # Energy per experiment in joules: a few hundred J with a few % cycle-to-cycle spread.
-    data = np.random.default_rng(0).normal(400.0, 12.0, size=(args.groups, args.cycles))
-    loop_groups = min(args.loop_groups, args.groups)
-
-    start = time.perf_counter()
-    vectorized = bootstrap_ci_many(data.tolist(), CONFIDENCE, RESAMPLES, SEED)
-    vectorized_s = time.perf_counter() - start
-
-    start = time.perf_counter()
-    looped = [loop_bounds(row) for row in data[:loop_groups]]
-    loop_s = time.perf_counter() - start
-
-    worst = max(
-        abs(ci.ci_lower - low) + abs(ci.ci_upper - high)  # type: ignore[operator]
-        for ci, (low, high) in zip(vectorized, looped, strict=False)
-    )
-    per_group_vectorized = vectorized_s / args.groups
-    per_group_loop = loop_s / loop_groups
-    print(f"groups {args.groups} x cycles {args.cycles}, {RESAMPLES} resamples, seed {SEED}")
-    print(
-        f"vectorized: {vectorized_s:.3f} s for {args.groups} groups "
-        f"({per_group_vectorized * 1e3:.3f} ms/group)"
-    )
-    print(
-        f"loop:       {loop_s:.3f} s for {loop_groups} groups ({per_group_loop * 1e3:.3f} ms/group)"
-    )
-    print(f"same intervals on the {loop_groups} looped groups: max |difference| {worst:.2e} J")
-    print(f"ratio (loop / vectorized, per group): {per_group_loop / per_group_vectorized:.0f}x")
+    parser.add_argument("--rounds", type=int, default=1)
+    rounds = parser.parse_args().rounds
+    install_seconds()  # warms pip's cache, so that neither variant pays for downloads
+    compiled, not_compiled = [], []
+    for _ in range(rounds):
+        compiled.append(install_seconds())
+        not_compiled.append(install_seconds("--no-compile"))
+    best_compiled, best_not = min(compiled), min(not_compiled)
+    print(f"pip install (byte-compiled, pip's default): {best_compiled:6.1f} s")
+    print(f"pip install --no-compile:                    {best_not:6.1f} s")
+    print(f"ratio: {best_not / best_compiled:.2f}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,10 @@ inputs_hash=$(cat pyproject.toml requirements/cpu.txt | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs_hash" ]; then
     echo "bootstrap: installing Python packages into .venv"
     .venv/bin/python -m pip install --quiet --upgrade pip
-    .venv/bin/python -m pip install --quiet -c requirements/cpu.txt -e '.[dev,controller,pytorch]'
+    # --no-compile: most installed modules are never imported here; Python compiles the
+    # rest on first import. Halves a fresh install (bench/bench_bootstrap.py).
+    .venv/bin/python -m pip install --quiet --no-compile -c requirements/cpu.txt \
+        -e '.[dev,controller,pytorch]'
     echo "$inputs_hash" > "$stamp"
 fi
 # The roles' collections (collections/requirements.yml) come with the ansible
