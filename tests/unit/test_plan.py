@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from llenergymeasure.config.loader import LoadedCampaign, parse_campaign
+from llenergymeasure.config.loader import LoadedCampaign, load_campaign, parse_campaign
 from llenergymeasure.config.models import GpuKnobsConfig
 from llenergymeasure.controller.plan import (
     Plan,
@@ -505,3 +505,11 @@ def test_a_plan_from_before_services_gets_them_and_a_wrong_one_is_refused(
 def test_backends_of_one_version_keep_their_plain_service_names() -> None:
     plan = build_plan(mixed_campaign(MIXED))
     assert {e.service for e in plan.experiments} == {"pytorch", "vllm", "tensorrt"}
+
+
+def test_the_vllm_upgrade_example_runs_each_version_in_its_service() -> None:
+    path = Path(__file__).resolve().parents[2] / "campaigns/examples/gpu-vllm-upgrade.yml"
+    plan = build_plan(load_campaign(path))
+
+    by_version = {(e.config.vllm.version, e.service) for e in plan.experiments}  # type: ignore[union-attr]
+    assert by_version == {("0.11.1", "vllm"), ("0.33.0", "vllm-0.33.0")}
