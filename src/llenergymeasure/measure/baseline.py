@@ -330,7 +330,8 @@ def _due(entry: GpuBaseline | None, now: float, policy: BaselinePolicy) -> bool:
     return entry is None or now - (entry.checked_at or 0.0) > policy.recheck_after_s
 
 
-Settling = tuple[bool | None, SettledBy | None, float | None]
+# (settled, how it was judged, seconds waited)
+Settling = tuple[bool, SettledBy, float]
 
 
 def _settle(
