@@ -6,8 +6,8 @@ socket hidden, so its release fails. The lem_experiments role's real release.yml
 (run by ansible-playbook) then releases the first through `docker compose exec ...
 lem release` (model unloaded, worker and container kept) and restarts the second,
 counted as a restart; the next experiment in the first service loads its model again.
-The CPU image runs only the pytorch backend, so the role's third "backend", the
-segment's holder, maps to no service: release.yml never touches the holder.
+The role's third service, the segment's holder, is listed but not in the project:
+release.yml never touches the holder.
 """
 
 from __future__ import annotations
