@@ -2,8 +2,10 @@
 
 Thin on purpose: they slice and annotate plan entries (dicts as in plan.json). The
 host's share is the package's rule (`host_share_of`); the filters own only what the
-play's loop needs: the gap before each entry (config or cycle gap) and the split into
-(cycle, backend) segments. What to run again on resume is decided by the manifest.
+play's loop needs: the gap before each entry (config or cycle gap), the services the
+entries need, and the split into (cycle, service) segments. The service of an entry is
+the plan's (`contracts.services.service_of`). What to run again on resume is decided by
+the manifest.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from ansible.errors import AnsibleFilterError
 
 try:
+    from llenergymeasure.contracts.services import image_build_of
     from llenergymeasure.controller.plan import host_share_of
 except ImportError as exc:  # named when a filter runs, not as a silent plugin-load warning
     LEM_IMPORT_ERROR: str | None = f"the llenergymeasure package is not importable: {exc}"
@@ -97,36 +100,55 @@ def lem_with_gaps(
     return annotated
 
 
-def lem_backends(experiments: Iterable[PlanEntry]) -> list[str]:
-    """The backends these experiments need, sorted, each once."""
-    entries = _entries(experiments, "lem_backends")
-    return sorted(
-        {str(_require(entry, "backend", "lem_backends", i)) for i, entry in enumerate(entries)}
-    )
+def lem_services(
+    experiments: Iterable[PlanEntry], variants: Mapping[str, str]
+) -> dict[str, dict[str, Any]]:
+    """The compose services these experiments need, by name (sorted), each with its
+    ``backend`` and ``build``: scripts/build-images.sh's arguments for its image, the
+    backend's image variant in `variants` (pytorch -> pytorch-cpu on a CPU host) plus
+    --engine-version for an engine version other than the pinned one (`vllm-0.33.0`).
+    """
+    name = "lem_services"
+    if LEM_IMPORT_ERROR:
+        raise AnsibleFilterError(f"{name}: {LEM_IMPORT_ERROR}")
+    services: dict[str, dict[str, Any]] = {}
+    for i, entry in enumerate(_entries(experiments, name)):
+        service = str(_require(entry, "service", name, i))
+        backend = str(_require(entry, "backend", name, i))
+        if backend not in variants:
+            raise AnsibleFilterError(
+                f"{name}: no image variant for backend {backend!r} (variants: "
+                f"{', '.join(sorted(variants))})"
+            )
+        config = {**(_require(entry, "config", name, i) or {}), "backend": backend}
+        services[service] = {"backend": backend, "build": image_build_of(config, variants[backend])}
+    return dict(sorted(services.items()))
 
 
 def lem_cycle_segments(pending: Iterable[PlanEntry]) -> list[dict[str, Any]]:
-    """Split `pending` into runs of consecutive entries of one cycle, backend and GPU setting.
+    """Split `pending` into runs of consecutive entries of one cycle, service and GPU setting.
 
-    Each segment is ``{"cycle": N, "backend": B, "gpu": G, "experiments": [...]}``, in plan
-    order, G the config's `gpu` knobs (None: none set); the roles apply G before the segment
-    and restore the GPU after it (docs/knobs.md).
-    Before each segment the roles hand the GPU to B's service (the other services
-    release it) and run a health check, so a segment is one holder of the GPU. The plan
-    keeps a cycle's experiments of one backend together; a (cycle, backend) pair can
-    still appear in several segments when the order is grouped or the plan predates that.
+    Each segment is ``{"cycle": N, "service": S, "gpu": G, "experiments": [...]}``, in plan
+    order, S the entries' compose service (a backend, or a backend at an engine version:
+    `vllm-0.33.0`), G the config's `gpu` knobs (None: none set); the roles apply G before
+    the segment and restore the GPU after it (docs/knobs.md).
+    Before each segment the roles hand the GPU to S (the other services release it) and
+    run a health check, so a segment is one holder of the GPU. The plan keeps a cycle's
+    experiments of one service together; a (cycle, service) pair can still appear in
+    several segments when the order is grouped or the plan predates that.
     """
+    name = "lem_cycle_segments"
     segments: list[dict[str, Any]] = []
-    for i, entry in enumerate(_entries(pending, "lem_cycle_segments")):
-        cycle = int(_require(entry, "cycle", "lem_cycle_segments", i))
-        backend = str(_require(entry, "backend", "lem_cycle_segments", i))
+    for i, entry in enumerate(_entries(pending, name)):
+        cycle = int(_require(entry, "cycle", name, i))
+        service = str(_require(entry, "service", name, i))
         gpu = _gpu_setting(entry)
-        key = (cycle, backend, gpu)
+        key = (cycle, service, gpu)
         if (
             not segments
-            or (segments[-1]["cycle"], segments[-1]["backend"], segments[-1]["gpu"]) != key
+            or (segments[-1]["cycle"], segments[-1]["service"], segments[-1]["gpu"]) != key
         ):
-            segments.append({"cycle": cycle, "backend": backend, "gpu": gpu, "experiments": []})
+            segments.append({"cycle": cycle, "service": service, "gpu": gpu, "experiments": []})
         segments[-1]["experiments"].append(dict(entry))
     return segments
 
@@ -144,6 +166,6 @@ class FilterModule:
         return {
             "lem_host_share": lem_host_share,
             "lem_with_gaps": lem_with_gaps,
-            "lem_backends": lem_backends,
+            "lem_services": lem_services,
             "lem_cycle_segments": lem_cycle_segments,
         }

@@ -346,7 +346,7 @@ def compose_variables(work: Path, image: str) -> dict[str, Any]:
     """The template's variables for one GPU pytorch service on the check's work dir."""
     return {
         "lem_compose_project": COMPOSE_PROJECT,
-        "lem_backends": ["pytorch"],
+        "lem_services": {"pytorch": "pytorch"},
         "lem_images": {"pytorch": image},
         "lem_state_dir": str(work / "state"),
         "lem_models_dir": str(work / "models"),

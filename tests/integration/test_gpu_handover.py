@@ -6,8 +6,8 @@ socket hidden, so its release fails. The lem_experiments role's real release.yml
 (run by ansible-playbook) then releases the first through `docker compose exec ...
 lem release` (model unloaded, worker and container kept) and restarts the second,
 counted as a restart; the next experiment in the first service loads its model again.
-The CPU image runs only the pytorch backend, so the role's third "backend", the
-segment's holder, maps to no service: release.yml never touches the holder.
+The role's third service, the segment's holder, is listed but not in the project:
+release.yml never touches the holder.
 """
 
 from __future__ import annotations
@@ -89,12 +89,12 @@ def project(docker_engine: DockerClient, cpu_image: str, tmp_path: Path) -> Iter
 
 
 def hand_over(project: Project, workdir: Path) -> dict[str, Any]:
-    """release.yml of the lem_experiments role for a segment of the holder backend."""
+    """release.yml of the lem_experiments role for a segment of the holder service."""
     compose = {
         "project_src": str(project.compose_dir),
         "project_name": project.name,
         "files": [str(project.compose_dir / "compose.yml")],
-        "services": {"pytorch": FIRST, "pytorch-b": SECOND, "holder": "holder"},
+        "services": [FIRST, SECOND, "holder"],
         "wait_timeout": 300,
     }
     tasks = [
@@ -110,7 +110,7 @@ def hand_over(project: Project, workdir: Path) -> dict[str, Any]:
             "ansible.builtin.include_role": {"name": "lem_experiments", "tasks_from": "release"},
             "vars": {
                 "lem_services_compose": compose,
-                "lem_experiments_segment": {"cycle": 1, "backend": "holder"},
+                "lem_experiments_segment": {"cycle": 1, "service": "holder"},
                 "lem_host_state_dir": str(project.state_dir),
                 "lem_host_campaign": {"health_check": {"max_restarts": 3}},
             },

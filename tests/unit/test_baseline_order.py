@@ -25,6 +25,7 @@ from llenergymeasure.runner.worker import Worker
 
 IDLE_W = 60.0
 LOADED_W = 180.0
+pytestmark = pytest.mark.usefixtures("instant_settle")
 
 
 class ResidentModel:
@@ -116,7 +117,8 @@ def test_each_result_records_the_idle_figure_s_temperature_age_and_method(
         gpu.temperature_c,
         "power_samples",  # 0.1 s is below the counter's minimum period
     )
-    assert one.settled is None, "no earlier idle figure to judge settling by"
+    # no earlier idle figure: settled once temperature and power stopped falling
+    assert (one.settled, one.settled_by) == (True, "steady")
     assert one.seconds == 0.1 and 0.0 <= one.age_s < two.age_s
 
 

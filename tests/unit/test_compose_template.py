@@ -10,9 +10,13 @@ import jinja2
 import pytest
 import yaml
 from fixtures.compose import REPO, cpu_host_variables, render_compose
+from fixtures.load import load_module
+
+from llenergymeasure.contracts.services import service_of
 
 STATE = Path("/var/lib/lem/state/demo")
 MODELS = Path("/srv/models")
+filters = load_module(REPO / "filter_plugins" / "lem.py", "lem_filters_for_compose")
 
 
 def services(**overrides: Any) -> dict[str, Any]:
@@ -36,16 +40,49 @@ def test_cpu_host_gets_one_healthchecked_worker_service_without_gpus() -> None:
     ]
 
 
+def backends(*names: str) -> dict[str, str]:
+    """`lem_services` of one service per backend, named after it."""
+    return {name: name for name in names}
+
+
 def test_each_backend_gets_its_own_service_and_image() -> None:
     images = {"pytorch": "lem-pytorch:1", "vllm": "lem-vllm:1", "tensorrt": "lem-tensorrt:1"}
 
-    rendered = services(lem_backends=["vllm", "tensorrt"], lem_images=images)
+    rendered = services(lem_services=backends("vllm", "tensorrt"), lem_images=images)
 
     assert {name: s["image"] for name, s in rendered.items()} == {
         "vllm": "lem-vllm:1",
         "tensorrt": "lem-tensorrt:1",
     }
-    assert rendered["vllm"]["labels"] == {"lem.backend": "vllm"}
+    assert rendered["vllm"]["labels"] == {"lem.backend": "vllm", "lem.service": "vllm"}
+
+
+def test_two_vllm_versions_get_two_services_each_with_its_image_on_the_lane() -> None:
+    """What lem_services renders for a campaign with vllm.version [0.11.1, 0.33.0]."""
+    pending = [
+        {"service": service_of(config), "backend": "vllm", "config": config}
+        for config in (
+            {"backend": "vllm", "vllm": {"version": "0.11.1"}},
+            {"backend": "vllm", "vllm": {"version": "0.33.0"}},
+        )
+    ]
+    needed = filters.lem_services(pending, {"vllm": "vllm"})
+    images = {"vllm": "lem-vllm:1", "vllm-0.33.0": "lem-vllm:1-vllm0.33.0"}
+
+    rendered = services(
+        lem_services={name: s["backend"] for name, s in needed.items()},
+        lem_images=images,
+        lem_gpu=True,
+        lem_gpu_device_ids=["1"],
+    )
+
+    assert {name: s["image"] for name, s in rendered.items()} == images
+    for name, service in rendered.items():
+        assert service["labels"] == {"lem.backend": "vllm", "lem.service": name}
+        assert "LEM_BACKEND=vllm" in service["environment"]
+        assert service["healthcheck"]["start_period"] == "10m"
+        (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+        assert device["device_ids"] == ["1"]
 
 
 def test_gpu_lane_reserves_only_its_devices() -> None:
@@ -117,7 +154,7 @@ def test_backend_dockerfiles_build_the_same_way() -> None:
 def test_engines_get_a_start_period_for_their_import_while_checks_stay_frequent() -> None:
     images = {"pytorch": "p:1", "vllm": "v:1", "tensorrt": "t:1"}
 
-    rendered = services(lem_backends=["pytorch", "vllm", "tensorrt"], lem_images=images)
+    rendered = services(lem_services=backends("pytorch", "vllm", "tensorrt"), lem_images=images)
 
     health = {name: service["healthcheck"] for name, service in rendered.items()}
     # A failed check during the start period does not count: `up --wait` keeps waiting
@@ -134,7 +171,7 @@ def test_start_period_is_settable_per_backend() -> None:
     images = {"pytorch": "p:1", "vllm": "v:1"}
 
     rendered = services(
-        lem_backends=["pytorch", "vllm"],
+        lem_services=backends("pytorch", "vllm"),
         lem_images=images,
         lem_health_start_period={"vllm": "20m"},
     )
@@ -160,7 +197,7 @@ def test_role_passes_the_start_periods_that_fit_its_wait_timeout() -> None:
 def test_cuda_numbers_gpus_in_nvml_order(gpu: bool) -> None:
     images = {"pytorch": "p:1", "vllm": "v:1"}
 
-    rendered = services(lem_backends=["pytorch", "vllm"], lem_images=images, lem_gpu=gpu)
+    rendered = services(lem_services=backends("pytorch", "vllm"), lem_images=images, lem_gpu=gpu)
 
     for service in rendered.values():
         assert "CUDA_DEVICE_ORDER=PCI_BUS_ID" in service["environment"]

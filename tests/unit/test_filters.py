@@ -10,6 +10,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 from fixtures.load import load_module
 
+from llenergymeasure.contracts.services import service_of
 from llenergymeasure.controller.plan import host_share_of
 
 FILTERS_FILE = Path(__file__).resolve().parents[2] / "filter_plugins" / "lem.py"
@@ -18,15 +19,31 @@ FILTERS_FILE = Path(__file__).resolve().parents[2] / "filter_plugins" / "lem.py"
 lem = load_module(FILTERS_FILE, "lem_filters_under_test")
 
 
-def entry(position: int, config: str, cycle: int, host: str = "h1", backend: str = "pytorch"):
+def entry(
+    position: int,
+    config: str,
+    cycle: int,
+    host: str = "h1",
+    backend: str = "pytorch",
+    service: str | None = None,
+):
     return {
         "position": position,
         "exp_id": f"demo__{config}__c{cycle:02d}",
         "config_name": config,
         "cycle": cycle,
         "backend": backend,
+        "service": service or backend,
         "host": host,
     }
+
+
+def vllm_entry(position: int, config: str, cycle: int, version: str) -> dict[str, Any]:
+    """A vLLM entry as the plan writes it: its service is the version's."""
+    planned = entry(position, config, cycle, backend="vllm")
+    planned["config"] = {"backend": "vllm", "vllm": {"version": version}}
+    planned["service"] = service_of(planned["config"])
+    return planned
 
 
 def ids(entries: list[dict[str, Any]]) -> list[str]:
@@ -35,7 +52,7 @@ def ids(entries: list[dict[str, Any]]) -> list[str]:
 
 def test_filter_module_exposes_every_filter() -> None:
     names = set(lem.FilterModule().filters())
-    assert names == {"lem_host_share", "lem_with_gaps", "lem_backends", "lem_cycle_segments"}
+    assert names == {"lem_host_share", "lem_with_gaps", "lem_services", "lem_cycle_segments"}
 
 
 def test_host_share_keeps_only_the_host_in_position_order() -> None:
@@ -119,24 +136,49 @@ def test_with_gaps_on_nothing_pending_is_empty() -> None:
     assert lem.lem_with_gaps([], 10, 20) == []
 
 
-def test_backends_sorted_unique() -> None:
+VARIANTS = {"pytorch": "pytorch-cpu", "vllm": "vllm", "tensorrt": "tensorrt"}
+
+
+def test_services_one_per_name_with_backend_and_image_build() -> None:
     experiments = [
-        entry(0, "a", 1, backend="vllm"),
-        entry(1, "b", 1, backend="pytorch"),
-        entry(2, "a", 2, backend="vllm"),
+        vllm_entry(0, "a", 1, "0.11.1"),
+        vllm_entry(1, "b", 1, "0.33.0"),
+        {**entry(2, "p", 1), "config": {"backend": "pytorch"}},
+        vllm_entry(3, "a", 2, "0.11.1"),
     ]
-    assert lem.lem_backends(experiments) == ["pytorch", "vllm"]
-    assert lem.lem_backends([]) == []
+    assert lem.lem_services(experiments, VARIANTS) == {
+        "pytorch": {"backend": "pytorch", "build": ["--backend", "pytorch-cpu"]},
+        "vllm": {"backend": "vllm", "build": ["--backend", "vllm"]},
+        "vllm-0.33.0": {
+            "backend": "vllm",
+            "build": ["--backend", "vllm", "--engine-version", "0.33.0"],
+        },
+    }
+    assert lem.lem_services([], VARIANTS) == {}
 
 
-def test_backends_rejects_a_string_instead_of_a_list() -> None:
+def test_services_rejects_a_string_instead_of_a_list() -> None:
     with pytest.raises(AnsibleFilterError, match="expected a list of plan entries, got str"):
-        lem.lem_backends("pytorch")
+        lem.lem_services("pytorch", VARIANTS)
 
 
-def test_backends_names_an_entry_that_is_not_a_mapping() -> None:
+def test_services_names_an_entry_that_is_not_a_mapping() -> None:
     with pytest.raises(AnsibleFilterError, match=r"entry \[0\] must be a mapping, got int"):
-        lem.lem_backends([3])
+        lem.lem_services([3], VARIANTS)
+
+
+def test_services_names_an_entry_without_a_service() -> None:
+    old = {**entry(0, "a", 1), "config": {}}
+    del old["service"]
+    with pytest.raises(
+        AnsibleFilterError, match=r"entry \[0\] \(demo__a__c01\) has no key 'service'"
+    ):
+        lem.lem_services([old], VARIANTS)
+
+
+def test_services_names_a_backend_without_an_image_variant() -> None:
+    with pytest.raises(AnsibleFilterError, match="no image variant for backend 'vllm'"):
+        lem.lem_services([vllm_entry(0, "a", 1, "0.11.1")], {"pytorch": "pytorch-cpu"})
 
 
 def test_cycle_segments_split_on_each_cycle_change() -> None:
@@ -148,7 +190,7 @@ def test_cycle_segments_split_on_each_cycle_change() -> None:
         entry(4, "a", 3),
     ]
     segments = lem.lem_cycle_segments(pending)
-    assert [(s["cycle"], s["backend"]) for s in segments] == [
+    assert [(s["cycle"], s["service"]) for s in segments] == [
         (1, "pytorch"),
         (2, "pytorch"),
         (3, "pytorch"),
@@ -183,7 +225,7 @@ def test_cycle_segments_split_on_each_backend_change_within_a_cycle() -> None:
         entry(6, "p2", 2),  # an older plan may mix backends within a cycle
     ]
     segments = lem.lem_cycle_segments(pending)
-    assert [(s["cycle"], s["backend"], ids(s["experiments"])) for s in segments] == [
+    assert [(s["cycle"], s["service"], ids(s["experiments"])) for s in segments] == [
         (1, "pytorch", ["demo__p1__c01", "demo__p2__c01"]),
         (1, "vllm", ["demo__v1__c01"]),
         (2, "vllm", ["demo__v1__c02"]),
@@ -219,11 +261,28 @@ def test_a_gpu_setting_change_waits_at_least_the_knob_settle() -> None:
     assert gaps == [60.0, 5.0, 60.0]  # set at the start, kept, then restored
 
 
-def test_cycle_segments_name_an_entry_without_a_backend() -> None:
+def test_cycle_segments_split_between_two_vllm_versions_like_two_backends() -> None:
+    pending = [
+        vllm_entry(0, "old", 1, "0.11.1"),
+        vllm_entry(1, "old-bs8", 1, "0.11.1"),
+        vllm_entry(2, "new", 1, "0.33.0"),
+        vllm_entry(3, "new", 2, "0.33.0"),
+        vllm_entry(4, "old", 2, "0.11.1"),
+    ]
+    segments = lem.lem_cycle_segments(pending)
+    assert [(s["cycle"], s["service"], ids(s["experiments"])) for s in segments] == [
+        (1, "vllm", ["demo__old__c01", "demo__old-bs8__c01"]),
+        (1, "vllm-0.33.0", ["demo__new__c01"]),
+        (2, "vllm-0.33.0", ["demo__new__c02"]),
+        (2, "vllm", ["demo__old__c02"]),
+    ]
+
+
+def test_cycle_segments_name_an_entry_without_a_service() -> None:
     broken = entry(1, "b", 1)
-    del broken["backend"]
+    del broken["service"]
     with pytest.raises(
         AnsibleFilterError,
-        match=r"lem_cycle_segments: entry \[1\] \(demo__b__c01\) has no key 'backend'",
+        match=r"lem_cycle_segments: entry \[1\] \(demo__b__c01\) has no key 'service'",
     ):
         lem.lem_cycle_segments([entry(0, "a", 1), broken])

@@ -76,6 +76,7 @@ def test_health_table_lists_each_gpu(lem: typer.Typer) -> None:
     assert result.output.count("NVIDIA A100") == 2
 
 
+@pytest.mark.usefixtures("instant_settle")
 def test_baseline_command_writes_the_file(lem: typer.Typer, tmp_path: Path) -> None:
     out = tmp_path / "baseline.json"
     with installed(FakeNvml(gpus(2, power_w=55.0))):
@@ -86,6 +87,7 @@ def test_baseline_command_writes_the_file(lem: typer.Typer, tmp_path: Path) -> N
     assert json.loads(result.output)["gpus"] == stored["gpus"]
 
 
+@pytest.mark.usefixtures("instant_settle")
 def test_baseline_force_measures_again(lem: typer.Typer, tmp_path: Path) -> None:
     out = tmp_path / "baseline.json"
     fake = FakeNvml(gpus(1, power_w=55.0))
@@ -100,6 +102,19 @@ def test_baseline_force_measures_again(lem: typer.Typer, tmp_path: Path) -> None
     assert json.loads(forced.output)["gpus"][0]["power_w"] == 30.0
 
 
+def test_baseline_settles_at_most_the_given_seconds_and_says_so(
+    lem: typer.Typer, tmp_path: Path
+) -> None:
+    out = tmp_path / "baseline.json"
+    argv = ["baseline", "--seconds", "0.5", "--out", str(out), "--settle-max-seconds", "0"]
+    with installed(FakeNvml(gpus(1, power_w=55.0))):
+        result = CliRunner().invoke(lem, argv)
+    assert result.exit_code == 0, result.output
+    (gpu,) = json.loads(out.read_text())["gpus"]
+    # no earlier figure: steady takes a 30 s window, so a 0 s cap measures unsettled
+    assert (gpu["settled"], gpu["settled_by"]) == (False, "steady")
+
+
 def test_baseline_without_nvml_writes_nothing_and_exits_zero(
     lem: typer.Typer, tmp_path: Path
 ) -> None:
@@ -111,6 +126,7 @@ def test_baseline_without_nvml_writes_nothing_and_exits_zero(
     assert not out.exists()
 
 
+@pytest.mark.usefixtures("instant_settle")
 def test_baseline_without_power_readings_fails_naming_the_file(
     lem: typer.Typer, tmp_path: Path
 ) -> None:

@@ -18,6 +18,7 @@ def entry(name: str, gpu: dict[str, Any] | None) -> dict[str, Any]:
         "config_name": name,
         "cycle": 1,
         "backend": "pytorch",
+        "service": "pytorch",
         "config": {"config_name": name, "gpu": gpu},
     }
 

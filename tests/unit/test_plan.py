@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from llenergymeasure.config.loader import LoadedCampaign, parse_campaign
+from llenergymeasure.config.loader import LoadedCampaign, load_campaign, parse_campaign
 from llenergymeasure.config.models import GpuKnobsConfig
 from llenergymeasure.controller.plan import (
     Plan,
@@ -442,3 +442,74 @@ def test_a_mixed_campaign_gives_byte_identical_plans() -> None:
     assert plan_json(build_plan(mixed_campaign(MIXED, order="shuffled"))) == plan_json(
         build_plan(mixed_campaign(MIXED, order="shuffled"))
     )
+
+
+# --- a vLLM version is an axis: one service per version -----------------------------------
+
+
+def vllm_versions_campaign(order: str = "interleaved") -> LoadedCampaign:
+    """`grid: {vary: {vllm.version: [0.11.1, 0.33.0], vllm.max_num_seqs: [8, 64]}}`."""
+    data = {
+        "campaign_name": "upgrade",
+        "grid": {
+            "base": {
+                "config_name": "llama",
+                "backend": "vllm",
+                "model": {"path": "/models/tiny"},
+                "precision": "bfloat16",
+            },
+            "vary": {"vllm.version": ["0.11.1", "0.33.0"], "vllm.max_num_seqs": [8, 64]},
+        },
+        "execution": {"cycles": 2, "order": order, "seed": 3},
+    }
+    return parse_campaign(data, SOURCE)
+
+
+@pytest.mark.parametrize("order", ["interleaved", "shuffled", "grouped"])
+def test_each_vllm_version_is_its_own_service_and_hands_the_gpu_over_once(order: str) -> None:
+    plan = build_plan(vllm_versions_campaign(order))
+
+    services = {e.config_name: e.service for e in plan.experiments}
+    versions = {e.config_name: e.config.vllm.version for e in plan.experiments}  # type: ignore[union-attr]
+    assert services == {
+        name: "vllm" if version == "0.11.1" else "vllm-0.33.0" for name, version in versions.items()
+    }
+    assert sorted(set(services.values())) == ["vllm", "vllm-0.33.0"]
+    runs: list[tuple[int, str]] = []
+    for e in plan.experiments:  # one block per service, in each cycle or over the campaign
+        key = (0 if order == "grouped" else e.cycle, e.service)
+        if not runs or runs[-1] != key:
+            runs.append(key)
+    assert len(runs) == (2 if order == "grouped" else 4)
+
+
+def test_a_plan_from_before_services_gets_them_and_a_wrong_one_is_refused(
+    tmp_path: Path,
+) -> None:
+    data = json.loads(plan_json(build_plan(vllm_versions_campaign())))
+    new = next(i for i, e in enumerate(data["experiments"]) if e["service"] == "vllm-0.33.0")
+    for entry in data["experiments"]:
+        del entry["service"]
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert read_plan(path).experiments[new].service == "vllm-0.33.0"
+
+    data["experiments"][new]["service"] = "vllm"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(
+        ConfigError, match=r"service 'vllm' differs from its config's 'vllm-0.33.0'"
+    ):
+        read_plan(path)
+
+
+def test_backends_of_one_version_keep_their_plain_service_names() -> None:
+    plan = build_plan(mixed_campaign(MIXED))
+    assert {e.service for e in plan.experiments} == {"pytorch", "vllm", "tensorrt"}
+
+
+def test_the_vllm_upgrade_example_runs_each_version_in_its_service() -> None:
+    path = Path(__file__).resolve().parents[2] / "campaigns/examples/gpu-vllm-upgrade.yml"
+    plan = build_plan(load_campaign(path))
+
+    by_version = {(e.config.vllm.version, e.service) for e in plan.experiments}  # type: ignore[union-attr]
+    assert by_version == {("0.11.1", "vllm"), ("0.33.0", "vllm-0.33.0")}

@@ -166,6 +166,7 @@ def test_idle_values_come_only_from_the_same_gpus(hot_gpus: list[FakeGpu]) -> No
     ]
 
 
+@pytest.mark.usefixtures("instant_settle")
 def test_the_idle_baseline_records_the_idle_temperature(tmp_path: Path) -> None:
     cache = tmp_path / "baseline.json"
     with installed(FakeNvml(gpus(2, temperature_c=34, power_w=IDLE_POWER_W))):

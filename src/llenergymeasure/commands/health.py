@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from llenergymeasure.commands.common import fail
+from llenergymeasure.measure import baseline as idle
 from llenergymeasure.measure import nvml
 from llenergymeasure.measure.baseline import idle_baseline, load_baseline
 from llenergymeasure.measure.gpus import visible_gpu_indices
@@ -88,12 +90,21 @@ def baseline(
     ),
     out: Path = typer.Option(..., "--out", help="Baseline JSON file (also the cache)."),
     force: bool = typer.Option(False, "--force", help="Measure again even when the file is fresh."),
+    settle_max_seconds: float = typer.Option(
+        idle.DEFAULT_POLICY.settle_max_s,
+        "--settle-max-seconds",
+        min=0.0,
+        help="Longest wait for the GPUs to settle before measuring.",
+    ),
 ) -> None:
     """Measure idle power per visible GPU and write it to FILE.
 
     A fresh FILE is reused (re-checked for more than 10 % drift once it is older than
-    10 minutes); --force measures again. Without NVML nothing is written and the exit
-    status is 0.
+    10 minutes); --force measures again. Before measuring, each GPU settles: back near
+    its earlier idle temperature and power, or, with no earlier figure, until its
+    temperature and power stopped falling (30 s without a fall), waiting at most
+    --settle-max-seconds; a figure taken unsettled never replaces a lower one. Without
+    NVML nothing is written and the exit status is 0.
 
     Example: lem baseline --seconds 30 --out /lem/state/demo/baseline.json
     """
@@ -103,7 +114,8 @@ def baseline(
         return
     if force:
         out.unlink(missing_ok=True)
-    if idle_baseline(gpus, seconds, out) is None:
+    policy = dataclasses.replace(idle.DEFAULT_POLICY, settle_max_s=settle_max_seconds)
+    if idle_baseline(gpus, seconds, out, policy) is None:
         raise fail(f"{out}: no idle baseline: the GPUs {gpus} gave no power readings", code=1)
     measured = load_baseline(out)
     assert measured is not None  # idle_baseline has just written or re-checked it

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from llenergymeasure.contracts.identity import safe_name_problem
+from llenergymeasure.contracts.services import PINNED_ENGINE_VERSIONS
 
 BACKENDS: tuple[str, ...] = ("pytorch", "vllm", "tensorrt")
 Backend = Literal["pytorch", "vllm", "tensorrt"]
@@ -147,7 +148,8 @@ class PyTorchConfig(StrictModel):
 
 # The vLLM versions a campaign can measure, each with its own image (scripts/build-images.sh
 # --engine-version) and engine-argument fixture read from its wheel (tests/fixtures/engines/):
-# 0.11.1 is ML.ENERGY v3's, 0.33.0 today's.
+# 0.11.1 is ML.ENERGY v3's (the pinned one: the plain `vllm` service), 0.33.0 today's,
+# served by `vllm-0.33.0` (contracts/services.py).
 VLLM_VERSIONS = ("0.11.1", "0.33.0")
 # Section keys a version's EngineArgs no longer has (tests check them against the fixtures).
 VLLM_KEYS_GONE_IN: dict[str, frozenset[str]] = {"0.33.0": frozenset({"swap_space"})}
@@ -155,9 +157,9 @@ VLLM_KEYS_GONE_IN: dict[str, frozenset[str]] = {"0.33.0": frozenset({"swap_space
 
 class VLLMConfig(StrictModel):
     version: Literal["0.11.1", "0.33.0"] = Field(
-        "0.11.1",
-        description="vLLM version to measure with (an axis: `vllm.version` in a grid); its "
-        "service runs the image built for it",
+        PINNED_ENGINE_VERSIONS["vllm"],
+        description="vLLM version to measure with (an axis: `vllm.version` in a grid); each "
+        "version runs in its own service, on the image built for it",
     )
     tensor_parallel_size: int = Field(1, ge=1)
     gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)

@@ -91,6 +91,10 @@ class Ttft(Distribution):
     )
 
 
+# How the thermal waiter judged a GPU settled before its idle figure was taken.
+SettledBy = Literal["earlier_idle", "steady"]
+
+
 class IdleConditions(ResultModel):
     """How one GPU's idle figure (measure/baseline.py) was taken."""
 
@@ -101,10 +105,15 @@ class IdleConditions(ResultModel):
     seconds: float | None = Field(None, description="Length of the idle period")
     settled: bool | None = Field(
         None,
-        description="True: measured once the thermal waiter said the GPU was back near its "
-        "earlier idle temperature and power; False: the wait hit its cap; None: no earlier "
-        "idle figure to judge by",
+        description="True: measured once the thermal waiter said the GPU had settled (see "
+        "settled_by); False: the wait hit its cap; None: taken before settling was checked",
     )
+    settled_by: SettledBy | None = Field(
+        None,
+        description="earlier_idle: back near the earlier idle temperature and power; "
+        "steady: no earlier idle figure, temperature and power had stopped falling",
+    )
+    settle_waited_s: float | None = Field(None, description="How long it waited to settle")
 
 
 class Energy(ResultModel):

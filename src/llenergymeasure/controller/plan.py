@@ -28,6 +28,7 @@ from llenergymeasure.config.models import (
     Order,
 )
 from llenergymeasure.contracts.identity import config_hash_of, digest, exp_id, hashed_config
+from llenergymeasure.contracts.services import service_of
 from llenergymeasure.errors import ConfigError, LemError
 from llenergymeasure.files import atomic_write_text
 
@@ -48,6 +49,10 @@ class PlannedExperiment(PlanModel):
     cycle: int = Field(ge=1)
     config_hash: str
     backend: Backend
+    # Filled from the config when missing: a plan written before services had versions.
+    service: str = Field(
+        "", description="The compose service that runs it (contracts/services.py: service_of)"
+    )
     host: str
     config: ExperimentConfig
 
@@ -59,6 +64,12 @@ class PlannedExperiment(PlanModel):
                 f"{self.exp_id}: config_name/backend {self.config_name}/{self.backend} differ "
                 f"from its config's {self.config.config_name}/{self.config.backend}"
             )
+        service = service_of_config(self.config)
+        if self.service and self.service != service:
+            raise ValueError(
+                f"{self.exp_id}: service {self.service!r} differs from its config's {service!r}"
+            )
+        self.service = service
         return self
 
 
@@ -126,10 +137,11 @@ def run_order(
     shuffled: as interleaved, with each cycle's configs shuffled by an RNG seeded
     from (seed, cycle), so the order is the same on every machine and Python.
 
-    `backends` (each config's backend) keeps one backend's experiments together: within
-    each cycle (the whole campaign for grouped), so that a GPU changes hands between
-    backend services once per block (docs/worker.md, "GPU hand-over"). `knobs` (each
-    config's GPU setting, as text) does the same within a backend's block, so the host
+    `backends` (each config's service: its backend, and engine version where that is an
+    axis) keeps one service's experiments together: within each cycle (the whole
+    campaign for grouped), so that a GPU changes hands between services once per block
+    (docs/worker.md, "GPU hand-over"). `knobs` (each config's GPU setting, as text)
+    does the same within a service's block, so the host
     changes clocks or power limit, and settles after it, as seldom as it can (docs/knobs.md).
     """
     backends = backends if backends is not None else [""] * n_configs
@@ -161,6 +173,11 @@ def by_group(indices: list[int], groups: Sequence[tuple[str, ...]]) -> list[int]
         indices,
         key=lambda index: [rank[groups[index][:d]] for d in range(1, len(groups[index]) + 1)],
     )
+
+
+def service_of_config(config: ExperimentConfig) -> str:
+    """The compose service that runs `config` (one rule, `contracts.services.service_of`)."""
+    return service_of(config.model_dump(mode="json", include={"backend", config.backend}))
 
 
 def knob_key(config: ExperimentConfig) -> str:
@@ -216,7 +233,7 @@ def build_plan(
         execution.cycles,
         execution.order,
         execution.seed,
-        backends=[c.backend for c in configs],
+        backends=[service_of_config(c) for c in configs],
         knobs=[knob_key(c) for c in configs],
     )
     experiments = [
@@ -227,6 +244,7 @@ def build_plan(
             cycle=cycle,
             config_hash=hashes[index],
             backend=configs[index].backend,
+            service=service_of_config(configs[index]),
             host=config_hosts[index],
             config=configs[index],
         )

@@ -14,10 +14,13 @@ Idle means idle:
   cached values only, never a re-check or a new entry;
 - before a re-check or a measurement, the thermal waiter (measure/thermal.py) waits,
   capped at `settle_max_s`, until the GPU is back near its earlier idle temperature and
-  power (just after an unload or a hand-over the card is still warm);
+  power (just after an unload or a hand-over the card is still warm); a GPU with no
+  earlier idle figure waits, within the same cap, until its temperature and power have
+  stopped falling;
 - a figure taken when that wait hit its cap never replaces a lower one: the lower stays.
-Each entry records whether it was measured settled, so a result can say so
-(`energy.idle_baseline_conditions`). The worker measures before it loads a model.
+Each entry records whether it was measured settled, how that was judged and how long
+it waited, so a result can say so (`energy.idle_baseline_conditions`). The worker
+measures before it loads a model.
 """
 
 from __future__ import annotations
@@ -36,10 +39,16 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from llenergymeasure.contracts.result import IdleConditions, IdleMethod
+from llenergymeasure.contracts.result import IdleConditions, IdleMethod, SettledBy
 from llenergymeasure.files import atomic_write_text
 from llenergymeasure.measure import nvml
-from llenergymeasure.measure.thermal import CoolingTolerance, GapWait, GpuState, wait_until_cool
+from llenergymeasure.measure.thermal import (
+    CoolingTolerance,
+    GpuState,
+    SteadyTolerance,
+    wait_until_cool,
+    wait_until_steady,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +72,12 @@ class BaselinePolicy:
     settle_max_s: float = 120.0
     settle_poll_s: float = 1.0
     settle_tolerance: CoolingTolerance = field(default_factory=CoolingTolerance)
+    # With no earlier idle figure: wait until temperature and power stopped falling.
+    settle_steady: SteadyTolerance = field(default_factory=SteadyTolerance)
+
+
+# What the worker and `lem baseline` use (the latter's --settle-max-seconds replaces the cap).
+DEFAULT_POLICY = BaselinePolicy()
 
 
 class GpuBaseline(BaseModel):
@@ -78,6 +93,8 @@ class GpuBaseline(BaseModel):
     settled: bool | None = Field(
         None, description="the thermal waiter's word before measuring (IdleConditions.settled)"
     )
+    settled_by: SettledBy | None = None
+    settle_waited_s: float | None = None
 
     def key(self) -> str:
         return gpu_key(self.uuid, self.index)
@@ -91,6 +108,8 @@ class GpuBaseline(BaseModel):
             method=self.method,
             seconds=self.seconds,
             settled=self.settled,
+            settled_by=self.settled_by,
+            settle_waited_s=self.settle_waited_s,
         )
 
 
@@ -238,7 +257,7 @@ def idle_baseline(
     gpu_indices: list[int],
     seconds: float,
     cache_path: Path | None,
-    policy: BaselinePolicy = BaselinePolicy(),
+    policy: BaselinePolicy | None = None,
     clock: Callable[[], float] = time.time,
     *,
     gpu_idle: bool = True,
@@ -252,7 +271,7 @@ def idle_entries(
     gpu_indices: list[int],
     seconds: float,
     cache_path: Path | None,
-    policy: BaselinePolicy = BaselinePolicy(),
+    policy: BaselinePolicy | None = None,
     clock: Callable[[], float] = time.time,
     *,
     gpu_idle: bool = True,
@@ -260,10 +279,11 @@ def idle_entries(
     sleep: Callable[[float], None] = time.sleep,
 ) -> list[GpuBaseline] | None:
     """The idle entry per GPU of `gpu_indices`; None without NVML, readings or (when
-    `gpu_idle` is False) an idle value cached for every one of them. `monotonic` and
-    `sleep` pace the wait for the GPU to settle."""
+    `gpu_idle` is False) an idle value cached for every one of them. `policy` defaults to
+    `DEFAULT_POLICY`; `monotonic` and `sleep` pace the wait for the GPU to settle."""
     if not gpu_indices or not nvml.available():
         return None
+    policy = policy or DEFAULT_POLICY
     uuids = [nvml.uuid(index) for index in gpu_indices]
     cached = load_baseline(cache_path) if cache_path is not None else None
     now = clock()
@@ -297,7 +317,7 @@ def idle_entries(
         if measured is None:
             return None
         for slot, entry in zip(missing, measured, strict=True):
-            entry.settled = settled_of[slot]
+            entry.settled, entry.settled_by, entry.settle_waited_s = settled_of[slot]
             entries[slot] = keep_lower_unless_settled(known[slot], entry, clock())
             changed.append(entries[slot])
     if cache_path is not None and changed:
@@ -310,34 +330,51 @@ def _due(entry: GpuBaseline | None, now: float, policy: BaselinePolicy) -> bool:
     return entry is None or now - (entry.checked_at or 0.0) > policy.recheck_after_s
 
 
+# (settled, how it was judged, seconds waited)
+Settling = tuple[bool, SettledBy, float]
+
+
 def _settle(
     gpu_indices: list[int],
     known: list[GpuBaseline | None],
     policy: BaselinePolicy,
     monotonic: Callable[[], float],
     sleep: Callable[[float], None],
-) -> list[bool | None]:
-    """Wait until the GPUs are back near their known idle; per GPU: True when they are,
-    False when the wait hit `settle_max_s`, None without a known idle to judge by."""
-    if all(entry is None for entry in known):
-        return [None] * len(known)
-    idle = [
-        GpuState(index, None, None)
-        if entry is None
-        else GpuState(index, entry.temperature_c, entry.power_w)
-        for index, entry in zip(gpu_indices, known, strict=True)
-    ]
-    wait: GapWait = wait_until_cool(
-        idle, policy.settle_max_s, policy.settle_tolerance, policy.settle_poll_s, monotonic, sleep
-    )
-    if wait.reason == "cap":
-        log.warning(
-            "GPU(s) %s not back near idle after %.0f s: an idle figure taken now is kept "
-            "only if lower than the one before",
-            gpu_indices,
-            wait.waited_seconds,
+) -> list[Settling]:
+    """Wait, within one `settle_max_s`, until the GPUs with a known idle are back near it
+    and the others' temperature and power stopped falling. Per GPU: (settled: True when
+    it did, False when the wait hit the cap; how it was judged; seconds waited)."""
+    started = monotonic()
+    judged = [(i, e) for i, e in zip(gpu_indices, known, strict=True) if e is not None]
+    fresh = [i for i, e in zip(gpu_indices, known, strict=True) if e is None]
+    outcome: dict[int, tuple[bool, SettledBy]] = {}
+    if judged:
+        idle = [GpuState(index, entry.temperature_c, entry.power_w) for index, entry in judged]
+        near = wait_until_cool(
+            idle,
+            policy.settle_max_s,
+            policy.settle_tolerance,
+            policy.settle_poll_s,
+            monotonic,
+            sleep,
         )
-    return [None if entry is None else wait.reason == "cool" for entry in known]
+        outcome |= {index: (near.reason == "cool", "earlier_idle") for index, _ in judged}
+    if fresh:
+        left = max(policy.settle_max_s - (monotonic() - started), 0.0)
+        steady = wait_until_steady(
+            fresh, left, policy.settle_steady, policy.settle_poll_s, monotonic, sleep
+        )
+        outcome |= {index: (steady.reason == "steady", "steady") for index in fresh}
+    waited = round(monotonic() - started, 3)
+    capped = [index for index in gpu_indices if not outcome[index][0]]
+    if capped:
+        log.warning(
+            "GPU(s) %s not settled after %.0f s: an idle figure taken now is kept only if "
+            "lower than the one before",
+            capped,
+            waited,
+        )
+    return [(*outcome[index], waited) for index in gpu_indices]
 
 
 def keep_lower_unless_settled(
@@ -363,7 +400,7 @@ def _recheck(
     seconds: float,
     policy: BaselinePolicy,
     clock: Callable[[], float],
-    settled_of: dict[int, bool | None],
+    settled_of: dict[int, Settling],
 ) -> dict[int, GpuBaseline | None]:
     """Re-check the entries due (the slots of `settled_of` that have one): slot -> the
     entry with a new `checked_at`, or None when it drifted (or could not be read) and must
@@ -383,7 +420,7 @@ def _recheck(
             outcome[slot] = None
         elif not drifted([entry.power_w], [reading.power_w], policy.drift_tolerance):
             outcome[slot] = stays
-        elif reading.power_w > entry.power_w and not settled_of[slot]:
+        elif reading.power_w > entry.power_w and not settled_of[slot][0]:
             log.info("GPU %s: re-check reads high before settling: kept", entry.uuid or entry.index)
             outcome[slot] = stays
         else:

@@ -5,6 +5,10 @@ A GPU is cool when its temperature is at most idle + `temperature_c` and its pow
 most idle × (1 + `power_pct` / 100); a value missing from the baseline is not judged.
 Without NVML there is nothing to wait for (reason `no-gpu`); without idle values
 nothing to compare with (reason `no-baseline`): a fixed gap is then the caller's job.
+
+With no idle figure at all (the first idle measurement of a GPU, perhaps just after a
+model ran on it), `wait_until_steady` waits instead until temperature and power have
+stopped falling (reason `steady`), capped: a warm card cools for minutes.
 """
 
 from __future__ import annotations
@@ -17,12 +21,23 @@ from typing import Any, Literal, Protocol
 from llenergymeasure.measure import nvml
 from llenergymeasure.measure.gpus import visible_gpu_indices
 
-GapReason = Literal["cool", "cap", "no-gpu", "no-baseline"]
+GapReason = Literal["cool", "steady", "cap", "no-gpu", "no-baseline"]
 
 
 @dataclass(frozen=True)
 class CoolingTolerance:
     temperature_c: float = 2.0
+    power_pct: float = 10.0
+
+
+@dataclass(frozen=True)
+class SteadyTolerance:
+    """Stopped falling: over the last `window_s`, the temperature fell by less than
+    `temperature_c` (NVML reads whole degrees: no degree lost) and power by at most
+    `power_pct` percent."""
+
+    window_s: float = 30.0
+    temperature_c: float = 1.0
     power_pct: float = 10.0
 
 
@@ -112,12 +127,72 @@ def wait_until_cool(
     indices = [gpu.index for gpu in idle]
     if all(gpu.temperature_c is None and gpu.power_w is None for gpu in idle):
         return GapWait(0.0, "no-baseline", read_states(indices))
+
+    def cool(_: float, now: list[GpuState]) -> bool:
+        return all(is_cool(state, ref, tolerance) for state, ref in zip(now, idle, strict=True))
+
+    return _poll_until(indices, cool, "cool", max_seconds, poll_seconds, clock, sleep)
+
+
+def is_steady(then: GpuState, now: GpuState, tolerance: SteadyTolerance) -> bool:
+    """No longer falling from `then` to `now` (an unreadable value is not judged)."""
+    temperature_ok = (
+        then.temperature_c is None
+        or now.temperature_c is None
+        or then.temperature_c - now.temperature_c < tolerance.temperature_c
+    )
+    power_ok = (
+        then.power_w is None
+        or now.power_w is None
+        or then.power_w - now.power_w <= then.power_w * tolerance.power_pct / 100
+    )
+    return temperature_ok and power_ok
+
+
+def wait_until_steady(
+    gpu_indices: list[int],
+    max_seconds: float,
+    tolerance: SteadyTolerance = SteadyTolerance(),
+    poll_seconds: float = 1.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> GapWait:
+    """Poll until no GPU's temperature or power has fallen over the last
+    `tolerance.window_s` (reason `steady`), or `max_seconds` have passed (`cap`)."""
+    if not gpu_indices:
+        return GapWait(0.0, "no-gpu", [])
+    history: list[tuple[float, list[GpuState]]] = []
+
+    def stopped_falling(waited: float, now: list[GpuState]) -> bool:
+        history.append((waited, now))
+        # the latest reading at least a window before this one
+        then = next((s for t, s in reversed(history) if waited - t >= tolerance.window_s), None)
+        return then is not None and all(
+            is_steady(a, b, tolerance) for a, b in zip(then, now, strict=True)
+        )
+
+    return _poll_until(
+        gpu_indices, stopped_falling, "steady", max_seconds, poll_seconds, clock, sleep
+    )
+
+
+def _poll_until(
+    indices: list[int],
+    settled: Callable[[float, list[GpuState]], bool],
+    reason: GapReason,
+    max_seconds: float,
+    poll_seconds: float,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> GapWait:
+    """Read the GPUs every `poll_seconds` until `settled(waited, states)` (then `reason`)
+    or `max_seconds` have passed (`cap`)."""
     started = clock()
     while True:
         now = read_states(indices)
         waited = clock() - started
-        if all(is_cool(state, ref, tolerance) for state, ref in zip(now, idle, strict=True)):
-            return GapWait(waited, "cool", now)
+        if settled(waited, now):
+            return GapWait(waited, reason, now)
         if waited >= max_seconds:
             return GapWait(waited, "cap", now)
         sleep(min(poll_seconds, max_seconds - waited))
