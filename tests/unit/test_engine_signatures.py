@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from fixtures.load import load_module
+from pydantic import create_model
 
 from llenergymeasure.config.models import (
     VLLM_KEYS_GONE_IN,
@@ -165,17 +166,20 @@ def test_vllm_0_11_0_never_fills_request_metrics() -> None:
     assert "metrics" not in names(report, "output_processor_request_output")
 
 
+EVERY_TRT_KEY = {
+    "tensor_parallel_size": 2,
+    "max_batch_size": 8,
+    "max_num_tokens": 4096,
+    "max_seq_len": 2048,
+    "max_input_len": 1024,
+    "kv_cache_free_gpu_memory_fraction": 0.8,
+    "enable_block_reuse": True,
+}
+
+
 @pytest.mark.parametrize("trt_fixture", TENSORRT_FIXTURES)
 def test_tensorrt_llm_args_are_torch_llm_args_fields(trt_fixture: str) -> None:
-    section = {
-        "tensor_parallel_size": 2,
-        "max_batch_size": 8,
-        "max_num_tokens": 4096,
-        "max_seq_len": 2048,
-        "max_input_len": 1024,
-        "kv_cache_free_gpu_memory_fraction": 0.8,
-        "enable_block_reuse": True,
-    }
+    section = EVERY_TRT_KEY
     report = fixture(trt_fixture)
     # The PyTorch flow's LLM takes TorchLlmArgs; a prebuilt engine's LLM takes TrtLlmArgs.
     for extra, llm_class in (({}, "torch_llm_args"), ({"engine_dir": "/e/m"}, "trt_llm_args")):
@@ -183,6 +187,46 @@ def test_tensorrt_llm_args_are_torch_llm_args_fields(trt_fixture: str) -> None:
         assert set(args) <= names(report, llm_class)
         assert set(args["kv_cache_config"]) <= names(report, "kv_cache_config")
     assert "quant_config" not in names(report, "torch_llm_args")  # why quantization is refused
+
+
+def llm_args_model(report: dict[str, Any], symbol: str, drop: str = "") -> type:
+    """A pydantic model with the fields of the fixture's TorchLlmArgs / TrtLlmArgs."""
+    fields = {name: (Any, None) for name in names(report, symbol) if name != drop}
+    return create_model(report["symbols"][symbol]["symbol"], **fields)
+
+
+@pytest.mark.parametrize("trt_fixture", TENSORRT_FIXTURES)
+def test_the_backend_s_llm_check_passes_the_release_s_own_fields(trt_fixture: str) -> None:
+    report = fixture(trt_fixture)
+    for extra, symbol in (({}, "torch_llm_args"), ({"engine_dir": "/e/m"}, "trt_llm_args")):
+        args = tensorrt.llm_args(every_key_config("tensorrt", {**EVERY_TRT_KEY, **extra}))
+        tensorrt.check_llm_args(args, llm_args_model(report, symbol), report["version"])
+
+
+@pytest.mark.parametrize("trt_fixture", TENSORRT_FIXTURES)
+def test_an_llm_argument_the_release_lacks_is_refused_by_name(
+    trt_fixture: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release without `max_input_len` (as if renamed): refused before the LLM is made."""
+    report = fixture(trt_fixture)
+    llm_args = ModuleType("tensorrt_llm.llmapi.llm_args")
+    llm_args.TorchLlmArgs = llm_args_model(report, "torch_llm_args", drop="max_input_len")  # type: ignore[attr-defined]
+    llmapi = ModuleType("tensorrt_llm.llmapi")
+    llmapi.llm_args = llm_args  # type: ignore[attr-defined]
+    package = ModuleType("tensorrt_llm")
+    package.__version__ = report["version"]  # type: ignore[attr-defined]
+    package.llmapi = llmapi  # type: ignore[attr-defined]
+    made: list[dict[str, Any]] = []
+    package.LLM = lambda **kwargs: made.append(kwargs)  # type: ignore[attr-defined]
+    for name, module in (("tensorrt_llm", package), ("tensorrt_llm.llmapi", llmapi)):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setitem(sys.modules, "tensorrt_llm.llmapi.llm_args", llm_args)
+    version = re.escape(report["version"])
+    with pytest.raises(
+        ExperimentError, match=rf"TensorRT-LLM {version}'s TorchLlmArgs has no max_input_len"
+    ):
+        tensorrt.load(every_key_config("tensorrt", EVERY_TRT_KEY))
+    assert made == []
 
 
 def test_every_tensorrt_section_key_reaches_the_engine() -> None:
