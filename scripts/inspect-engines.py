@@ -11,7 +11,10 @@ The input is a wheel (a zip) or a source directory holding the package directory
   takes as keyword arguments (own and inherited from classes of the same file; private
   `_names`, `ClassVar`s and `field(init=False)` left out);
 - "params": a function's parameter names (and whether it takes **kwargs);
-- "call_keywords": the keywords the file passes where it calls that name.
+- "call_keywords": the keywords the file passes where it calls that name;
+- "click_options": a click command's option flags ("--tp_size", "-c"), in declared order,
+  and its positional "arguments"; "other_decorators" lists the decorators that are not
+  click.option/argument/command (they may add options this reading cannot see).
 tests/fixtures/engines/*.json hold this output for the pinned engine versions, and
 tests/unit/test_engine_signatures.py checks the backends' arguments against them.
 """
@@ -46,6 +49,8 @@ TARGETS: dict[str, dict[str, tuple[str, str, str]]] = {
         "trt_llm_args": ("tensorrt_llm/llmapi/llm_args.py", "TrtLlmArgs", "fields"),
         "kv_cache_config": ("tensorrt_llm/llmapi/llm_args.py", "KvCacheConfig", "fields"),
         "sampling_params": ("tensorrt_llm/sampling_params.py", "SamplingParams", "fields"),
+        # `trtllm-serve serve`: the options a server-mode command line may use
+        "serve_cli": ("tensorrt_llm/commands/serve.py", "serve", "click_options"),
     },
 }
 
@@ -163,6 +168,34 @@ def call_keywords(tree: ast.Module, callee: str) -> list[str]:
     return sorted(keywords)
 
 
+def _string_args(call: ast.Call) -> list[str]:
+    return [a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+
+
+def click_options(tree: ast.Module, name: str) -> dict[str, Any]:
+    """Option flags and arguments of the module-level click command function `name`."""
+    for statement in tree.body:
+        if isinstance(statement, ast.FunctionDef) and statement.name == name:
+            break
+    else:
+        raise LookupError(f"function {name} not found")
+    options: list[str] = []
+    arguments: list[str] = []
+    others: list[str] = []
+    # decorators apply bottom-up, but click lists options in the order they are written
+    for decorator in statement.decorator_list:
+        call = decorator if isinstance(decorator, ast.Call) else None
+        kind = ast.unparse(call.func if call else decorator).split(".")[-1]
+        if call is not None and kind == "option":
+            # a string without a leading dash is the parameter's name, not a flag
+            options += [s for s in _string_args(call) if s.startswith("-")]
+        elif call is not None and kind == "argument":
+            arguments += _string_args(call)[:1]
+        elif kind != "command":
+            others.append(ast.unparse(decorator))
+    return {"names": options, "arguments": arguments, "other_decorators": others}
+
+
 def inspect_source(path: Path, label: str | None = None) -> dict[str, Any]:
     source = Source(path)
     engine = engine_of(source)
@@ -179,6 +212,8 @@ def inspect_source(path: Path, label: str | None = None) -> dict[str, Any]:
                     entry["names"] = class_fields(tree, symbol)
                 elif kind == "params":
                     entry.update(function_params(tree, symbol))
+                elif kind == "click_options":
+                    entry.update(click_options(tree, symbol))
                 else:
                     entry["names"] = call_keywords(tree, symbol)
             except LookupError as exc:

@@ -203,3 +203,14 @@ def test_load_without_tensorrt_llm_names_the_missing_package(
     monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
     with pytest.raises(ExperimentError, match=r"backend 'tensorrt' is not installed.*tensorrt_llm"):
         backend.load(config())
+
+
+def test_an_engine_s_pydantic_model_takes_a_field_by_name_or_alias() -> None:
+    """TorchLlmArgs is a pydantic model: its fields (and their aliases) are what LLM takes."""
+    from pydantic import Field, create_model
+
+    from llenergymeasure.runner.backends import init_field_names
+
+    model = create_model("TorchLlmArgs", max_seq_len=(int, Field(0, alias="max_sequence_length")))
+    assert init_field_names(model) == {"max_seq_len", "max_sequence_length"}
+    assert init_field_names(SimpleNamespace) is None  # neither: the engine's call rejects

@@ -63,15 +63,28 @@ def not_installed_message(backend: str, package: str | None) -> str:
     )
 
 
+def init_field_names(engine_class: Any) -> set[str] | None:
+    """The keyword arguments an engine's dataclass or pydantic model takes (a pydantic
+    field by its name or its alias); None for anything else."""
+    if dataclasses.is_dataclass(engine_class):
+        return {field.name for field in dataclasses.fields(engine_class) if field.init}
+    fields = getattr(engine_class, "model_fields", None)
+    if not isinstance(fields, dict):
+        return None
+    aliases = {getattr(info, "alias", None) for info in fields.values()}
+    return set(fields) | {alias for alias in aliases if isinstance(alias, str)}
+
+
 def refuse_unknown_fields(
     params: dict[str, Any], dataclass_type: Any, what: str, hint: str = ""
 ) -> None:
-    """ExperimentError when `params` holds a name the installed engine's dataclass does not
-    take: the engine would raise a bare TypeError, or (a setting dropped) measure something
-    else without a word. Not a dataclass: nothing to check here, the call itself rejects."""
-    if not dataclasses.is_dataclass(dataclass_type):
+    """ExperimentError when `params` holds a name the installed engine's dataclass (or
+    pydantic model) does not take: the engine would raise a bare TypeError, or (a setting
+    dropped) measure something else without a word. Neither: nothing to check here, the
+    call itself rejects."""
+    names = init_field_names(dataclass_type)
+    if names is None:
         return
-    names = {field.name for field in dataclasses.fields(dataclass_type) if field.init}
     unknown = sorted(set(params) - names)
     if unknown:
         raise ExperimentError(f"the installed {what} has no {', '.join(unknown)}{hint}")

@@ -3,8 +3,9 @@
 Pinned: tensorrt-llm 1.0.0 (pyproject.toml, docker/Dockerfile.tensorrt). `tensorrt_llm`
 is imported inside `load` only. `llm_args(config)` is a plain dict (unit-tested, and
 checked against the engine's `TorchLlmArgs` / `KvCacheConfig` fields read from its
-source: tests/fixtures/engines/); `build_llm_kwargs` turns `kv_cache_config` into the
-API's `KvCacheConfig`. The engine limits (`max_batch_size`, `max_num_tokens`,
+source: tests/fixtures/engines/); `load` refuses, by name, an argument the installed
+release's `TorchLlmArgs` / `TrtLlmArgs` lacks; `build_llm_kwargs` turns `kv_cache_config`
+into the API's `KvCacheConfig`. The engine limits (`max_batch_size`, `max_num_tokens`,
 `max_seq_len`, `max_input_len`, `max_beam_width`) are top-level LLM arguments.
 1.x's default `LLM` is the PyTorch flow, which takes no `quant_config` and has no
 float32: the config refuses both (config/models.py).
@@ -106,6 +107,15 @@ def check_sampling_params(params: dict[str, Any], sampling_class: Any) -> None:
     refuse_unknown_fields(params, sampling_class, "TensorRT-LLM's SamplingParams", hint)
 
 
+def check_llm_args(kwargs: dict[str, Any], llm_args_class: Any, version: str) -> None:
+    """Refuse an `LLM` argument the installed release's `TorchLlmArgs` / `TrtLlmArgs` lacks
+    (TensorRT-LLM renames and drops them between releases), naming it and the version,
+    before the engine is built. No class found: `LLM` itself validates its arguments."""
+    hint = f" (pinned: {PINNED_PACKAGE}; leave that setting unset for this release)"
+    what = f"TensorRT-LLM {version}'s {getattr(llm_args_class, '__name__', 'LLM arguments')}"
+    refuse_unknown_fields(kwargs, llm_args_class, what, hint)
+
+
 def _seconds(value: Any) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
@@ -178,18 +188,21 @@ def takes_llm_perf_metrics(llm_args_class: Any) -> bool:
     return "return_perf_metrics" in getattr(llm_args_class, "model_fields", {})
 
 
-def _llm_args_class(trtllm: Any) -> Any:
-    return getattr(getattr(trtllm.llmapi, "llm_args", None), "BaseLlmArgs", None)
+def _llm_args_class(trtllm: Any, name: str = "BaseLlmArgs") -> Any:
+    return getattr(getattr(trtllm.llmapi, "llm_args", None), name, None)
 
 
 def load(config: ExperimentConfig) -> LoadedTensorRT:
     """Build or load a TensorRT-LLM engine for the config; a missing engine is an error."""
     tensorrt_llm = import_engine()
-    llm_class = _llm_class(
-        tensorrt_llm,
-        prebuilt_engine=config.tensorrt is not None and bool(config.tensorrt.engine_dir),
-    )
-    kwargs = build_llm_kwargs(llm_args(config), tensorrt_llm.llmapi)
+    prebuilt = config.tensorrt is not None and bool(config.tensorrt.engine_dir)
+    llm_class = _llm_class(tensorrt_llm, prebuilt_engine=prebuilt)
+    args = llm_args(config)
+    # the PyTorch flow's LLM validates TorchLlmArgs; a prebuilt engine's LLM, TrtLlmArgs
+    args_class = "TrtLlmArgs" if prebuilt else "TorchLlmArgs"
+    version = str(getattr(tensorrt_llm, "__version__", "unknown"))
+    check_llm_args(args, _llm_args_class(tensorrt_llm, args_class), version)
+    kwargs = build_llm_kwargs(args, tensorrt_llm.llmapi)
     at_submit = takes_llm_perf_metrics(_llm_args_class(tensorrt_llm))
     if at_submit:
         kwargs["return_perf_metrics"] = True
