@@ -16,6 +16,8 @@ without the engines. Nothing here imports an engine.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import time
 import urllib.error
@@ -153,15 +155,24 @@ class ServerProcess:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=dict(self.env) if self.env is not None else None,
-                start_new_session=True,  # its own group: stopped whole, never our signals
-            )
+            try:
+                self.process = self._spawn(log)
+            except FileNotFoundError as exc:
+                raise ExperimentError(
+                    f"{self.command[0]} is not installed in this image: no server for "
+                    "server mode (docs/server-mode.md)"
+                ) from exc
         self.started_s = time.monotonic()
+
+    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=dict(self.env) if self.env is not None else None,
+            start_new_session=True,  # its own group: stopped whole, never our signals
+        )
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -200,9 +211,17 @@ class ServerProcess:
     def stop(self, grace_s: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.terminate()
+        # the server's own session: its worker processes go with it
+        self._signal_group(signal.SIGTERM)
         try:
             self.process.wait(grace_s)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            self._signal_group(signal.SIGKILL)
             self.process.wait()
+
+    def _signal_group(self, signum: int) -> None:
+        assert self.process is not None
+        try:
+            os.killpg(self.process.pid, signum)
+        except ProcessLookupError:  # gone between the check and the signal
+            pass
