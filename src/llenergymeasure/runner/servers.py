@@ -15,6 +15,7 @@ without the engines. Nothing here imports an engine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -221,7 +222,5 @@ class ServerProcess:
 
     def _signal_group(self, signum: int) -> None:
         assert self.process is not None
-        try:
+        with contextlib.suppress(ProcessLookupError):  # gone between the check and now
             os.killpg(self.process.pid, signum)
-        except ProcessLookupError:  # gone between the check and the signal
-            pass
