@@ -19,6 +19,8 @@
 # (DIR/<backend>-X.Y.Z) whose base check pins the engine to X.Y.Z.
 #
 #   LEM_WHEELHOUSE_DIR=wheelhouse   wheelhouses go to DIR/<backend>
+#   LEM_IMAGE_PREFIX=               prefix of the default tag (e.g. "mybranch-": two checkouts
+#                                   on one Docker engine then keep tags of their own)
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -40,7 +42,7 @@ while [ $# -gt 0 ]; do
     --tag) TAG="${2:?--tag needs a value}" && shift 2 ;;
     --base-image) BASE_IMAGE="${2:?--base-image needs a value}" && shift 2 ;;
     --engine-version) ENGINE_VERSION="${2:?--engine-version needs X.Y.Z}" && shift 2 ;;
-    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
+    -h | --help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//' && exit 0 ;;
     *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -53,7 +55,7 @@ esac
 
 VERSION="$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -n 1)"
 [ -n "$VERSION" ] || die "no version found in pyproject.toml"
-DEFAULT_TAG="lem-$BACKEND:$VERSION"
+DEFAULT_TAG="${LEM_IMAGE_PREFIX:-}lem-$BACKEND:$VERSION"
 WHEELHOUSE="${LEM_WHEELHOUSE_DIR:-$REPO/wheelhouse}/$BACKEND"
 if [ -n "$ENGINE_VERSION" ]; then
     [[ "$ENGINE_VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+(rc[0-9]+)?$ ]] ||
@@ -63,7 +65,7 @@ if [ -n "$ENGINE_VERSION" ]; then
     tensorrt) ENGINE_IMAGE="nvcr.io/nvidia/tensorrt-llm/release:$ENGINE_VERSION" ENGINE_PACKAGE=tensorrt-llm ;;
     *) die "--engine-version is for --backend vllm or tensorrt" ;;
     esac
-    DEFAULT_TAG="lem-$BACKEND:$VERSION-$BACKEND$ENGINE_VERSION"
+    DEFAULT_TAG="${LEM_IMAGE_PREFIX:-}lem-$BACKEND:$VERSION-$BACKEND$ENGINE_VERSION"
     WHEELHOUSE="$WHEELHOUSE-$ENGINE_VERSION"
     BASE_IMAGE="${BASE_IMAGE:-$ENGINE_IMAGE}"
     export LEM_ENGINE_PIN="$ENGINE_PACKAGE==$ENGINE_VERSION"

@@ -65,7 +65,8 @@ def test_the_reference_campaign_is_valid(tmp_path: Path) -> None:
         (
             {"configs.0.pytorch.max_num_seqs": 8},
             "configs[0].pytorch.max_num_seqs: unknown key (value 8); "
-            "pytorch accepts: batch_size, attn_implementation, use_cache, torch_compile "
+            "pytorch accepts: batch_size, attn_implementation, use_cache, torch_compile, "
+            "cb_num_blocks, cb_block_size, cb_max_batch_tokens "
             "(max_num_seqs is a vllm parameter)",
         ),
         ({"configs.0.decoder": {"beams": 2}}, "configs[0].decoder.beams: unknown key (value 2)"),

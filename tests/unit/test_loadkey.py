@@ -85,5 +85,11 @@ def test_load_spec_lists_what_the_key_hashes() -> None:
         "backend": "pytorch",
         "model": {"path": "/models/tiny", "revision": None, "trust_remote_code": False},
         "precision": "float32",
-        "parameters": {"attn_implementation": "sdpa", "torch_compile": False},
+        "parameters": {
+            "attn_implementation": "sdpa",
+            "torch_compile": False,
+            "cb_num_blocks": None,
+            "cb_block_size": None,
+            "cb_max_batch_tokens": None,
+        },
     }

@@ -144,6 +144,17 @@ class PyTorchConfig(StrictModel):
     attn_implementation: Literal["eager", "sdpa"] | None = None
     use_cache: bool = Field(True, json_schema_extra=RUNTIME_PARAMETER)
     torch_compile: bool = False
+    # Server mode only (`transformers serve --continuous-batching`, runner/servers.py): the
+    # paged KV cache's size; its defaults size it from GPU memory, too large for a CPU host.
+    cb_num_blocks: int | None = Field(
+        None, ge=1, description="server mode: KV cache blocks of continuous batching"
+    )
+    cb_block_size: int | None = Field(
+        None, ge=1, description="server mode: tokens per KV cache block"
+    )
+    cb_max_batch_tokens: int | None = Field(
+        None, ge=1, description="server mode: most tokens in one continuous batch"
+    )
 
 
 # The vLLM versions a campaign can measure, each with its own image (scripts/build-images.sh

@@ -1,0 +1,109 @@
+"""GuideLLM's command line and report (runner/loadgen.py), against a real 0.8.1 report.
+
+tests/fixtures/guidellm-0.8.1-report.json: guidellm 0.8.1 run against `transformers serve
+--continuous-batching` with the tiny model on CPU (12 requests at 2/s), trimmed to the
+fields read. The window and serving figures are computed from it end to end.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llenergymeasure.config.models import ExperimentConfig
+from llenergymeasure.measure.steady import steady_window
+from llenergymeasure.runner.loadgen import guidellm_argv, parse_report, read_report
+from llenergymeasure.runner.serving import serving_block
+
+REPORT = Path(__file__).resolve().parents[1] / "fixtures" / "guidellm-0.8.1-report.json"
+
+
+def server_config(**load: object) -> ExperimentConfig:
+    return ExperimentConfig.model_construct(
+        **ExperimentConfig.model_validate(
+            {"config_name": "s", "backend": "pytorch", "model": {"path": "/models/tiny"}}
+        ).__dict__
+    ).model_copy(
+        update={
+            "load": ExperimentConfig.model_fields["load"].annotation.model_validate(  # type: ignore[union-attr]
+                {"mode": "server", "num_requests": 12, "warmup_requests": 2, **load}
+            )
+        }
+    )
+
+
+def test_a_real_report_gives_every_request_on_one_clock() -> None:
+    requests, generator = read_report(REPORT)
+    assert generator == "guidellm 0.8.1"
+    assert len(requests) == 12 and all(r.ok for r in requests)
+    assert requests[0].arrival_s == 0.0
+    for r in requests:
+        assert r.first_token_s is not None and r.end_s is not None
+        assert r.arrival_s < r.first_token_s <= r.end_s
+        assert r.output_tokens == 8 and r.input_tokens == 16
+    # one response of that run came in one chunk (no token iteration): its first token is
+    # its first chunk
+    raw = json.loads(REPORT.read_text())["benchmarks"][0]["requests"]["successful"]
+    timings = [entry["info"]["timings"] for entry in raw]
+    origin = min(t["request_start"] for t in timings)
+    one_chunk = [t for t in timings if t["first_token_iteration"] is None]
+    assert len(one_chunk) == 1
+    chunk_start = one_chunk[0]["first_request_iteration"] - origin
+    assert any(r.first_token_s == pytest.approx(chunk_start) for r in requests)
+    # 2 requests/s asked: 12 arrivals over about 5.5 s
+    assert requests[-1].arrival_s == pytest.approx(5.5, abs=0.5)
+
+
+def test_the_real_report_gives_a_window_and_serving_figures() -> None:
+    requests, generator = read_report(REPORT)
+    config = server_config(request_rate=2.0, min_window_seconds=1.0)
+    window = steady_window(requests, "rate", warmup_requests=2, min_window_seconds=1.0)
+    serving = serving_block(
+        requests,
+        window,
+        config.load,
+        energy_j=None,
+        server="transformers serve",
+        load_generator=generator,
+    )
+    assert 0 < serving.window.requests_completed < 12
+    assert serving.achieved_request_rate == pytest.approx(2.0, rel=0.3)
+    assert serving.ttft.p50 is not None and serving.itl.p50 is not None
+    assert serving.energy_j is None  # no meter on this CPU host
+
+
+def test_an_errored_request_keeps_its_error_and_a_report_without_requests_is_refused() -> None:
+    report = json.loads(REPORT.read_text())
+    bad = report["benchmarks"][0]["requests"]["successful"].pop()
+    bad["info"].update(status="errored", error="HTTPStatusError('422 Unprocessable Entity')")
+    report["benchmarks"][0]["requests"]["errored"] = [bad]
+    requests = parse_report(report)
+    assert sum(1 for r in requests if r.error) == 1 and "422" in next(
+        r.error for r in requests if r.error
+    )
+    with pytest.raises(ValueError, match="no requests"):
+        parse_report({"benchmarks": []})
+
+
+@pytest.mark.parametrize(
+    ("load", "profile"),
+    [
+        ({"request_rate": 4.0}, "kind=poisson,rate=4.0"),
+        ({"max_concurrency": 3}, "kind=concurrent,streams=3"),
+        ({"request_rate": "inf"}, "kind=throughput"),
+    ],
+)
+def test_argv_names_the_load(load: dict[str, object], profile: str, tmp_path: Path) -> None:
+    argv = guidellm_argv(
+        server_config(seed=7, **load), "http://127.0.0.1:8000", "/models/tiny", tmp_path / "r.json"
+    )
+    assert argv[argv.index("--profile") + 1] == profile
+    assert argv[argv.index("--seed") + 1] == "kind=static,value=7"
+    assert argv[argv.index("--constraint") + 1] == "kind=max_requests,count=12"
+    backend = json.loads(argv[argv.index("--backend") + 1])
+    # no fixed output tokens in the data: GuideLLM would send ignore_eos, which
+    # transformers serve refuses (422); the length is the backend's max_tokens
+    assert backend["max_tokens"] == 32 and "output_tokens" not in argv[argv.index("--data") + 1]
+    assert backend["target"] == "http://127.0.0.1:8000"

@@ -1,0 +1,86 @@
+"""A server-mode result's figures from synthetic request records (runner/serving.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from llenergymeasure.config.models import LoadConfig
+from llenergymeasure.measure.steady import ServedRequest, steady_window
+from llenergymeasure.runner.serving import itl_s, serving_block, write_requests
+
+LOAD = LoadConfig(
+    mode="server",
+    request_rate=1.0,
+    num_requests=30,
+    warmup_requests=5,
+    slo={"ttft_ms": 200, "itl_ms": 50},
+    min_window_seconds=10.0,
+)
+
+
+def trace() -> list[ServedRequest]:
+    """1 request/s, 11 tokens each over 0.5 s (ITL 50 ms); every third one has a slow first
+    token (300 ms, over the 200 ms deadline); one fails."""
+    requests = []
+    for i in range(30):
+        ttft = 0.3 if i % 3 == 0 else 0.1
+        requests.append(ServedRequest(float(i), i + ttft, i + ttft + 0.5, 7, 11))
+    requests[20] = ServedRequest(20.0, None, 20.2, 7, 0, error="HTTP 500")
+    return requests
+
+
+def test_figures_over_the_window() -> None:
+    requests = trace()
+    window = steady_window(requests, "rate", warmup_requests=5, min_window_seconds=10.0)
+    serving = serving_block(
+        requests, window, LOAD, energy_j=480.0, server="transformers serve", load_generator="g"
+    )
+    # window [5 s, 29 s]: requests 5..28 end inside, less the failed one
+    assert serving.window.requests_completed == 23
+    assert serving.requests_sent == 30 and serving.requests_failed == 1
+    assert serving.achieved_request_rate == pytest.approx(23 / 24)
+    assert serving.j_per_request == pytest.approx(480.0 / 23)
+    assert serving.wh_per_1k_requests == pytest.approx(480.0 / 23 * 1000 / 3600)
+    assert serving.j_per_output_token == pytest.approx(
+        480.0 / serving.window.output_tokens, rel=0.05
+    )
+    assert serving.itl.p50 == pytest.approx(0.05)
+    assert serving.ttft.p50 == pytest.approx(0.1)
+    slow = sum(1 for i in range(5, 29) if i % 3 == 0 and i != 20)
+    assert serving.slo_attainment_pct == pytest.approx(100.0 * (23 - slow) / 23)
+    assert serving.goodput_rps == pytest.approx((23 - slow) / 24)
+    assert serving.window.stable
+
+
+def test_no_energy_meter_gives_null_energy_figures_and_no_slo_no_attainment() -> None:
+    requests = trace()
+    window = steady_window(requests, "rate", warmup_requests=5)
+    load = LOAD.model_copy(update={"slo": None})
+    serving = serving_block(requests, window, load, energy_j=None, server="s", load_generator="g")
+    assert serving.energy_j is None and serving.j_per_output_token is None
+    assert serving.wh_per_1k_requests is None
+    assert serving.slo_attainment_pct is None and serving.goodput_rps is None
+    # the figures that need no meter are there
+    assert serving.window.seconds == pytest.approx(24.0) and serving.output_tokens_per_s > 0
+
+
+def test_itl_needs_two_tokens() -> None:
+    assert itl_s(ServedRequest(0.0, 0.1, 0.1, output_tokens=1)) is None
+    assert itl_s(ServedRequest(0.0, 0.1, 1.1, output_tokens=11)) == pytest.approx(0.1)
+
+
+def test_requests_file_has_every_record(tmp_path: Path) -> None:
+    path = write_requests(tmp_path, trace())
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(lines) == 30 and lines[20]["error"] == "HTTP 500"
+    assert set(lines[0]) == {
+        "arrival_s",
+        "first_token_s",
+        "end_s",
+        "input_tokens",
+        "output_tokens",
+        "error",
+    }
