@@ -66,8 +66,11 @@ def test_exp_id_is_campaign_config_and_two_digit_cycle() -> None:
 
 def test_config_hash_is_sha256_of_the_canonical_resolved_config() -> None:
     resolved = campaign(["a"]).configs[0]
-    # an unset gpu section is left out, so configs from before the knobs keep their hash
+    # an unset gpu section and unset later keys are left out, so configs from before them
+    # keep their hash
     dumped = resolved.model_dump(mode="json", exclude={"gpu"})
+    if "pytorch" in dumped:
+        dumped["pytorch"] = {k: v for k, v in dumped["pytorch"].items() if not k.startswith("cb_")}
     canonical = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     assert config_hash(resolved) == hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
@@ -78,6 +81,19 @@ def test_a_set_gpu_knob_changes_the_hash_and_an_all_null_one_does_not() -> None:
     clocked = plain.model_copy(update={"gpu": GpuKnobsConfig(sm_clock_mhz=1200)})
     assert config_hash(nulls) == config_hash(plain)
     assert config_hash(clocked) != config_hash(plain)
+
+
+def test_unset_server_cache_keys_leave_a_pytorch_hash_as_it_was_before_them() -> None:
+    plain = campaign(["a"]).configs[0]
+    assert plain.pytorch is not None
+    before = plain.model_dump(mode="json", exclude={"gpu"})
+    before["pytorch"] = {k: v for k, v in before["pytorch"].items() if not k.startswith("cb_")}
+    canonical = json.dumps(before, sort_keys=True, separators=(",", ":"))
+    assert config_hash(plain) == hashlib.sha256(canonical.encode()).hexdigest()[:16]
+    sized = plain.model_copy(
+        update={"pytorch": plain.pytorch.model_copy(update={"cb_num_blocks": 64})}
+    )
+    assert config_hash(sized) != config_hash(plain)
 
 
 def test_each_cycle_groups_one_backend_s_configs_by_knob_setting() -> None:

@@ -38,16 +38,26 @@ def digest(data: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
+# Backend keys added after results were taken: left out of the hash while unset (None).
+ADDED_LATER = {"pytorch": ("cb_num_blocks", "cb_block_size", "cb_max_batch_tokens")}
+
+
 def hashed_config(resolved: Mapping[str, Any]) -> dict[str, Any]:
     """A resolved config (`ExperimentConfig` dumped as JSON) as it is hashed.
 
-    Without `gpu` when no knob is set, so configs from before the knobs existed keep
-    their hash (and their finished results).
+    Without `gpu` when no knob is set, and without the keys added later while they are
+    unset (ADDED_LATER), so configs from before them keep their hash (and their
+    finished results).
     """
     data = dict(resolved)
     gpu = data.get("gpu")
     if gpu is None or all(value is None for value in gpu.values()):
         data.pop("gpu", None)
+    for section, keys in ADDED_LATER.items():
+        if isinstance(data.get(section), Mapping):
+            data[section] = {
+                k: v for k, v in data[section].items() if not (k in keys and v is None)
+            }
     return data
 
 
