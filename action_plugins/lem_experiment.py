@@ -9,7 +9,8 @@ arguments here, on the controller, against the module's own spec
 `python -m llenergymeasure.dispatch.task` on the host with them as JSON on stdin: one
 command through the task's connection, local or SSH. The host runs the attempt exactly
 as the module does (`dispatch.attempt.run_attempt`: same manifest, locks and outcome).
-Anywhere else (an interpreter left to discovery) the module runs as any module does.
+Anywhere else (an interpreter left to discovery, or become) the module runs as any
+module does.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class ActionModule(ActionBase):
         task_vars = task_vars or {}
         result = super().run(tmp, task_vars)
         interpreter = self._known_interpreter(task_vars)
-        if interpreter is None:
+        # become (never asked for by the roles) is left to Ansible's own module route
+        if interpreter is None or self._connection.become:
             result.update(self._execute_module(module_name=MODULE, task_vars=task_vars))
             return result
         spec = module_spec(self._module_path())
