@@ -29,8 +29,6 @@ description:
   - An incomplete campaign is marked in the summary's warnings (the plan's experiments
     with no outcome on the tree, per host; hosts unreachable in this run are named so)
     and in the counts line.
-  - Releases the campaign's run lock taken by C(lem_plan) (C(run_lock) in its result) when
-    the playbook ends; a run that is killed leaves it to be taken over by the next run.
   - C(CAMPAIGN_DIR) is the directory of the plan file of the play's last C(lem_plan) task
     (normally C(results/<campaign>/)), or O(results_dir)C(/<campaign>) when no C(lem_plan)
     task ran.
@@ -74,7 +72,6 @@ options:
       - name: LEM_BASELINE
 """
 
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -86,7 +83,6 @@ from ansible.plugins.callback import CallbackBase
 
 try:
     from llenergymeasure.controller.progress import Pace
-    from llenergymeasure.controller.runlock import release_run_lock
     from llenergymeasure.errors import LemError
     from llenergymeasure.results.aggregate import (
         LoadedResults,
@@ -126,7 +122,6 @@ class Campaign:
     name: str | None = None
     total: int | None = None
     plan_dir: Path | None = None  # where lem_plan keeps plan.json: the summary goes there too
-    run_lock: Path | None = None  # held by this ansible-playbook process until the end
     planned: dict[str, str] = field(default_factory=dict)  # exp_id -> host, from the plan
     unreachable: set[str] = field(default_factory=set)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
@@ -230,8 +225,6 @@ class CallbackModule(CallbackBase):
         self.campaign.total = data.get("total")
         if data.get("plan_file"):
             self.campaign.plan_dir = Path(data["plan_file"]).parent
-        if data.get("run_lock"):
-            self.campaign.run_lock = Path(data["run_lock"])
         experiments = (data.get("plan") or {}).get("experiments") or []
         self.campaign.planned = {e["exp_id"]: e["host"] for e in experiments}
 
@@ -281,22 +274,10 @@ class CallbackModule(CallbackBase):
             play.vars[SUMMARY_ERROR_VAR] = error
 
     def v2_playbook_on_stats(self, stats: Any) -> None:
-        try:
-            if not self.summary_done:
-                error = self._report()
-                if error is not None:
-                    self._display.error(f"lem_campaign: {error}")
-        finally:
-            self._release_run_lock()
-
-    def _release_run_lock(self) -> None:
-        """Best effort: a lock left behind is taken over by the next run, with a note."""
-        if self.campaign.run_lock is None or LEM_IMPORT_ERROR:
-            return
-        try:
-            release_run_lock(self.campaign.run_lock, os.getpid())
-        except (LemError, OSError) as exc:
-            self._display.warning(f"lem_campaign: run lock not released: {exc}")
+        if not self.summary_done:
+            error = self._report()
+            if error is not None:
+                self._display.error(f"lem_campaign: {error}")
 
     def _report(self) -> str | None:
         """Print the summary and write its files; the reason when they were not written."""

@@ -31,11 +31,17 @@ description:
     cold start (exit 75), the module restarts the service, waits until it is healthy and
     runs the experiment again, once (see docs/worker.md).
   - Returns a compact record (identity, status, headline metrics, the result file's
-    path), never the result's content or samples: the result files travel to the
+    path), never the result's content or samples; the result files travel to the
     controller as files (C(roles/lem_host/tasks/results.yml)).
   - Requires the C(llenergymeasure) package on the host's Python interpreter (its host
-    side: no pydantic, no Docker client library), and the Docker CLI with the Compose v2
+    side, with no pydantic and no Docker client library), and the Docker CLI with the Compose v2
     plugin.
+  - Where C(ansible_python_interpreter) is a path (as C(roles/lem_host) sets it to the
+    host's venv), its action plugin (C(action_plugins/lem_experiment.py)) checks the
+    arguments on the controller against this module's spec and runs
+    C(python -m llenergymeasure.dispatch.task) on the host with them on stdin, instead of
+    shipping the module as AnsiballZ (whose module_utils are compiled again on every task);
+    the attempt, the manifest and the return values are the same here and there.
 version_added: "0.1.0"
 author: LLenergyMeasure maintainers
 extends_documentation_fragment:

@@ -36,7 +36,11 @@ def test_a_second_run_of_the_same_campaign_is_refused_naming_the_lock_holder(
     assert not shared.plan_changed_by_refusal
 
     assert shared.first.returncode == 0, shared.first.output[-4000:]
-    assert shared.lock_after_first == b""  # released by the callback when the run ended
+    # Released by the playbook that took it (lem_plan state=released, summary play); the
+    # refused run, which never held it, stopped before that task.
+    assert shared.lock_after_first == b""
+    assert "TASK [Release the campaign's run lock]" in shared.first.output
+    assert "TASK [Release the campaign's run lock]" not in second.output
     assert f"lem: campaign {CAMPAIGN}: 3 completed, 0 failed, 0 not run" in shared.first.output
     assert_completed_exactly_once(
         shared.host, CAMPAIGN, {exp_id(c, n) for c in ("bs1", "bs2", "hostile") for n in (1, 2)}

@@ -23,6 +23,7 @@ from fixtures.campaign import (
     write_yaml,
 )
 from fixtures.faults import (
+    NO_PIPELINING,
     ControllerRun,
     PreparedHost,
     assert_completed_exactly_once,
@@ -90,8 +91,9 @@ def test_machine_dies_during_planning_an_experiment_and_a_manifest_update_rerun_
     variables = campaign_vars(campaign_file, results, host)
     manifest, state = host.manifest(CAMPAIGN), state_dir(host, CAMPAIGN)
 
-    # 1. While lem_plan runs: a plan file, if written at all, is whole.
-    with ControllerRun(inventory, variables, tmp_path) as run:
+    # 1. While lem_plan runs: a plan file, if written at all, is whole. (Pipelining off:
+    #    the module is then a file named after it, for find_module.)
+    with ControllerRun(inventory, variables, tmp_path, env=NO_PIPELINING) as run:
         wait_for(lambda: run.find_module("lem_plan"), 120, "lem_plan to run", poll=0.01)
         run.kill_tree()
     plan_file = results / CAMPAIGN / "plan.json"

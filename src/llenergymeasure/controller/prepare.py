@@ -2,7 +2,8 @@
 
 What the `lem_plan` module does: the campaign is validated as `lem validate` does, the
 run lock is held for the `ansible-playbook` above the module (never run unlocked), and
-the plan is built or reused (`plan.plan_or_reuse`).
+the plan is built or reused (`plan.plan_or_reuse`). With `state: released`, at the end
+of the playbook that took it, the same module releases the lock (`release_campaign`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ from typing import Any
 
 from llenergymeasure.config.loader import LoadedCampaign, load_campaign
 from llenergymeasure.controller.plan import plan_or_reuse
-from llenergymeasure.controller.runlock import RUN_LOCK_NAME, acquire_run_lock
+from llenergymeasure.controller.runlock import (
+    RUN_LOCK_NAME,
+    acquire_run_lock,
+    holds_run_lock,
+    release_run_lock,
+)
 from llenergymeasure.errors import ManifestLockError
 from llenergymeasure.lease import controller_pid, start_ticks
 
@@ -35,16 +41,42 @@ def take_run_lock(lock_path: Path, campaign: str) -> tuple[dict[str, Any], list[
     Without an ansible-playbook above it there is no run to hold the lock: refused,
     never run unlocked.
     """
-    pid = controller_pid()
-    if pid is None:
-        raise ManifestLockError(
-            f"{lock_path}: cannot take the run lock of campaign {campaign!r}: no "
-            "ansible-playbook process above this module (reached over SSH?); run lem_plan "
-            "on the controller with a local connection, as playbooks/campaign.yml does"
-        )
+    pid = _playbook_pid(lock_path, f"take the run lock of campaign {campaign!r}")
     outcome = acquire_run_lock(lock_path, campaign, pid)
     line = outcome.report_line()
     return {"run_lock": str(lock_path), "run_lock_status": outcome.status}, [line] if line else []
+
+
+def _playbook_pid(lock_path: Path, doing: str) -> int:
+    """The ansible-playbook above this module; refused without one, never run unlocked."""
+    pid = controller_pid()
+    if pid is None:
+        raise ManifestLockError(
+            f"{lock_path}: cannot {doing}: no ansible-playbook process above this module "
+            "(reached over SSH?); run lem_plan on the controller with a local connection, "
+            "as playbooks/campaign.yml does"
+        )
+    return pid
+
+
+def release_campaign(params: Mapping[str, Any], dry_run: bool) -> dict[str, Any]:
+    """`lem_plan` with `state: released`: empty the run lock this ansible-playbook holds.
+
+    Needs only the lock's path (`run_lock`, as the planning task returned it): no campaign
+    file, no plan. A lock another run holds, or nobody, is left as it is (changed false).
+    `dry_run` (check mode) reads the lock and writes nothing.
+    """
+    lock_path = Path(params["run_lock"])
+    pid = _playbook_pid(lock_path, "release the run lock")
+    held = holds_run_lock(lock_path, pid)
+    if held and not dry_run:
+        held = release_run_lock(lock_path, pid)
+    return {
+        "changed": held,
+        "run_lock": str(lock_path),
+        "run_lock_status": "released" if held else "not-held",
+        "controller": controller_identity(),
+    }
 
 
 def controller_identity() -> dict[str, Any] | None:

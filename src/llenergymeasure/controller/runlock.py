@@ -103,7 +103,10 @@ def _locked_file(path: Path) -> Iterator[int]:
 
 def _read_holder(fd: int) -> RunLockHolder | None:
     """The recorded holder; None for an empty (free) or unreadable lock file."""
-    raw = read_text(fd)
+    return _parse_holder(read_text(fd))
+
+
+def _parse_holder(raw: str) -> RunLockHolder | None:
     if not raw.strip():
         return None
     try:
@@ -159,3 +162,15 @@ def release_run_lock(path: str | Path, pid: int) -> bool:
             return False
         _write_holder(fd, path, None)
     return True
+
+
+def holds_run_lock(path: str | Path, pid: int) -> bool:
+    """Whether `pid` holds the lock at `path`, read without a write (check mode)."""
+    try:
+        raw = Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read the run lock: {exc.strerror}") from None
+    holder = _parse_holder(raw)
+    return holder is not None and is_same_process(holder, pid)
