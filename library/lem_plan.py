@@ -178,7 +178,8 @@ run_lock_status:
 changed:
   description:
     - True when the plan file was (or, in check mode, would be) written.
-    - With O(state=released), true when the lock was (would be) released.
+    - With O(state=released), always false; the run releases the lock it took itself
+      (RV(run_lock_status) says whether it did), leaving the controller as it found it.
   returned: always
   type: bool
 """

