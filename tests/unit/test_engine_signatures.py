@@ -9,7 +9,6 @@ these tests fail, instead of a campaign on a GPU host.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 import sys
 import tomllib
@@ -19,13 +18,13 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from fixtures.engine_contracts import every_key_config, fixture, names
 from fixtures.load import load_module
 from pydantic import create_model
 
 from llenergymeasure.config.models import (
     VLLM_KEYS_GONE_IN,
     VLLM_VERSIONS,
-    ExperimentConfig,
     TensorRTConfig,
     VLLMConfig,
 )
@@ -33,7 +32,6 @@ from llenergymeasure.errors import ExperimentError
 from llenergymeasure.runner.backends import tensorrt, vllm
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "engines"
 PINNED_VLLM = "0.11.1"  # ML.ENERGY v3's version, kept for comparison with it
 # The pinned 1.0.0's contract, from 1.0.0rc4 source (the 1.0.0 wheel is on pypi.nvidia.com
 # only). Issue 18 asks for a 1.2 fixture taken from 1.2 source: not made, because no whole
@@ -55,31 +53,8 @@ TENSORRT_FIXTURE = "tensorrt_llm-1.0.0rc4.json"  # the pinned version's
 TENSORRT_FIXTURES = (TENSORRT_FIXTURE,)
 
 
-def fixture(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / name).read_text())
-
-
-def names(report: dict[str, Any], symbol: str) -> set[str]:
-    entry = report["symbols"][symbol]
-    assert "missing" not in entry, entry
-    return set(entry["names"])
-
-
 def script() -> ModuleType:
     return load_module(ROOT / "scripts/inspect-engines.py", "inspect_engines")
-
-
-def every_key_config(backend: str, section: dict[str, Any], **extra: Any) -> ExperimentConfig:
-    return ExperimentConfig.model_validate(
-        {
-            "config_name": "x",
-            "backend": backend,
-            "model": {"path": "/models/m", "revision": "abc", "trust_remote_code": True},
-            "precision": "bfloat16",
-            backend: section,
-            **extra,
-        }
-    )
 
 
 DECODERS = [

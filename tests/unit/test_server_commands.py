@@ -11,39 +11,20 @@ from __future__ import annotations
 import inspect
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
+from fixtures.engine_contracts import every_key_config, fixture, names
 
-from llenergymeasure.config.models import VLLM_KEYS_GONE_IN, VLLM_VERSIONS, ExperimentConfig
+from llenergymeasure.config.models import VLLM_KEYS_GONE_IN, VLLM_VERSIONS
 from llenergymeasure.runner import servers
 
 ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = ROOT / "tests" / "fixtures" / "engines"
 TENSORRT_FIXTURE = "tensorrt_llm-1.0.0rc4.json"
 # Flags of `vllm serve`'s frontend (FrontendArgs: vllm/entrypoints/openai/cli_args.py in
 # both versions), not EngineArgs fields.
 VLLM_FRONTEND_FLAGS = {"host", "port"}
 # trtllm-serve's click options the command uses (tensorrt_llm/commands/serve.py, 1.0).
 TRTLLM_SERVE_OPTIONS = {"tokenizer", "backend", "host", "port", "extra_llm_api_options"}
-
-
-def names(fixture: str, symbol: str) -> set[str]:
-    entry = json.loads((FIXTURES / fixture).read_text())["symbols"][symbol]
-    return set(entry["names"])
-
-
-def config(backend: str, section: dict[str, Any], **extra: Any) -> ExperimentConfig:
-    return ExperimentConfig.model_validate(
-        {
-            "config_name": "x",
-            "backend": backend,
-            "model": {"path": "/models/m", "revision": "abc", "trust_remote_code": True},
-            "precision": "bfloat16",
-            backend: section,
-            **extra,
-        }
-    )
 
 
 def flags(command: list[str]) -> list[str]:
@@ -70,9 +51,11 @@ EVERY_VLLM_KEY = {
 
 @pytest.mark.parametrize("version", VLLM_VERSIONS)
 def test_vllm_serve_flags_are_engine_args_of_both_versions(version: str) -> None:
-    command = servers.vllm_command(config("vllm", {**EVERY_VLLM_KEY, "version": version}), 8123)
+    command = servers.vllm_command(
+        every_key_config("vllm", {**EVERY_VLLM_KEY, "version": version}), 8123
+    )
     assert command[:3] == ["vllm", "serve", "/models/m"]
-    engine_args = names(f"vllm-{version}.json", "engine_args")
+    engine_args = names(fixture(f"vllm-{version}.json"), "engine_args")
     unknown = set(flags(command)) - engine_args - VLLM_FRONTEND_FLAGS
     assert unknown == set(VLLM_KEYS_GONE_IN.get(version, set())) & set(flags(command))
     # loopback only, and prefix caching said to be off (vLLM's default is on)
@@ -84,7 +67,7 @@ def test_vllm_serve_flags_are_engine_args_of_both_versions(version: str) -> None
 
 def test_vllm_serve_drops_an_unset_false_flag_it_cannot_negate() -> None:
     # --disable-log-stats is store_true in vLLM: `--no-disable-log-stats` does not exist
-    command = servers.vllm_command(config("vllm", {}), 8000)
+    command = servers.vllm_command(every_key_config("vllm", {}), 8000)
     assert not any("disable-log-stats" in word for word in command)
 
 
@@ -93,12 +76,12 @@ def test_trtllm_serve_options_are_llm_args_fields(engine_dir: str | None, tmp_pa
     section = {"tensor_parallel_size": 2, "max_batch_size": 8, "enable_block_reuse": False}
     if engine_dir:
         section["engine_dir"] = engine_dir
-    cfg = config("tensorrt", section)
+    cfg = every_key_config("tensorrt", section)
     command = servers.server_command(cfg, 8001, "cuda", tmp_path)
     options = json.loads((tmp_path / "trtllm-serve-options.yml").read_text())
     llm_class = "trt_llm_args" if engine_dir else "torch_llm_args"
-    assert set(options) <= names(TENSORRT_FIXTURE, llm_class)
-    assert set(options["kv_cache_config"]) <= names(TENSORRT_FIXTURE, "kv_cache_config")
+    assert set(options) <= names(fixture(TENSORRT_FIXTURE), llm_class)
+    assert set(options["kv_cache_config"]) <= names(fixture(TENSORRT_FIXTURE), "kv_cache_config")
     assert set(flags(command)) <= TRTLLM_SERVE_OPTIONS
     assert command[1] == (engine_dir or "/models/m")
     assert command[command.index("--backend") + 1] == ("trt" if engine_dir else "pytorch")
@@ -109,7 +92,7 @@ def test_transformers_serve_flags_are_parameters_of_the_installed_command() -> N
     serve = pytest.importorskip("transformers.cli.serve")
     parameters = set(inspect.signature(serve.Serve.__init__).parameters)
     section = {"cb_num_blocks": 64, "cb_max_batch_tokens": 256, "attn_implementation": "sdpa"}
-    cfg = config("pytorch", section, precision="float32")
+    cfg = every_key_config("pytorch", section, precision="float32")
     command = servers.pytorch_command(cfg, 8002, "cpu")
     assert command[:3] == ["transformers", "serve", "/models/m"]  # force_model, positional
     assert set(flags(command)) <= parameters
