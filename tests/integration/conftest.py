@@ -105,9 +105,9 @@ HEAVIEST_GROUPS = (
     "private-engine",  # about 390 s: image shipping, daemon restart, the engine itself
     "test_faults_controller",  # about 320 s
     "shared-campaign",  # about 300 s
-    "test_host_lock",  # about 250 s
     "test_faults_container",  # about 150 s
     "test_worker_campaign",  # about 145 s
+    "test_host_lock",  # about 130 s
     "test_molecule",  # about 125 s
     "test_faults_hosts",  # about 116 s
     "test_faults_disk",  # about 115 s

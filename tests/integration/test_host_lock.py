@@ -93,12 +93,14 @@ def shared_host(root: Path, prepared_host: PreparedHost, prefix: str) -> Iterato
 
 
 @dataclass(frozen=True)
-class Refused:
+class Sequence:
     host: Host
-    first: CampaignRun
+    killed_pid: int
+    first: CampaignRun  # took the killed run's lock over, held it while it measured
     first_pid: int
-    second: CampaignRun
-    check: CampaignRun
+    second: CampaignRun  # refused while the first measured
+    check: CampaignRun  # the second with --check, while the first measured
+    waiter: CampaignRun  # in wait mode: ran after the first
     ids_before: list[str]
     ids_after: list[str]
     lock_before: bytes
@@ -107,17 +109,29 @@ class Refused:
 
 
 @pytest.fixture(scope="module")
-def refused(
+def sequence(
     tmp_path_factory: pytest.TempPathFactory,
     prepared_host: PreparedHost,
     cpu_image: str,
     docker_engine: DockerClient,
-) -> Iterator[Refused]:
-    with shared_host(tmp_path_factory.mktemp("refused"), prepared_host, "lem-lock-r") as host:
+) -> Iterator[Sequence]:
+    """lock-killed is SIGKILLed holding the lock; lock-a takes it over and measures; while
+    it does, lock-b is refused and lock-b --check runs; lock-waiter, in wait mode, runs
+    once lock-a is done. One host and one set of services for all of them."""
+    with shared_host(tmp_path_factory.mktemp("lock"), prepared_host, "lem-lock") as host:
+        with ControllerRun(host.inventory, host.variables("lock-killed"), host.root) as killed:
+            wait_for(
+                lambda: (host.holder() or {}).get("campaign") == "lock-killed",
+                600,
+                "lock-killed to hold the host",
+            )
+            killed.kill_tree()
         variables = host.variables("lock-a", window=HELD_WINDOW_SECONDS)
+        waiter_vars = host.variables(
+            "lock-waiter", lem_host_lock_wait_seconds=900, lem_host_lock_poll_seconds=1
+        )
         with ControllerRun(host.inventory, variables, host.root) as first:
-            manifest = host.dirs.manifest("lock-a")
-            wait_for(lambda: running_exp_id(manifest), 600, "lock-a to measure")
+            wait_for(lambda: running_exp_id(host.dirs.manifest("lock-a")), 600, "lock-a to measure")
             ids_before, lock_before = host.container_ids(), host.lock.read_bytes()
             second = run_campaign(host.inventory, host.variables("lock-b"), host.root)
             check = run_campaign(
@@ -125,13 +139,16 @@ def refused(
             )
             lock_after_check = host.lock.read_bytes()
             ids_after = host.container_ids()
+            waiter = run_campaign(host.inventory, waiter_vars, host.root)
             first_done = first.finish()
-        yield Refused(
+        yield Sequence(
             host,
+            killed.pid,
             first_done,
             first.pid,
             second,
             check,
+            waiter,
             ids_before,
             ids_after,
             lock_before,
@@ -141,92 +158,53 @@ def refused(
 
 
 def test_a_second_campaign_is_refused_naming_the_holder_and_the_first_completes(
-    refused: Refused,
+    sequence: Sequence,
 ) -> None:
-    assert refused.second.returncode != 0
+    assert sequence.second.returncode != 0
     refusal = next(
-        line for line in refused.second.output.splitlines() if "this host is held by" in line
+        line for line in sequence.second.output.splitlines() if "this host is held by" in line
     )
-    assert "campaign 'lock-a'" in refusal and f"pid {refused.first_pid}" in refusal
+    assert "campaign 'lock-a'" in refusal and f"pid {sequence.first_pid}" in refusal
     assert "campaign 'lock-b' was not started here" in refusal
     # Refused before it touched the host: no state of its own, no services of its own.
-    assert not state_dir(refused.host.dirs, "lock-b").exists()
-    assert refused.first.returncode == 0, refused.first.output[-4000:]
-    entries = read_json(refused.host.dirs.manifest("lock-a"))["entries"]
+    assert not state_dir(sequence.host.dirs, "lock-b").exists()
+    assert sequence.first.returncode == 0, sequence.first.output[-4000:]
+    entries = read_json(sequence.host.dirs.manifest("lock-a"))["entries"]
     assert {entry["status"] for entry in entries.values()} == {"completed"}
 
 
-def test_no_container_of_the_first_campaign_is_recreated(refused: Refused) -> None:
-    assert refused.ids_before, "lock-a's services should be up while it measures"
-    assert refused.ids_after == refused.ids_before
+def test_no_container_of_the_first_campaign_is_recreated(sequence: Sequence) -> None:
+    assert sequence.ids_before, "lock-a's services should be up while it measures"
+    assert sequence.ids_after == sequence.ids_before
 
 
-def test_check_mode_while_held_reports_the_holder_and_changes_nothing(refused: Refused) -> None:
-    assert refused.check.returncode == 0, refused.check.output[-4000:]
-    assert "this host is held by campaign 'lock-a'" in refused.check.output
-    assert refused.lock_after_check == refused.lock_before
-    assert not state_dir(refused.host.dirs, "lock-b").exists()
+def test_check_mode_while_held_reports_the_holder_and_changes_nothing(sequence: Sequence) -> None:
+    assert sequence.check.returncode == 0, sequence.check.output[-4000:]
+    assert "this host is held by campaign 'lock-a'" in sequence.check.output
+    assert sequence.lock_after_check == sequence.lock_before
+    assert not state_dir(sequence.host.dirs, "lock-b").exists()
 
 
-def test_the_lock_is_released_when_the_campaign_ends(refused: Refused) -> None:
-    assert refused.holder_after is None
-    assert refused.host.lock.exists()  # emptied, never removed
-
-
-@dataclass(frozen=True)
-class Queued:
-    host: Host
-    killed_pid: int
-    taker: CampaignRun
-    waiter: CampaignRun
-
-
-@pytest.fixture(scope="module")
-def queued(
-    tmp_path_factory: pytest.TempPathFactory,
-    prepared_host: PreparedHost,
-    cpu_image: str,
-    docker_engine: DockerClient,
-) -> Iterator[Queued]:
-    with shared_host(tmp_path_factory.mktemp("queued"), prepared_host, "lem-lock-q") as host:
-        with ControllerRun(host.inventory, host.variables("lock-killed"), host.root) as killed:
-            wait_for(
-                lambda: (host.holder() or {}).get("campaign") == "lock-killed",
-                600,
-                "lock-killed to hold the host",
-            )
-            killed.kill_tree()
-        taker_vars = host.variables("lock-taker", window=HELD_WINDOW_SECONDS / 4)
-        waiter_vars = host.variables(
-            "lock-waiter", lem_host_lock_wait_seconds=900, lem_host_lock_poll_seconds=1
-        )
-        with ControllerRun(host.inventory, taker_vars, host.root) as taker:
-            wait_for(
-                lambda: (host.holder() or {}).get("campaign") == "lock-taker",
-                600,
-                "lock-taker to hold the host",
-            )
-            waiter = run_campaign(host.inventory, waiter_vars, host.root)
-            taker_done = taker.finish()
-        yield Queued(host, killed.pid, taker_done, waiter)
+def test_the_lock_is_released_when_the_campaign_ends(sequence: Sequence) -> None:
+    assert sequence.holder_after is None
+    assert sequence.host.lock.exists()  # emptied, never removed
 
 
 def test_a_killed_campaigns_lock_is_taken_over_and_the_take_over_is_logged(
-    queued: Queued,
+    sequence: Sequence,
 ) -> None:
-    assert queued.taker.returncode == 0, queued.taker.output[-4000:]
     line = next(
-        line for line in queued.taker.output.splitlines() if "took the host lock over" in line
+        line for line in sequence.first.output.splitlines() if "took the host lock over" in line
     )
     assert "campaign 'lock-killed'" in line
-    assert f"ansible-playbook pid {queued.killed_pid}" in line and "is gone" in line
+    assert f"ansible-playbook pid {sequence.killed_pid}" in line and "is gone" in line
 
 
 def test_in_wait_mode_the_second_campaign_runs_after_the_first_without_overlap(
-    queued: Queued,
+    sequence: Sequence,
 ) -> None:
-    assert queued.waiter.returncode == 0, queued.waiter.output[-4000:]
-    assert "RETRYING" in queued.waiter.output and "Take the host lock" in queued.waiter.output
-    taker_end = max(end for _, end in queued.host.spans("lock-taker"))
-    waiter_start = min(start for start, _ in queued.host.spans("lock-waiter"))
-    assert taker_end < waiter_start
+    assert sequence.waiter.returncode == 0, sequence.waiter.output[-4000:]
+    assert "RETRYING" in sequence.waiter.output and "Take the host lock" in sequence.waiter.output
+    first_end = max(end for _, end in sequence.host.spans("lock-a"))
+    waiter_start = min(start for start, _ in sequence.host.spans("lock-waiter"))
+    assert first_end < waiter_start

@@ -77,6 +77,10 @@ def build_images_stand_in(path: Path, tag: str) -> Path:
     return path
 
 
+def one_experiment() -> dict:
+    return tiny_campaign(CAMPAIGN, batch_sizes=(1,), cycles=1)
+
+
 @ON_PRIVATE_ENGINE
 def test_a_host_without_the_image_gets_it_from_the_controller(
     tmp_path: Path,
@@ -93,7 +97,8 @@ def test_a_host_without_the_image_gets_it_from_the_controller(
     )
     archives = tmp_path / "archives"
     variables = {
-        "lem_campaign_file": str(write_yaml(tmp_path / "campaign.yml", tiny_campaign(CAMPAIGN))),
+        # One experiment: what is proved is that the shipped image runs the campaign.
+        "lem_campaign_file": str(write_yaml(tmp_path / "campaign.yml", one_experiment())),
         "lem_results_dir": str(tmp_path / "results"),
         "lem_services_build_images_script": str(build_images_stand_in(tmp_path / "build", tag)),
         "lem_services_controller_image_dir": str(archives),
@@ -117,4 +122,4 @@ def test_a_host_without_the_image_gets_it_from_the_controller(
     assert loaded.stdout == shipped.stdout
     assert not list((host.root / "compose").glob("*.tar"))
     entries = manifest_entries(host.manifest(CAMPAIGN))
-    assert [e["status"] for e in entries.values()] == ["completed"] * 4
+    assert [e["status"] for e in entries.values()] == ["completed"]
