@@ -8,13 +8,22 @@ fields read. The window and serving figures are computed from it end to end.
 from __future__ import annotations
 
 import json
+import statistics
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 
-from llenergymeasure.config.models import ExperimentConfig
+from llenergymeasure.config.models import ExperimentConfig, LoadConfig
 from llenergymeasure.measure.steady import steady_window
-from llenergymeasure.runner.loadgen import guidellm_argv, parse_report, read_report
+from llenergymeasure.runner.loadgen import (
+    TRACE_FILE,
+    arrival_times,
+    guidellm_argv,
+    parse_report,
+    read_report,
+    write_trace,
+)
 from llenergymeasure.runner.serving import serving_block
 
 REPORT = Path(__file__).resolve().parents[1] / "fixtures" / "guidellm-0.8.1-report.json"
@@ -90,7 +99,7 @@ def test_an_errored_request_keeps_its_error_and_a_report_without_requests_is_ref
 @pytest.mark.parametrize(
     ("load", "profile"),
     [
-        ({"request_rate": 4.0}, "kind=poisson,rate=4.0"),
+        ({"request_rate": 4.0}, '{"kind":"replay","schedule_turn":"timestamp"}'),
         ({"max_concurrency": 3}, "kind=concurrent,streams=3"),
         ({"request_rate": "inf"}, "kind=throughput"),
     ],
@@ -103,7 +112,53 @@ def test_argv_names_the_load(load: dict[str, object], profile: str, tmp_path: Pa
     assert argv[argv.index("--seed") + 1] == "kind=static,value=7"
     assert argv[argv.index("--constraint") + 1] == "kind=max_requests,count=12"
     backend = json.loads(argv[argv.index("--backend") + 1])
-    # no fixed output tokens in the data: GuideLLM would send ignore_eos, which
-    # transformers serve refuses (422); the length is the backend's max_tokens
-    assert backend["max_tokens"] == 32 and "output_tokens" not in argv[argv.index("--data") + 1]
+    # GuideLLM adds ignore_eos for a trace's output lengths, which transformers serve
+    # refuses (422): set to null here, GuideLLM drops it before sending
+    assert backend["max_tokens"] == 32 and backend["extras"]["body"]["ignore_eos"] is None
     assert backend["target"] == "http://127.0.0.1:8000"
+
+
+def test_a_rate_replays_lems_arrivals_from_the_trace_beside_the_report(tmp_path: Path) -> None:
+    config = server_config(request_rate=4.0)
+    argv = guidellm_argv(config, "http://127.0.0.1:8000", "/models/tiny", tmp_path / "r.json")
+    data = json.loads(argv[argv.index("--data") + 1])
+    assert data == {
+        "kind": "trace_synthetic",
+        "source": {"kind": "json_file", "path": str(tmp_path / TRACE_FILE)},
+    }
+    trace = [
+        json.loads(line)
+        for line in write_trace(config, tmp_path / TRACE_FILE).read_text().splitlines()
+    ]
+    assert [row["timestamp"] for row in trace] == pytest.approx(
+        arrival_times(config.load), abs=1e-6
+    )
+    assert {(row["input_length"], row["output_length"]) for row in trace} == {(32, 32)}
+
+
+def load(**fields: object) -> LoadConfig:
+    return LoadConfig.model_validate({"mode": "server", "warmup_requests": 0, **fields})
+
+
+def test_arrivals_are_seeded_and_keep_the_rate() -> None:
+    poisson = arrival_times(load(request_rate=4.0, num_requests=4000, seed=3))
+    assert poisson == arrival_times(load(request_rate=4.0, num_requests=4000, seed=3))
+    assert poisson != arrival_times(load(request_rate=4.0, num_requests=4000, seed=4))
+    assert poisson[0] == 0.0 and poisson == sorted(poisson)
+    gaps = [b - a for a, b in pairwise(poisson)]
+    assert statistics.fmean(gaps) == pytest.approx(0.25, rel=0.05)
+    # exponential gaps (shape 1): the standard deviation equals the mean
+    assert statistics.stdev(gaps) == pytest.approx(0.25, rel=0.08)
+
+
+def test_burstiness_is_the_gamma_shape_of_the_gaps() -> None:
+    bursty = arrival_times(load(request_rate=2.0, burstiness=0.25, num_requests=4000))
+    smooth = arrival_times(load(request_rate=2.0, burstiness=16.0, num_requests=4000))
+    for times in (bursty, smooth):
+        assert statistics.fmean(b - a for a, b in pairwise(times)) == pytest.approx(0.5, rel=0.1)
+    # coefficient of variation 1 / sqrt(shape): 2 for shape 0.25, 0.25 for shape 16
+    cv = [
+        statistics.stdev(g) / statistics.fmean(g)
+        for g in ([b - a for a, b in pairwise(t)] for t in (bursty, smooth))
+    ]
+    assert cv[0] == pytest.approx(2.0, rel=0.15) and cv[1] == pytest.approx(0.25, rel=0.15)

@@ -11,23 +11,27 @@ output tokens in the data, GuideLLM sends vLLM's `ignore_eos`, which `transforme
 refuses (HTTP 422); the output length is therefore the backend's `max_tokens` and greedy
 decoding (`temperature: 0`) is sent as an extra body field.
 
-Known defect, seen for real (not yet worked around): guidellm 0.8.1's `poisson` profile
-at 4 requests/s sent all 24 requests within 0.26 s (its `constant` profile keeps the
-rate: the fixture's 12 requests at 2/s span 5.5 s). The steady window then comes out
-0.2 s long and is flagged unstable, as it should. The way out the previous attempt took:
-draw the seeded gamma arrivals here and have GuideLLM replay them (its `replay` profile
-with a `trace_synthetic` dataset); its trace's output-token column makes GuideLLM send
-`ignore_eos`, which transformers serve refuses, so that needs solving first.
+Arrivals at a request rate: guidellm 0.8.1's `poisson` profile does not keep its rate
+(seen for real: 24 requests at 4/s sent within 0.26 s), so lem draws the seeded gamma
+arrivals itself (`arrival_times`) and GuideLLM replays them (`replay` profile at the trace's
+timestamps, `trace_synthetic` data). A trace's output lengths make GuideLLM add vLLM's
+`ignore_eos`, which `transformers serve` refuses (HTTP 422); the backend's extra body sets
+it to null, and GuideLLM drops null keys before it sends a request (its http backend's
+`deep_filter`), so the output length is the request's `max_tokens` and decoding stops at
+the end-of-sequence token. Checked for real against `transformers serve`: 12 replayed
+requests, every one answered 200, arrivals at the trace's times.
 """
 
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from llenergymeasure.config.models import ExperimentConfig
+from llenergymeasure.config.models import ExperimentConfig, LoadConfig
+from llenergymeasure.files import atomic_write_text
 from llenergymeasure.measure.steady import ServedRequest
 
 GENERATOR = "guidellm"
@@ -35,21 +39,66 @@ STATUSES = ("successful", "errored", "incomplete")
 DEFAULT_PROMPT_TOKENS = 32
 
 
+TRACE_FILE = "arrivals.jsonl"
+
+
+def replays_arrivals(load: LoadConfig) -> bool:
+    """A finite request rate: lem's own seeded arrivals, replayed by GuideLLM."""
+    return load.max_concurrency is None and load.request_rate != "inf"
+
+
+def arrival_times(load: LoadConfig) -> list[float]:
+    """`load.num_requests` arrival times in seconds from the first (at 0): gaps drawn
+    from a gamma distribution of shape `burstiness` and mean 1 / `request_rate`
+    (shape 1 is Poisson), seeded by `load.seed`, so that every cycle sends the same."""
+    assert isinstance(load.request_rate, float)
+    rng = random.Random(load.seed)
+    shape = load.burstiness
+    scale = 1.0 / (load.request_rate * shape)
+    times, now = [], 0.0
+    for _ in range(load.num_requests):
+        times.append(now)
+        now += rng.gammavariate(shape, scale)
+    return times
+
+
+def write_trace(config: ExperimentConfig, path: Path) -> Path:
+    """The arrivals as GuideLLM's minimal trace: timestamp, prompt and output tokens."""
+    rows = (
+        {
+            "timestamp": round(at, 6),
+            "input_length": DEFAULT_PROMPT_TOKENS,
+            "output_length": config.decoder.max_new_tokens,
+        }
+        for at in arrival_times(config.load)
+    )
+    atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in rows), 0o644)
+    return path
+
+
 def profile_arg(config: ExperimentConfig) -> str:
-    """`--profile`: poisson at the rate (seeded by `load.seed`), concurrent streams, or all
-    at once (throughput) for rate 'inf'."""
+    """`--profile`: concurrent streams, all at once (throughput) for rate 'inf', or the
+    arrivals trace replayed at its timestamps."""
     load = config.load
     if load.max_concurrency is not None:
         return f"kind=concurrent,streams={load.max_concurrency}"
     if load.request_rate == "inf":
         return "kind=throughput"
-    return f"kind=poisson,rate={load.request_rate}"
+    return json.dumps({"kind": "replay", "schedule_turn": "timestamp"}, separators=(",", ":"))
+
+
+def data_arg(config: ExperimentConfig, trace: Path) -> str:
+    if replays_arrivals(config.load):
+        source = {"kind": "json_file", "path": str(trace)}
+        return json.dumps({"kind": "trace_synthetic", "source": source}, separators=(",", ":"))
+    return f"kind=synthetic_text,prompt_tokens={DEFAULT_PROMPT_TOKENS}"
 
 
 def guidellm_argv(
     config: ExperimentConfig, base_url: str, served_model: str, report: Path
 ) -> list[str]:
-    """`guidellm run` for `config`'s load against the server at `base_url`."""
+    """`guidellm run` for `config`'s load against the server at `base_url`; a rate's
+    arrivals trace is read from TRACE_FILE beside `report` (`write_trace`)."""
     load = config.load
     backend = {
         "kind": "openai_http",
@@ -57,7 +106,8 @@ def guidellm_argv(
         "model": served_model,
         "request_format": "/v1/completions",
         "max_tokens": config.decoder.max_new_tokens,
-        "extras": {"body": {"temperature": config.decoder.temperature}},
+        # null: never sent (see the module's docstring)
+        "extras": {"body": {"temperature": config.decoder.temperature, "ignore_eos": None}},
     }
     return [
         "guidellm",
@@ -66,12 +116,12 @@ def guidellm_argv(
         json.dumps(backend, separators=(",", ":")),
         "--profile",
         profile_arg(config),
-        "--seed",  # the poisson arrivals' and the synthetic prompts' seed
+        "--seed",  # the synthetic prompts' seed (the arrivals are seeded by lem)
         f"kind=static,value={load.seed}",
         "--constraint",
         f"kind=max_requests,count={load.num_requests}",
         "--data",
-        f"kind=synthetic_text,prompt_tokens={DEFAULT_PROMPT_TOKENS}",
+        data_arg(config, report.parent / TRACE_FILE),
         "--tokenizer",
         f"kind=hf_auto,model={config.model.path}",
         "--output",

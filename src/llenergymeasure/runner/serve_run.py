@@ -59,11 +59,13 @@ def run_load(
     executable (a venv's path). A server that dies during the load fails the experiment."""
     load = config.load
     report = out_dir / REPORT_FILE
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if loadgen.replays_arrivals(load):
+        loadgen.write_trace(config, out_dir / loadgen.TRACE_FILE)
     argv = loadgen.guidellm_argv(config, server.base_url, config.model.path, report)
     if generator is not None:
         argv[0:1] = generator
     meter = EnergyMeter(gpu_indices, config.measurement.sample_interval_ms)
-    out_dir.mkdir(parents=True, exist_ok=True)
     meter_epoch = time.time()
     meter.start()
     try:
