@@ -249,6 +249,7 @@ def test_gpu_knobs_can_be_varied_in_a_grid(tmp_path: Path) -> None:
     ("load", "message"),
     [
         ({"mode": "server", "request_rate": 0}, "request_rate"),
+        ({"mode": "server", "max_concurrency": 0}, "max_concurrency"),
         ({"mode": "server", "request_rate": 1.0, "max_concurrency": 2}, "exactly one of"),
         ({"request_rate": 1.0}, "only for load.mode 'server'"),
         (
@@ -256,15 +257,17 @@ def test_gpu_knobs_can_be_varied_in_a_grid(tmp_path: Path) -> None:
             "above",
         ),
         ({"mode": "server", "request_rate": 2.0, "slo": {"ttft_ms": 0, "itl_ms": 1}}, "ttft_ms"),
-        ({"mode": "server", "request_rate": 2.0}, "not runnable in this version"),
+        ({"mode": "server", "request_rate": 2.0, "backend": "vllm"}, "backend 'vllm'"),
+        ({"mode": "server", "request_rate": 2.0, "backend": "tensorrt"}, "backend 'tensorrt'"),
     ],
 )
 def test_the_load_section_refuses_bad_values_naming_the_key(
     load: dict[str, object], message: str
 ) -> None:
+    backend = str(load.pop("backend", "pytorch"))
     config = {
         "config_name": "a",
-        "backend": "pytorch",
+        "backend": backend,
         "model": {"path": "/models/tiny"},
         "load": load,
     }
@@ -272,6 +275,18 @@ def test_the_load_section_refuses_bad_values_naming_the_key(
         ExperimentConfig.model_validate(config)
     text = str(raised.value)
     assert "load" in text and message in text, text
+
+
+def test_a_server_mode_config_on_pytorch_validates() -> None:
+    config = ExperimentConfig.model_validate(
+        {
+            "config_name": "a",
+            "backend": "pytorch",
+            "model": {"path": "/models/tiny"},
+            "load": {"mode": "server", "request_rate": 2.0, "slo": {"ttft_ms": 500, "itl_ms": 100}},
+        }
+    )
+    assert (config.load.mode, config.load.request_rate) == ("server", 2.0)
 
 
 def test_an_offline_load_section_is_the_default() -> None:

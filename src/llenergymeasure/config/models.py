@@ -318,6 +318,10 @@ class LoadConfig(StrictModel):
         return self
 
 
+# Backends whose images carry a server and the load generator (pyproject's `serving`
+# extra is in the pytorch images only; vLLM's and TensorRT-LLM's have their servers).
+SERVER_MODE_BACKENDS = ("pytorch",)
+
 # Precisions a backend refuses, and why.
 UNSUPPORTED_PRECISIONS: dict[str, dict[str, str]] = {
     "tensorrt": {
@@ -372,13 +376,13 @@ class ExperimentConfig(StrictModel):
 
     @field_validator("load", mode="after")
     @classmethod
-    def _server_mode_runs(cls, value: LoadConfig) -> LoadConfig:
-        # The summary and report read server-mode results already; the run path (the
-        # engine's server and the load generator in the images) is not in this version.
-        if value.mode == "server":
+    def _server_in_the_image(cls, value: LoadConfig, info: ValidationInfo) -> LoadConfig:
+        backend = info.data.get("backend", "")
+        if value.mode == "server" and backend not in SERVER_MODE_BACKENDS:
             raise ValueError(
-                "load.mode 'server' is not runnable in this version: no backend image has a "
-                "server and load generator yet (docs/server-mode.md)"
+                f"load.mode 'server' is not runnable on backend {backend!r}: its image has no "
+                f"load generator yet (server mode runs on {', '.join(SERVER_MODE_BACKENDS)}; "
+                "docs/server-mode.md)"
             )
         return value
 

@@ -109,6 +109,13 @@ def guidellm_argv(
         # null: never sent (see the module's docstring)
         "extras": {"body": {"temperature": config.decoder.temperature, "ignore_eos": None}},
     }
+    # A replayed trace sends its own rows and stops; a max_requests constraint on top was
+    # seen to stop it one short (11 of 12, in some runs).
+    constraint = (
+        []
+        if replays_arrivals(load)
+        else ["--constraint", f"kind=max_requests,count={load.num_requests}"]
+    )
     return [
         "guidellm",
         "run",
@@ -118,8 +125,7 @@ def guidellm_argv(
         profile_arg(config),
         "--seed",  # the synthetic prompts' seed (the arrivals are seeded by lem)
         f"kind=static,value={load.seed}",
-        "--constraint",
-        f"kind=max_requests,count={load.num_requests}",
+        *constraint,
         "--data",
         data_arg(config, report.parent / TRACE_FILE),
         "--tokenizer",

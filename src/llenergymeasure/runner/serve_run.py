@@ -12,11 +12,23 @@ from __future__ import annotations
 import subprocess
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from llenergymeasure.config.models import ExperimentConfig
-from llenergymeasure.contracts.result import Serving
+from llenergymeasure.contracts.result import (
+    Energy,
+    ExperimentResult,
+    Identity,
+    Serving,
+    Throughput,
+    Timing,
+    Tokens,
+    Ttft,
+)
 from llenergymeasure.errors import ExperimentError
+from llenergymeasure.measure.energy import build_energy
+from llenergymeasure.measure.environment import collect_environment
 from llenergymeasure.measure.steady import ServedRequest, steady_window, trace_energy
 from llenergymeasure.measure.window import EnergyMeter, WindowReadings
 from llenergymeasure.runner import loadgen
@@ -24,6 +36,8 @@ from llenergymeasure.runner.servers import ServerProcess
 from llenergymeasure.runner.serving import serving_block, write_requests
 
 REPORT_FILE = "guidellm-report.json"
+# What the result's environment names: the servers' and the load generator's packages.
+SERVER_PACKAGES = ("transformers", "torch", "vllm", "tensorrt_llm", "guidellm")
 
 
 @dataclass
@@ -101,3 +115,68 @@ def run_load(
     if energy is None:
         warnings.append("no energy meter over the window (no GPU power trace): energy is null")
     return ServerRun(requests, serving, readings, warnings)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the installed server and load generator packages (none imported)."""
+    found = {}
+    for name in SERVER_PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def server_result(
+    config: ExperimentConfig,
+    identity: Identity,
+    run: ServerRun,
+    device: str,
+    timing: Timing,
+) -> ExperimentResult:
+    """The result of one server-mode experiment: the top-level blocks are the steady
+    window's (tokens, rates, latencies, energy), `serving` has the rest; power and
+    thermal cover the whole load."""
+    serving, inside = run.serving, run.serving.window
+    tokens = Tokens(
+        requests=inside.requests_completed,
+        input_tokens=sum(
+            r.input_tokens
+            for r in run.requests
+            if r.end_s is not None and inside.start_s <= r.end_s <= inside.end_s
+        ),
+        output_tokens=inside.output_tokens,
+    )
+    _, power, thermal = build_energy(run.readings, None, tokens.output_tokens, tokens.requests)
+    energy = Energy(source="none")
+    if serving.energy_j is not None:  # the power trace integrated over the window
+        energy = Energy(
+            source="nvml_power",
+            gpu_energy_j=serving.energy_j,
+            total_energy_j=serving.energy_j,
+            j_per_output_token=serving.j_per_output_token,
+            j_per_request=serving.j_per_request,
+        )
+    result = ExperimentResult(
+        identity=identity,
+        config=config.model_dump(mode="json"),
+        timing=timing,
+        tokens=tokens,
+        throughput=Throughput(
+            output_tokens_per_s=serving.output_tokens_per_s,
+            requests_per_s=serving.achieved_request_rate,
+        ),
+        latency=serving.e2e_latency,
+        ttft=Ttft(**serving.ttft.model_dump(), definition="frontend_arrival"),
+        itl=serving.itl,
+        energy=energy,
+        power=power,
+        thermal=thermal,
+        environment=collect_environment(device, package_versions(), run.readings.gpu_indices),
+        foreign_gpu_processes=run.readings.foreign_processes,
+        serving=serving,
+    )
+    warnings = [*run.warnings, *run.readings.warnings]
+    result.warnings = list(dict.fromkeys(warnings))
+    return result

@@ -25,6 +25,7 @@ import socket
 import stat
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from typing import Any
 
 from llenergymeasure.config.loader import parse_experiment
 from llenergymeasure.config.models import ExperimentConfig
-from llenergymeasure.contracts.result import ExperimentResult
+from llenergymeasure.contracts.result import ExperimentResult, Timing
 from llenergymeasure.contracts.wire import (
     AnyRequest,
     Done,
@@ -65,6 +66,7 @@ from llenergymeasure.runner.experiment import (
     LoadedModel,
     RunIdentity,
     describe_failure,
+    experiment_gpus,
     idle_before_load,
     is_out_of_memory,
     load_model,
@@ -72,6 +74,8 @@ from llenergymeasure.runner.experiment import (
     write_result,
 )
 from llenergymeasure.runner.loadkey import load_key
+from llenergymeasure.runner.serve_run import run_load, server_result
+from llenergymeasure.runner.servers import DEFAULT_PORT, ServerProcess, server_command
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +85,9 @@ LISTEN_BACKLOG = 16
 # The kernel may deliver SIGTERM to a request thread; Python then runs the handler only once
 # the main thread is back in the interpreter, so accept() wakes at this interval to let it.
 ACCEPT_POLL_S = 0.5
+# A server loads its model before it answers: minutes for a large one on a GPU.
+SERVER_READY_TIMEOUT_S = 900.0
+SERVER_DIR = Path("/tmp/lem-server")  # its log and options files, inside the container
 # Only the container's own user (the one `docker compose exec` runs as) may connect.
 SOCKET_MODE = 0o600
 
@@ -185,6 +192,10 @@ class Worker:
     ) -> None:
         self.memory_tolerance = memory_tolerance
         self.loaded: LoadedModel | None = None
+        # Server mode: the engine's own server, up while configs of one load key follow
+        # one another (only the load differs), and its key.
+        self.server: ServerProcess | None = None
+        self.server_key: str | None = None
         self.stats = WorkerStats(pid=os.getpid(), started_at=_utc_now())
         self._load = loader
         # Read before this process loads anything: what a cold start must get back to.
@@ -342,6 +353,8 @@ class Worker:
         self, config: ExperimentConfig, request: RunRequest, emit: Emit
     ) -> ExperimentResult:
         """Make room, load or reuse, then warmup and window as for any experiment."""
+        if config.load.mode == "server":
+            return self.measure_served(config, request, emit)
         warnings = self.make_room(config, request.cold_start, emit)
         cache = Path(request.baseline_cache) if request.baseline_cache else None
 
@@ -366,8 +379,90 @@ class Worker:
         result.timing.runner = "worker"
         return result
 
+    def measure_served(
+        self, config: ExperimentConfig, request: RunRequest, emit: Emit
+    ) -> ExperimentResult:
+        """Start the engine's server or reuse the one up for this load key, drive it with
+        the load generator, and build the result from the steady window."""
+        started_at, clock = _utc_now(), time.perf_counter()
+        if self.loaded is not None:  # one engine per GPU: the in-process model goes first
+            self.unload(emit, "server mode: the engine's own server takes over")
+        method = self._cold_start_method(request.cold_start)
+        server, load_seconds = self.ensure_server(config, request.cold_start, emit)
+        device = "cuda" if self._used_gpu else "cpu"
+        gpu_indices, gpu_warnings = experiment_gpus(config, device)
+        emit(stage_progress("window", config))
+        try:
+            run = run_load(config, server, Path(request.out_dir), gpu_indices)
+        except LemError:
+            if not server.alive():
+                self.stop_server()  # the next experiment starts a fresh one
+            raise
+        emit(stage_progress("window_done", config))
+        timing = Timing(
+            started_at=started_at,
+            finished_at=_utc_now(),
+            load_seconds=load_seconds,
+            model_reused=load_seconds == 0.0,
+            cold_start_method=None if load_seconds == 0.0 else method,
+            runner="worker",
+            warmup_seconds=0.0,  # the warm-up requests are inside the load, before the window
+            window_seconds=run.serving.window.seconds,
+            total_seconds=time.perf_counter() - clock,
+            gap_waited_seconds=request.gap_waited_seconds,
+        )
+        identity = RunIdentity(**request.identity.model_dump()).for_config(config)
+        result = server_result(config, identity, run, device, timing)
+        result.warnings[:0] = gpu_warnings
+        return result
+
+    def ensure_server(
+        self, config: ExperimentConfig, cold_start: bool, emit: Emit
+    ) -> tuple[ServerProcess, float]:
+        """The server for `config`'s load key, and the seconds spent starting it (0: reused)."""
+        key = load_key(config)
+        up = self.server is not None and self.server.alive() and self.server_key == key
+        if up and not cold_start:
+            assert self.server is not None
+            emit(Progress(stage="reusing", message=f"reusing the server ({describe(config)})"))
+            return self.server, 0.0
+        self.stop_server(emit, "cold start requested" if cold_start else f"load key {key}")
+        self._used_gpu = self._used_gpu or bool(visible_gpu_indices())
+        SERVER_DIR.mkdir(parents=True, exist_ok=True)
+        device = "cuda" if self._used_gpu else "cpu"
+        command = server_command(config, DEFAULT_PORT, device, SERVER_DIR)
+        server = ServerProcess(command, DEFAULT_PORT, SERVER_DIR / "server.log")
+        emit(
+            Progress(
+                stage="loading", message=f"starting {' '.join(command[:2])} ({describe(config)})"
+            )
+        )
+        clock = time.perf_counter()
+        server.start()
+        self.server, self.server_key = server, key
+        try:
+            server.wait_ready(SERVER_READY_TIMEOUT_S)
+        except LemError:
+            self.stop_server()
+            raise
+        seconds = time.perf_counter() - clock
+        self.stats.loads += 1
+        self.stats.loaded_key, self.stats.loaded_model = key, config.model.path
+        emit(Progress(stage="loaded", message=f"server up in {seconds:.2f} s on {device}"))
+        return server, seconds
+
+    def stop_server(self, emit: Emit | None = None, reason: str = "") -> None:
+        server, self.server, self.server_key = self.server, None, None
+        if server is None:
+            return
+        if emit is not None:
+            emit(Progress(stage="unloading", message=f"stopping the server ({reason})"))
+        server.stop()
+        self.stats.loaded_key = self.stats.loaded_model = None
+
     def make_room(self, config: ExperimentConfig, cold_start: bool, emit: Emit) -> list[str]:
         """Unload what cannot serve `config`; check a cold start. Returns result warnings."""
+        self.stop_server(emit, "an offline config: the model is loaded in this process")
         key = load_key(config)
         if self.loaded is not None and (cold_start or self.loaded.load_key != key):
             reason = "cold start requested" if cold_start else f"load key changes to {key}"
@@ -414,7 +509,9 @@ class Worker:
         return "unload"
 
     def unload(self, emit: Emit | None = None, reason: str = "") -> None:
-        """Drop the resident model and give its memory back (engine shutdown, gc, caches)."""
+        """Drop the resident model or server and give its memory back (engine shutdown,
+        gc, caches)."""
+        self.stop_server(emit, reason)
         model, self.loaded = self.loaded, None
         self.stats.loaded_key = self.stats.loaded_model = None
         if model is not None:

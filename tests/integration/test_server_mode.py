@@ -1,0 +1,159 @@
+"""Server mode end to end (issue 19): a real `campaign.yml` run on localhost whose configs
+start `transformers serve --continuous-batching` in the CPU image's service, load it with
+GuideLLM at two request rates (a grid over `load.request_rate`) for 3 cycles, and
+aggregate the steady windows into summary.json with their intervals.
+
+One module-scoped run, read by every test here; the session's prepared venv and models.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixtures.campaign import (
+    CampaignRun,
+    HostDirs,
+    compose_down,
+    manifest_entries,
+    read_json,
+    run_campaign,
+    write_yaml,
+)
+from fixtures.faults import PreparedHost, campaign_vars, local_inventory, state_dir
+from python_on_whales import DockerClient
+
+from llenergymeasure.contracts.result import SERVING_METRICS
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+CAMPAIGN = "served"
+RATES = (4, 8)
+CYCLES = 3
+REQUESTS = 16  # at 8/s, a window of about 1.5 s after the 2 warm-up requests
+CONFIGS = {f"serve--request_rate-{rate}": rate for rate in RATES}
+# No GPU and no RAPL here: nothing meters the window's energy (docs/server-mode.md).
+ENERGY_METRICS = {
+    "serving_j_per_output_token",
+    "serving_j_per_request",
+    "serving_wh_per_1k_requests",
+}
+
+
+def server_campaign() -> dict[str, Any]:
+    base = {
+        "config_name": "serve",
+        "backend": "pytorch",
+        "model": {"path": "/models/tiny"},
+        "decoder": {"max_new_tokens": 8},
+        # the paged cache's GPU-sized default is too large for a CPU
+        "pytorch": {"cb_num_blocks": 64, "cb_block_size": 16},
+        "load": {
+            "mode": "server",
+            "request_rate": RATES[0],
+            "num_requests": REQUESTS,
+            "warmup_requests": 2,
+            "min_window_seconds": 0.5,
+            "slo": {"ttft_ms": 2000, "itl_ms": 500},
+        },
+    }
+    return {
+        "campaign_name": CAMPAIGN,
+        "grid": {"base": base, "vary": {"load.request_rate": list(RATES)}},
+        "execution": {"cycles": CYCLES},
+    }
+
+
+@dataclass(frozen=True)
+class ServedCampaign:
+    host: HostDirs
+    run: CampaignRun
+    results: Path  # the controller's results/<campaign>
+
+    def result_files(self) -> list[Path]:
+        return sorted((state_dir(self.host, CAMPAIGN) / "results").glob("*/result.json"))
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory,
+    prepared_host: PreparedHost,
+    cpu_image: str,
+    docker_engine: DockerClient,
+) -> Iterator[ServedCampaign]:
+    root = tmp_path_factory.mktemp("served")
+    host = prepared_host.dirs(root / "host", "lem-served")
+    variables = campaign_vars(
+        write_yaml(root / "campaign.yml", server_campaign()), root / "results", host
+    )
+    try:
+        run = run_campaign(local_inventory(root / "inventory.yml"), variables, root)
+        yield ServedCampaign(host, run, root / "results" / CAMPAIGN)
+    finally:
+        compose_down(host.project)
+
+
+def test_every_rate_and_cycle_completes_with_its_requests_recorded(served: ServedCampaign) -> None:
+    assert served.run.returncode == 0, served.run.output[-6000:]
+    entries = manifest_entries(served.host.manifest(CAMPAIGN))
+    assert len(entries) == len(RATES) * CYCLES
+    assert {entry["status"] for entry in entries.values()} == {"completed"}
+    for path in served.result_files():
+        result = read_json(path)
+        serving = result["serving"]
+        assert serving["server"] == "transformers serve"
+        assert serving["load_generator"].startswith("guidellm 0.8.1")
+        assert serving["requests_sent"] == REQUESTS and serving["requests_failed"] == 0
+        assert serving["window"]["requests_completed"] > 0 and serving["window"]["stable"]
+        records = (path.parent / "requests.jsonl").read_text().splitlines()
+        assert len(records) == REQUESTS
+        for record in map(json.loads, records):
+            assert record["error"] is None
+            assert record["arrival_s"] <= record["first_token_s"] <= record["end_s"]
+            assert record["output_tokens"] > 0
+
+
+def test_arrivals_follow_the_seeded_rate(served: ServedCampaign) -> None:
+    """Each config's replayed arrivals span (n - 1) gaps of mean 1 / rate: the same seeded
+    draws every cycle, so the spans of one config agree across cycles."""
+    spans: dict[float, set[float]] = {}
+    for path in served.result_files():
+        rate = read_json(path)["config"]["load"]["request_rate"]
+        arrivals = [
+            json.loads(line)["arrival_s"] for line in (path.parent / "requests.jsonl").open()
+        ]
+        spans.setdefault(rate, set()).add(round(max(arrivals) - min(arrivals), 0))
+    assert set(spans) == set(map(float, RATES))
+    slow, fast = (spans[float(rate)] for rate in RATES)
+    assert len(slow) == 1 and len(fast) == 1  # same draws every cycle, to the second
+    assert next(iter(slow)) > next(iter(fast))
+
+
+def test_one_server_serves_both_rates(served: ServedCampaign) -> None:
+    """The rates share a load key: the first experiment starts the server, the rest reuse it."""
+    timings = [read_json(path)["timing"] for path in served.result_files()]
+    assert sorted(t["model_reused"] for t in timings) == [False] + [True] * (len(timings) - 1)
+    started = next(t for t in timings if not t["model_reused"])
+    assert started["load_seconds"] > 0 and started["runner"] == "worker"
+
+
+def test_every_serving_metric_has_an_interval_in_summary_json(served: ServedCampaign) -> None:
+    summary = read_json(served.results / "summary.json")
+    rows = {row["config_name"]: row for row in summary["rows"]}
+    assert set(rows) == set(CONFIGS)
+    for name, row in rows.items():
+        for metric in SERVING_METRICS:
+            ci = row["metrics"][metric]
+            if metric in ENERGY_METRICS:
+                assert ci["mean"] is None, (name, metric)
+                continue
+            assert ci["n"] == CYCLES, (name, metric)
+            assert ci["ci_lower"] is not None and ci["ci_upper"] is not None, (name, metric)
+            assert ci["ci_lower"] <= ci["mean"] <= ci["ci_upper"], (name, metric)
+    achieved = {name: rows[name]["metrics"]["achieved_request_rate"]["mean"] for name in rows}
+    slow, fast = (achieved[f"serve--request_rate-{rate}"] for rate in RATES)
+    assert slow < fast
