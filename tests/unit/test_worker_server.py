@@ -1,0 +1,94 @@
+"""The worker's server lifecycle in server mode (runner/worker.py), with stand-ins for the
+two executables it runs: `transformers` (a real HTTP server process answering
+/v1/models) and `guidellm` (one that kills that server mid-load, as a crash would).
+
+The full path with the real `transformers serve` and GuideLLM runs in
+tests/integration/test_server_mode.py; here, the failure path: the experiment fails naming
+the cause, the worker keeps serving, and the next experiment starts a fresh server.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llenergymeasure.contracts.wire import Done, Failed, Progress, RunRequest
+from llenergymeasure.runner import worker as worker_module
+from llenergymeasure.runner.worker import Worker
+
+STAND_IN_SERVER = """#!{python}
+import http.server, os, sys
+port = int(sys.argv[sys.argv.index("--port") + 1])
+open(os.environ["LEM_TEST_SERVER_PIDS"], "a").write(f"{{os.getpid()}}\\n")
+
+class Models(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{{"data": []}}')
+
+    def log_message(self, *args):
+        pass
+
+http.server.HTTPServer(("127.0.0.1", port), Models).serve_forever()
+"""
+
+# Kills the newest stand-in server, as a crash during the load would, and fails.
+STAND_IN_GENERATOR = """#!{python}
+import os, signal, sys
+pid = int(open(os.environ["LEM_TEST_SERVER_PIDS"]).read().split()[-1])
+os.kill(pid, signal.SIGKILL)
+sys.exit(3)
+"""
+
+
+@pytest.fixture
+def stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Both stand-ins first on PATH; the file their server pids are appended to."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in (("transformers", STAND_IN_SERVER), ("guidellm", STAND_IN_GENERATOR)):
+        script = bin_dir / name
+        script.write_text(text.format(python=sys.executable))
+        script.chmod(0o755)
+    pids = tmp_path / "server-pids"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("LEM_TEST_SERVER_PIDS", str(pids))
+    monkeypatch.setattr(worker_module, "SERVER_DIR", tmp_path / "server")
+    yield pids
+
+
+def server_request(out_dir: Path) -> RunRequest:
+    config = {
+        "config_name": "served",
+        "backend": "pytorch",
+        "model": {"path": "/models/tiny"},
+        "load": {"mode": "server", "request_rate": 4.0, "num_requests": 4, "warmup_requests": 1},
+    }
+    return RunRequest(config=config, config_source="test", out_dir=str(out_dir))
+
+
+def test_a_server_that_dies_fails_its_experiment_and_the_next_starts_a_fresh_one(
+    stand_ins: Path, tmp_path: Path
+) -> None:
+    worker = Worker()
+    progress: list[Progress] = []
+    try:
+        first = worker.run(server_request(tmp_path / "first"), progress.append)
+        assert isinstance(first, Failed), first
+        assert "the server died during the load" in first.cause
+        assert "exit status -9" in first.cause  # the cause names how it ended
+        assert worker.server is None  # not kept for the next experiment
+
+        second = worker.run(server_request(tmp_path / "second"), progress.append)
+        assert isinstance(second, Failed) and not isinstance(second, Done)
+        started = stand_ins.read_text().split()
+        assert len(started) == 2 and started[0] != started[1]  # a fresh server each time
+        assert worker.stats.loads == 2 and worker.stats.failures == 2
+        assert [p.stage for p in progress].count("loading") == 2
+    finally:
+        worker.stop()
