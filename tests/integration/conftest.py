@@ -105,6 +105,7 @@ HEAVIEST_GROUPS = (
     "private-engine",  # about 390 s: image shipping, daemon restart, the engine itself
     "test_faults_controller",  # about 320 s
     "shared-campaign",  # about 300 s
+    "test_server_mode",  # about 200 s: 6 GuideLLM runs against transformers serve
     "test_faults_container",  # about 150 s
     "test_worker_campaign",  # about 145 s
     "test_host_lock",  # about 130 s

@@ -107,30 +107,47 @@ def test_every_rate_and_cycle_completes_with_its_requests_recorded(served: Serve
         serving = result["serving"]
         assert serving["server"] == "transformers serve"
         assert serving["load_generator"].startswith("guidellm 0.8.1")
-        assert serving["requests_sent"] == REQUESTS and serving["requests_failed"] == 0
+        # GuideLLM 0.8.1's replay now and then leaves one trace row unsent (seen: 15 of
+        # 16); the result says so, and counts what was sent
+        sent = serving["requests_sent"]
+        assert sent in (REQUESTS, REQUESTS - 1) and serving["requests_failed"] == 0
+        short = f"the load generator sent {sent} of {REQUESTS} requests"
+        assert (short in result["warnings"]) == (sent < REQUESTS)
         assert serving["window"]["requests_completed"] > 0 and serving["window"]["stable"]
         records = (path.parent / "requests.jsonl").read_text().splitlines()
-        assert len(records) == REQUESTS
+        assert len(records) == sent
         for record in map(json.loads, records):
             assert record["error"] is None
             assert record["arrival_s"] <= record["first_token_s"] <= record["end_s"]
             assert record["output_tokens"] > 0
 
 
-def test_arrivals_follow_the_seeded_rate(served: ServedCampaign) -> None:
-    """Each config's replayed arrivals span (n - 1) gaps of mean 1 / rate: the same seeded
-    draws every cycle, so the spans of one config agree across cycles."""
-    spans: dict[float, set[float]] = {}
+def sent_at_trace_times(sent: list[float], trace: tuple[float, ...]) -> bool:
+    """Whether every send is within 0.25 s of a trace time, once shifted by the generator's
+    start (the first send is the first trace row's, or the second's when GuideLLM left
+    the first unsent)."""
+    return any(
+        all(min(abs(at - (sent[0] - first) - t) for t in trace) < 0.25 for at in sent)
+        for first in trace[:2]
+    )
+
+
+def test_requests_arrive_at_the_seeded_trace_times(served: ServedCampaign) -> None:
+    """Every cycle of a config replays the same seeded arrivals (arrivals.jsonl beside the
+    result), of mean gap 1 / rate, and each request was sent at its trace time."""
+    traces: dict[float, set[tuple[float, ...]]] = {}
     for path in served.result_files():
         rate = read_json(path)["config"]["load"]["request_rate"]
-        arrivals = [
+        lines = (path.parent / "arrivals.jsonl").read_text().splitlines()
+        trace = tuple(json.loads(line)["timestamp"] for line in lines)
+        traces.setdefault(rate, set()).add(trace)
+        assert len(trace) == REQUESTS
+        assert (trace[-1] - trace[0]) / (REQUESTS - 1) == pytest.approx(1 / rate, rel=0.6)
+        sent = sorted(
             json.loads(line)["arrival_s"] for line in (path.parent / "requests.jsonl").open()
-        ]
-        spans.setdefault(rate, set()).add(round(max(arrivals) - min(arrivals), 0))
-    assert set(spans) == set(map(float, RATES))
-    slow, fast = (spans[float(rate)] for rate in RATES)
-    assert len(slow) == 1 and len(fast) == 1  # same draws every cycle, to the second
-    assert next(iter(slow)) > next(iter(fast))
+        )
+        assert sent_at_trace_times(sent, trace), (path, sent, trace)
+    assert {rate: len(seen) for rate, seen in traces.items()} == {float(r): 1 for r in RATES}
 
 
 def test_one_server_serves_both_rates(served: ServedCampaign) -> None:
