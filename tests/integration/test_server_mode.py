@@ -107,7 +107,7 @@ def test_every_rate_and_cycle_completes_with_its_requests_recorded(served: Serve
         serving = result["serving"]
         assert serving["server"] == "transformers serve"
         assert serving["load_generator"].startswith("guidellm 0.8.1")
-        # GuideLLM 0.8.1's replay now and then leaves one trace row unsent (seen: 15 of
+        # GuideLLM 0.8.1's replay often leaves one trace row unsent (seen: 15 of
         # 16); the result says so, and counts what was sent
         sent = serving["requests_sent"]
         assert sent in (REQUESTS, REQUESTS - 1) and serving["requests_failed"] == 0
