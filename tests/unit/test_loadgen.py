@@ -16,6 +16,7 @@ import pytest
 
 from llenergymeasure.config.models import ExperimentConfig, LoadConfig
 from llenergymeasure.measure.steady import steady_window
+from llenergymeasure.runner import serve_run
 from llenergymeasure.runner.loadgen import (
     TRACE_FILE,
     arrival_times,
@@ -165,3 +166,12 @@ def test_burstiness_is_the_gamma_shape_of_the_gaps() -> None:
         for g in ([b - a for a, b in pairwise(t)] for t in (bursty, smooth))
     ]
     assert cv[0] == pytest.approx(2.0, rel=0.15) and cv[1] == pytest.approx(0.25, rel=0.15)
+
+
+def test_guidellm_workers_are_capped_at_this_process_cores(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(serve_run.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert serve_run.generator_env()["GUIDELLM__MAX_WORKER_PROCESSES"] == "2"
+    monkeypatch.setattr(serve_run.os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert serve_run.generator_env()["GUIDELLM__MAX_WORKER_PROCESSES"] == "10"

@@ -9,6 +9,7 @@ counters are read at the meter's edges only, not at the window's.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -38,6 +39,17 @@ from llenergymeasure.runner.serving import serving_block, write_requests
 REPORT_FILE = "guidellm-report.json"
 # What the result's environment names: the servers' and the load generator's packages.
 SERVER_PACKAGES = ("transformers", "torch", "vllm", "tensorrt_llm", "guidellm")
+# GuideLLM 0.8.1 spawns max_worker_processes (default 10) worker processes, each importing
+# it afresh (multiprocessing "spawn"): on a 2-core host that took ~28 s before the first
+# request. One process drives up to 1,024 requests in flight (async HTTP), so the host's
+# cores are enough workers.
+GUIDELLM_MAX_WORKERS = 10
+
+
+def generator_env() -> dict[str, str]:
+    """GuideLLM's environment: its worker processes capped at the cores this process has."""
+    workers = max(1, min(GUIDELLM_MAX_WORKERS, len(os.sched_getaffinity(0))))
+    return {**os.environ, "GUIDELLM__MAX_WORKER_PROCESSES": str(workers)}
 
 
 @dataclass
@@ -83,7 +95,9 @@ def run_load(
     meter_epoch = time.time()
     meter.start()
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            argv, capture_output=True, text=True, check=False, env=generator_env()
+        )
     finally:
         readings = meter.stop()
     if not server.alive():
