@@ -16,8 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from llenergymeasure.config.loader import parse_experiment
 from llenergymeasure.contracts.wire import Done, Failed, Progress, RunRequest
+from llenergymeasure.errors import ExperimentError
 from llenergymeasure.runner import worker as worker_module
+from llenergymeasure.runner.experiment import RunIdentity, run_experiment
 from llenergymeasure.runner.worker import Worker
 
 STAND_IN_SERVER = """#!{python}
@@ -92,3 +95,10 @@ def test_a_server_that_dies_fails_its_experiment_and_the_next_starts_a_fresh_one
         assert [p.stage for p in progress].count("loading") == 2
     finally:
         worker.stop()
+
+
+def test_server_mode_without_the_worker_is_refused_not_run_offline(tmp_path: Path) -> None:
+    config = parse_experiment(server_request(tmp_path).config, "test")
+    with pytest.raises(ExperimentError, match=r"load\.mode 'server' runs in the service's"):
+        run_experiment(config, tmp_path / "out", RunIdentity())
+    assert not (tmp_path / "out" / "result.json").exists()

@@ -121,7 +121,14 @@ def run_experiment(
     """Measure `config` and write `out_dir/result.json`; failures are ExperimentError.
 
     With `loaded`, that model is used and kept; without, one is loaded and unloaded.
+    Server mode runs in the service's worker only (it starts and keeps the server).
     """
+    if config.load.mode == "server":
+        raise ExperimentError(
+            f"config {config.config_name!r}: load.mode 'server' runs in the service's "
+            "`lem worker` (it starts the engine's server); this process measures offline "
+            "batches only (docs/server-mode.md)"
+        )
     own_model = loaded is None
     try:
         idle = idle_before_load(config, baseline_cache) if loaded is None else None
