@@ -7,6 +7,8 @@ for the same configs, at the level the lem_experiment module works:
 
   (a) `docker compose exec` (python-on-whales) of `lem experiment`, served by the
       service's `lem worker` (the model stays loaded between experiments);
+  (a') the same exec as the module makes it (`DockerCompose.cli`): a `docker exec`
+      into the service's running container, found by compose's labels;
   (b) the same exec with `--no-worker`: a fresh process imports torch and loads the model;
   (c) `docker compose run --rm` of `lem experiment` per experiment: a fresh container.
 
@@ -46,6 +48,7 @@ from benchlib import (
 from python_on_whales import DockerClient
 
 from llenergymeasure.config.models import ExperimentConfig
+from llenergymeasure.dispatch.compose import DockerCompose
 
 CONTAINER_STATE = "/lem/state"
 WINDOW_SECONDS = 0.5  # short: the overhead does not depend on it, the bench's length does
@@ -84,6 +87,18 @@ Launcher = Callable[[DockerClient, list[str]], object]
 
 def via_exec(docker: DockerClient, argv: list[str]) -> object:
     return docker.compose.execute(SERVICE, argv, tty=False)
+
+
+def via_module_exec(service: Service) -> Launcher:
+    compose = DockerCompose([str(service.compose_file)], service.project)
+
+    def launch(_: DockerClient, argv: list[str]) -> object:
+        done = compose.cli(["exec", "--no-TTY", SERVICE, *argv])
+        if done.rc != 0:
+            raise RuntimeError(f"exec failed ({done.rc}): {done.stderr[-500:]}")
+        return done
+
+    return launch
 
 
 def via_run(docker: DockerClient, argv: list[str]) -> object:
@@ -142,6 +157,7 @@ def main() -> None:
         with running_service(Path(work) / "service", image, models) as service:
             write_configs(service, experiments)
             worker, worker_inside = measure(service, experiments, "a", via_exec)
+            direct, _ = measure(service, experiments, "a2", via_module_exec(service))
             fresh, fresh_inside = measure(service, experiments, "b", via_exec, "--no-worker")
             container, container_inside = measure(service, experiments, "c", via_run)
         if not args.no_playbook:
@@ -150,12 +166,14 @@ def main() -> None:
     print(f"orchestration overhead per experiment: {args.experiments} experiments per mode,")
     print(f"image {image}, tiny model, windows >= {WINDOW_SECONDS} s (wall - load-to-result)")
     print(describe("(a) exec, worker", worker))
+    print(describe("(a') docker exec (module's path), worker", direct))
     print(describe("(b) exec, --no-worker", fresh))
     print(describe("(c) compose run --rm", container))
     print(describe("in container (a): load to result", worker_inside))
     print(describe("in container (b): load to result", fresh_inside))
     print(describe("in container (c): load to result", container_inside))
     median_a = statistics.median(worker)
+    print(f"ratio (a')/(a) median: {statistics.median(direct) / median_a:.2f}x")
     print(f"ratio (b)/(a) median: {statistics.median(fresh) / median_a:.1f}x")
     print(f"ratio (c)/(a) median: {statistics.median(container) / median_a:.1f}x")
     if not args.no_playbook:
