@@ -65,6 +65,11 @@ class Compose(Protocol):
         ...
 
 
+# A hung daemon must not hang the container look-up before an exec whose caller set a
+# timeout: the look-up gives up after this, and compose's exec runs under that timeout.
+LOOKUP_TIMEOUT_S = 30.0
+
+
 class DockerCompose:
     """The real `Compose`: the docker CLI (`docker compose`), one subprocess per operation.
 
@@ -125,9 +130,11 @@ class DockerCompose:
         argv = ["docker", "ps", "--quiet", "--no-trunc", "--filter", "status=running"]
         argv += [arg for f in filters for arg in ("--filter", f)]
         try:
-            found = subprocess.run(argv, capture_output=True, text=True, check=False)
-        except OSError:
-            return None
+            found = subprocess.run(
+                argv, capture_output=True, text=True, check=False, timeout=LOOKUP_TIMEOUT_S
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None  # compose's own exec then runs, under the caller's timeout
         ids = found.stdout.split()
         return ids[0] if found.returncode == 0 and len(ids) == 1 else None
 
