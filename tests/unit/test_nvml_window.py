@@ -218,3 +218,19 @@ def test_meter_and_build_energy_agree_on_idle_adjusted_energy(tmp_path: Path) ->
     assert energy.idle_adjusted_energy_j == pytest.approx(300.0 * readings.duration_s, rel=0.05)
     assert energy.j_per_output_token == pytest.approx(energy.gpu_energy_j / 1000)
     assert power.mean_w == pytest.approx(400.0) and power.peak_w == pytest.approx(400.0)
+
+
+def test_every_sample_carries_the_rapl_total_so_far(tmp_path: Path) -> None:
+    """What server mode's steady window reads its CPU energy from (serve_run.window_energy)."""
+    zone = fake_rapl(tmp_path, 1_000_000)
+    with installed(FakeNvml([], driver_loaded=False)):
+        meter = EnergyMeter([], 20, rapl=RaplReader(tmp_path / "powercap"))
+        meter.start()
+        time.sleep(0.1)
+        (zone / "energy_uj").write_text("3000000\n")  # 2 J more
+        time.sleep(0.1)
+        readings = meter.stop()
+    totals = [sample.cpu_energy_j for sample in readings.samples]
+    assert totals[0] == 0.0 and totals[-1] == pytest.approx(2.0)
+    assert all(t is not None for t in totals) and totals == sorted(totals)
+    assert readings.cpu_energy_j == pytest.approx(2.0)

@@ -9,6 +9,8 @@ import pytest
 
 from llenergymeasure.config.models import LoadConfig
 from llenergymeasure.measure.steady import ServedRequest, steady_window
+from llenergymeasure.measure.window import Sample, WindowReadings
+from llenergymeasure.runner.serve_run import window_energy
 from llenergymeasure.runner.serving import itl_s, serving_block, write_requests
 
 LOAD = LoadConfig(
@@ -84,3 +86,35 @@ def test_requests_file_has_every_record(tmp_path: Path) -> None:
         "output_tokens",
         "error",
     }
+
+
+def cpu_readings(joules_per_s: float, seconds: int, gap_at: int | None = None) -> WindowReadings:
+    """A CPU host's meter: RAPL's total read every second, none at `gap_at`."""
+    samples = [
+        Sample(
+            t_s=float(t),
+            power_w=[],
+            temperature_c=[],
+            cpu_energy_j=None if t == gap_at else joules_per_s * t,
+        )
+        for t in range(seconds + 1)
+    ]
+    return WindowReadings(
+        source="rapl",
+        duration_s=float(seconds),
+        sample_interval_ms=1000,
+        gpu_indices=[],
+        gpu_energy_j_per_gpu=None,
+        cpu_energy_j=joules_per_s * seconds,
+        samples=samples,
+    )
+
+
+def test_a_cpu_window_takes_rapls_total_between_its_own_edges() -> None:
+    joules, source = window_energy(cpu_readings(10.0, 10), 2.5, 7.0)
+    assert source == "rapl" and joules == pytest.approx(45.0)  # 10 W over 4.5 s
+
+
+def test_a_rapl_gap_or_an_edge_outside_the_samples_gives_no_window_energy() -> None:
+    assert window_energy(cpu_readings(10.0, 10, gap_at=5), 2.5, 7.0) == (None, "none")
+    assert window_energy(cpu_readings(10.0, 10), 2.5, 11.0) == (None, "none")

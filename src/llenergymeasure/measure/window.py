@@ -33,6 +33,9 @@ class Sample:
     t_s: float
     power_w: list[float | None]
     temperature_c: list[float | None]
+    # RAPL energy since the meter's start (J): lets a sub-window (server mode's steady
+    # window) take the CPU energy between its own edges; None without RAPL.
+    cpu_energy_j: float | None = None
 
 
 @dataclass
@@ -144,11 +147,14 @@ class EnergyMeter:
 
     def _take_sample(self, scan_processes: bool) -> None:
         try:
+            if self._rapl is not None:
+                self._rapl.update()
             self._samples.append(
                 Sample(
                     t_s=time.monotonic() - self._t0,
                     power_w=[nvml.power_w(index) for index in self.gpu_indices],
                     temperature_c=[nvml.temperature_c(index) for index in self.gpu_indices],
+                    cpu_energy_j=self._rapl.energy_j if self._rapl is not None else None,
                 )
             )
             for index in self.gpu_indices:
@@ -158,8 +164,6 @@ class EnergyMeter:
                     self._reasons.update(nvml.decode_clock_events(bits))
             if scan_processes:
                 self._scan_processes()
-            if self._rapl is not None:
-                self._rapl.update()
         except Exception as exc:  # the window must survive a bad read; the result says so
             message = f"sampler: {type(exc).__name__}: {exc}"
             if message not in self._warnings:

@@ -3,8 +3,8 @@
 The energy meter runs from before the load generator starts to after it ends; the
 requests' times are put on the meter's clock, the steady window is found in them
 (measure/steady.py), and the window's energy is the power trace integrated between its
-edges (per GPU, summed). Without a GPU power trace (a CPU host) energy is null: RAPL's
-counters are read at the meter's edges only, not at the window's.
+edges (per GPU, summed). Without a GPU power trace, the RAPL total read at every sample
+is interpolated at the window's edges; with neither (a CPU host without RAPL) it is null.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from importlib import metadata
+from itertools import pairwise
 from pathlib import Path
 
 from llenergymeasure.config.models import ExperimentConfig
@@ -58,20 +59,37 @@ class ServerRun:
     serving: Serving
     readings: WindowReadings
     warnings: list[str]
+    energy_source: str = "none"  # of serving.energy_j: nvml_power, rapl or none
 
 
-def window_energy(readings: WindowReadings, start: float, end: float) -> float | None:
-    """Joules of the run's GPUs between `start` and `end` (meter clock), from the trace."""
-    if not readings.gpu_indices or not readings.samples:
-        return None
-    total = 0.0
-    for slot in range(len(readings.gpu_indices)):
-        points = [(s.t_s, w) for s in readings.samples if (w := s.power_w[slot]) is not None]
-        joules = trace_energy([t for t, _ in points], [w for _, w in points], start, end)
-        if joules is None:
-            return None
-        total += joules
-    return total
+def window_energy(readings: WindowReadings, start: float, end: float) -> tuple[float | None, str]:
+    """Joules between `start` and `end` (meter clock) and their source: the run's GPUs'
+    power trace integrated ('nvml_power'), else the RAPL total read at every sample,
+    interpolated at the edges ('rapl'), else (None, 'none')."""
+    if readings.gpu_indices and readings.samples:
+        total = 0.0
+        for slot in range(len(readings.gpu_indices)):
+            points = [(s.t_s, w) for s in readings.samples if (w := s.power_w[slot]) is not None]
+            joules = trace_energy([t for t, _ in points], [w for _, w in points], start, end)
+            if joules is None:
+                return None, "none"
+            total += joules
+        return total, "nvml_power"
+    points = [(s.t_s, e) for s in readings.samples if (e := s.cpu_energy_j) is not None]
+    if len(points) < 2 or len(points) < len(readings.samples):  # a gap: not whole
+        return None, "none"
+    at_start, at_end = cumulative_at(points, start), cumulative_at(points, end)
+    if at_start is None or at_end is None:
+        return None, "none"
+    return at_end - at_start, "rapl"
+
+
+def cumulative_at(points: list[tuple[float, float]], t: float) -> float | None:
+    """A cumulative reading at time `t`, linear between the samples; None outside them."""
+    for (t0, e0), (t1, e1) in pairwise(points):
+        if t0 <= t <= t1:
+            return e0 if t1 == t0 else e0 + (e1 - e0) * (t - t0) / (t1 - t0)
+    return None
 
 
 def run_load(
@@ -115,7 +133,7 @@ def run_load(
         min_window_seconds=load.min_window_seconds,
         min_in_flight_fraction=load.min_in_flight_fraction,
     )
-    energy = window_energy(readings, window.start_s, window.end_s)
+    energy, source = window_energy(readings, window.start_s, window.end_s)
     serving = serving_block(
         requests,
         window,
@@ -130,8 +148,10 @@ def run_load(
         # guidellm 0.8.1's replay often leaves one trace row unsent (5 of 6 runs in a test)
         warnings.append(f"the load generator sent {len(requests)} of {load.num_requests} requests")
     if energy is None:
-        warnings.append("no energy meter over the window (no GPU power trace): energy is null")
-    return ServerRun(requests, serving, readings, warnings)
+        warnings.append(
+            "no energy meter over the window (no GPU power trace, no RAPL): energy is null"
+        )
+    return ServerRun(requests, serving, readings, warnings, source)
 
 
 def package_versions() -> dict[str, str]:
@@ -167,10 +187,12 @@ def server_result(
     )
     _, power, thermal = build_energy(run.readings, None, tokens.output_tokens, tokens.requests)
     energy = Energy(source="none")
-    if serving.energy_j is not None:  # the power trace integrated over the window
+    if serving.energy_j is not None:  # the window's, from the power trace or RAPL
+        on_gpu = run.energy_source == "nvml_power"
         energy = Energy(
-            source="nvml_power",
-            gpu_energy_j=serving.energy_j,
+            source="nvml_power" if on_gpu else "rapl",
+            gpu_energy_j=serving.energy_j if on_gpu else None,
+            cpu_energy_j=None if on_gpu else serving.energy_j,
             total_energy_j=serving.energy_j,
             j_per_output_token=serving.j_per_output_token,
             j_per_request=serving.j_per_request,
