@@ -234,3 +234,18 @@ def test_every_sample_carries_the_rapl_total_so_far(tmp_path: Path) -> None:
     assert totals[0] == 0.0 and totals[-1] == pytest.approx(2.0)
     assert all(t is not None for t in totals) and totals == sorted(totals)
     assert readings.cpu_energy_j == pytest.approx(2.0)
+
+
+def test_every_sample_carries_each_gpus_energy_counter(tmp_path: Path) -> None:
+    """What server mode's steady window reads its GPU energy from (serve_run.window_energy):
+    the counter per GPU at every tick, rising with the device's power; None without one."""
+    old = FakeGpu(power_w=50.0, energy_supported=False)  # before Volta
+    with installed(FakeNvml([FakeGpu(power_w=300.0), old])):
+        readings = measure(EnergyMeter([0, 1], 50, rapl=no_rapl(tmp_path)))
+    counters = [sample.gpu_energy_mj for sample in readings.samples]
+    assert len(counters) >= 3 and all(len(c) == 2 and c[1] is None for c in counters)
+    first = [c[0] for c in counters]
+    assert all(isinstance(mj, int) for mj in first) and first == sorted(first)
+    span_s = readings.samples[-1].t_s - readings.samples[0].t_s
+    rise_j = (first[-1] - first[0]) / 1000.0  # type: ignore[operator]
+    assert rise_j == pytest.approx(300.0 * span_s, rel=0.1)

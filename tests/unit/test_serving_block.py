@@ -118,3 +118,41 @@ def test_a_cpu_window_takes_rapls_total_between_its_own_edges() -> None:
 def test_a_rapl_gap_or_an_edge_outside_the_samples_gives_no_window_energy() -> None:
     assert window_energy(cpu_readings(10.0, 10, gap_at=5), 2.5, 7.0) == (None, "none")
     assert window_energy(cpu_readings(10.0, 10), 2.5, 11.0) == (None, "none")
+
+
+def gpu_readings(watts: float, counter_watts: float, gap_at: int | None = None) -> WindowReadings:
+    """Two GPUs sampled every second for 10 s: the power trace at `watts`, and NVML's energy
+    counters (mJ since driver load, so not from 0) rising at `counter_watts`; at `gap_at`
+    the second GPU's counter is not read."""
+    samples = [
+        Sample(
+            t_s=float(t),
+            power_w=[watts, watts],
+            temperature_c=[None, None],
+            gpu_energy_mj=[
+                7_000_000 + int(1000 * counter_watts * t),
+                None if t == gap_at else 9_000_000 + int(1000 * counter_watts * t),
+            ],
+        )
+        for t in range(11)
+    ]
+    return WindowReadings(
+        source="nvml",
+        duration_s=10.0,
+        sample_interval_ms=1000,
+        gpu_indices=[0, 1],
+        gpu_energy_j_per_gpu=[10 * counter_watts] * 2,
+        cpu_energy_j=None,
+        samples=samples,
+    )
+
+
+def test_a_gpu_window_takes_the_energy_counters_between_its_own_edges() -> None:
+    # the counters (120 W) win over the power trace (100 W): 2 GPUs x 120 W x 4.5 s
+    joules, source = window_energy(gpu_readings(100.0, 120.0), 2.5, 7.0)
+    assert source == "nvml" and joules == pytest.approx(1080.0)
+
+
+def test_a_gpu_counter_gap_falls_back_to_the_power_trace() -> None:
+    joules, source = window_energy(gpu_readings(100.0, 120.0, gap_at=4), 2.5, 7.0)
+    assert source == "nvml_power" and joules == pytest.approx(900.0)

@@ -36,6 +36,9 @@ class Sample:
     # RAPL energy since the meter's start (J): lets a sub-window (server mode's steady
     # window) take the CPU energy between its own edges; None without RAPL.
     cpu_energy_j: float | None = None
+    # Each GPU's NVML total-energy counter (mJ), for the same reason: a sub-window takes
+    # the GPUs' energy from the counters too. None per GPU without the counter.
+    gpu_energy_mj: list[int | None] = field(default_factory=list)
 
 
 @dataclass
@@ -155,6 +158,7 @@ class EnergyMeter:
                     power_w=[nvml.power_w(index) for index in self.gpu_indices],
                     temperature_c=[nvml.temperature_c(index) for index in self.gpu_indices],
                     cpu_energy_j=self._rapl.energy_j if self._rapl is not None else None,
+                    gpu_energy_mj=[nvml.total_energy_mj(index) for index in self.gpu_indices],
                 )
             )
             for index in self.gpu_indices:

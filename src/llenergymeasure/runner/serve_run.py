@@ -2,9 +2,11 @@
 
 The energy meter runs from before the load generator starts to after it ends; the
 requests' times are put on the meter's clock, the steady window is found in them
-(measure/steady.py), and the window's energy is the power trace integrated between its
-edges (per GPU, summed). Without a GPU power trace, the RAPL total read at every sample
-is interpolated at the window's edges; with neither (a CPU host without RAPL) it is null.
+(measure/steady.py), and the window's energy is the rise of each GPU's NVML energy
+counter between its edges (read at every sample, interpolated at the edges; summed over
+the GPUs). GPUs without the counter have their power trace integrated; a CPU host has
+RAPL's total, read and interpolated the same way; with no meter (a CPU host without
+RAPL) it is null.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from itertools import pairwise
@@ -20,6 +23,7 @@ from pathlib import Path
 from llenergymeasure.config.models import ExperimentConfig
 from llenergymeasure.contracts.result import (
     Energy,
+    EnergySource,
     ExperimentResult,
     Identity,
     Serving,
@@ -29,10 +33,10 @@ from llenergymeasure.contracts.result import (
     Ttft,
 )
 from llenergymeasure.errors import ExperimentError
-from llenergymeasure.measure.energy import build_energy
+from llenergymeasure.measure.energy import GPU_SOURCES, build_energy
 from llenergymeasure.measure.environment import collect_environment
 from llenergymeasure.measure.steady import ServedRequest, steady_window, trace_energy
-from llenergymeasure.measure.window import EnergyMeter, WindowReadings
+from llenergymeasure.measure.window import EnergyMeter, Sample, WindowReadings
 from llenergymeasure.runner import loadgen
 from llenergymeasure.runner.servers import ServerProcess
 from llenergymeasure.runner.serving import serving_block, write_requests
@@ -59,29 +63,55 @@ class ServerRun:
     serving: Serving
     readings: WindowReadings
     warnings: list[str]
-    energy_source: str = "none"  # of serving.energy_j: nvml_power, rapl or none
+    energy_source: EnergySource = "none"  # of serving.energy_j
 
 
-def window_energy(readings: WindowReadings, start: float, end: float) -> tuple[float | None, str]:
-    """Joules between `start` and `end` (meter clock) and their source: the run's GPUs'
-    power trace integrated ('nvml_power'), else the RAPL total read at every sample,
-    interpolated at the edges ('rapl'), else (None, 'none')."""
-    if readings.gpu_indices and readings.samples:
+def window_energy(
+    readings: WindowReadings, start: float, end: float
+) -> tuple[float | None, EnergySource]:
+    """Joules between `start` and `end` (meter clock) and their source. The edges are known
+    only after the load, so the meter's cumulative counters, read at every sample, are
+    interpolated at them: each GPU's NVML energy counter ('nvml'); for GPUs without one,
+    their power trace integrated ('nvml_power'); on a CPU host, RAPL's total ('rapl');
+    else (None, 'none')."""
+    samples = readings.samples
+    if readings.gpu_indices and samples:
+        slots = range(len(readings.gpu_indices))
+        counted = [
+            counter_delta(samples, lambda s, slot=slot: gpu_counter(s, slot), start, end)
+            for slot in slots
+        ]
+        if all(millijoules is not None for millijoules in counted):
+            return sum(m for m in counted if m is not None) / 1000.0, "nvml"
         total = 0.0
-        for slot in range(len(readings.gpu_indices)):
-            points = [(s.t_s, w) for s in readings.samples if (w := s.power_w[slot]) is not None]
+        for slot in slots:
+            points = [(s.t_s, w) for s in samples if (w := s.power_w[slot]) is not None]
             joules = trace_energy([t for t, _ in points], [w for _, w in points], start, end)
             if joules is None:
                 return None, "none"
             total += joules
         return total, "nvml_power"
-    points = [(s.t_s, e) for s in readings.samples if (e := s.cpu_energy_j) is not None]
-    if len(points) < 2 or len(points) < len(readings.samples):  # a gap: not whole
-        return None, "none"
+    joules = counter_delta(samples, lambda s: s.cpu_energy_j, start, end)
+    return (None, "none") if joules is None else (joules, "rapl")
+
+
+def gpu_counter(sample: Sample, slot: int) -> float | None:
+    readings = sample.gpu_energy_mj
+    return readings[slot] if slot < len(readings) else None
+
+
+def counter_delta(
+    samples: list[Sample], read: Callable[[Sample], float | None], start: float, end: float
+) -> float | None:
+    """A cumulative counter's rise between `start` and `end`, read at every sample and
+    interpolated at the edges; None when a sample lacks it or an edge is outside them."""
+    points = [(s.t_s, value) for s in samples if (value := read(s)) is not None]
+    if len(points) < 2 or len(points) < len(samples):  # a gap: not whole
+        return None
     at_start, at_end = cumulative_at(points, start), cumulative_at(points, end)
     if at_start is None or at_end is None:
-        return None, "none"
-    return at_end - at_start, "rapl"
+        return None
+    return at_end - at_start
 
 
 def cumulative_at(points: list[tuple[float, float]], t: float) -> float | None:
@@ -187,10 +217,10 @@ def server_result(
     )
     _, power, thermal = build_energy(run.readings, None, tokens.output_tokens, tokens.requests)
     energy = Energy(source="none")
-    if serving.energy_j is not None:  # the window's, from the power trace or RAPL
-        on_gpu = run.energy_source == "nvml_power"
+    if serving.energy_j is not None:  # the window's: NVML counters, power trace or RAPL
+        on_gpu = run.energy_source in GPU_SOURCES
         energy = Energy(
-            source="nvml_power" if on_gpu else "rapl",
+            source=run.energy_source,
             gpu_energy_j=serving.energy_j if on_gpu else None,
             cpu_energy_j=None if on_gpu else serving.energy_j,
             total_energy_j=serving.energy_j,
