@@ -3,8 +3,10 @@ two executables it runs: `transformers` (a real HTTP server process answering
 /v1/models) and `guidellm` (one that kills that server mid-load, as a crash would).
 
 The full path with the real `transformers serve` and GuideLLM runs in
-tests/integration/test_server_mode.py; here, the failure path: the experiment fails naming
-the cause, the worker keeps serving, and the next experiment starts a fresh server.
+tests/integration/test_server_mode.py; here, the server's lifecycle (kept for one load key,
+stopped for another, for an offline config, a cold start, a GPU hand-over and the worker's
+stop) and the failure path: the experiment fails naming the cause, the worker keeps
+serving, and the next experiment starts a fresh server.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -65,14 +68,61 @@ def stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     yield pids
 
 
-def server_request(out_dir: Path) -> RunRequest:
-    config = {
+def server_config(rate: float = 4.0, precision: str = "float32") -> dict[str, Any]:
+    return {
         "config_name": "served",
         "backend": "pytorch",
         "model": {"path": "/models/tiny"},
-        "load": {"mode": "server", "request_rate": 4.0, "num_requests": 4, "warmup_requests": 1},
+        "precision": precision,
+        "load": {"mode": "server", "request_rate": rate, "num_requests": 4, "warmup_requests": 1},
     }
-    return RunRequest(config=config, config_source="test", out_dir=str(out_dir))
+
+
+def server_request(out_dir: Path) -> RunRequest:
+    return RunRequest(config=server_config(), config_source="test", out_dir=str(out_dir))
+
+
+def alive(pid: int) -> bool:
+    """Whether stand-in server `pid` still runs (a stopped one is reaped by its Popen)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_server_is_kept_for_its_load_key_and_stopped_for_anything_else(
+    stand_ins: Path,
+) -> None:
+    worker = Worker()
+    stages: list[str] = []
+
+    def emit(progress: Progress) -> None:
+        stages.append(progress.stage)
+
+    def serve(config: dict[str, Any], cold_start: bool = False) -> int:
+        server, _ = worker.ensure_server(parse_experiment(config, "test"), cold_start, emit)
+        assert server.process is not None
+        return server.process.pid
+
+    try:
+        first = serve(server_config(rate=4.0))
+        assert serve(server_config(rate=8.0)) == first and stages[-1] == "reusing"  # a rate sweep
+        other_key = serve(server_config(precision="bfloat16"))
+        assert other_key != first and not alive(first)
+        cold = serve(server_config(precision="bfloat16"), cold_start=True)
+        assert cold != other_key and not alive(other_key)
+        offline = parse_experiment({**server_config(), "load": {"mode": "offline"}}, "test")
+        worker.make_room(offline, False, emit)  # before an offline config loads in-process
+        assert worker.server is None and not alive(cold)
+        handed_over = serve(server_config())
+        worker.release(emit)  # lem release: the GPU goes to another service
+        assert worker.server is None and not alive(handed_over)
+        last = serve(server_config())
+    finally:
+        assert worker.stop()
+    assert worker.server is None and not alive(last)
+    assert len(stand_ins.read_text().split()) == 5  # every start a server of its own
 
 
 def test_a_server_that_dies_fails_its_experiment_and_the_next_starts_a_fresh_one(
