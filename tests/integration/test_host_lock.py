@@ -2,9 +2,9 @@
 
 Real ansible-playbook, real Docker, the CPU image, one host (localhost) whose state root,
 compose project and venv every campaign here shares, as campaigns on one machine do.
-Two module-scoped sequences of runs, each read by several tests:
-- `refused`: campaign A runs; while its services are up, B is refused and B --check runs.
-- `queued`: A is SIGKILLed holding the lock; B takes it over; C waits for B.
+One module-scoped sequence of runs, read by every test here: lock-killed is SIGKILLed
+holding the lock; lock-a takes it over and measures; while it does, a waiter in wait mode
+waits for the host, lock-b is refused and lock-b --check runs; the waiter runs after lock-a.
 """
 
 from __future__ import annotations
@@ -40,8 +40,9 @@ from python_on_whales import DockerClient
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
-# Long enough for the second campaign to plan and reach the lock while the first measures.
-HELD_WINDOW_SECONDS = 20.0
+# Long enough for the waiter to reach the lock and for the refused campaign and its --check
+# to run while the first measures.
+HELD_WINDOW_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -133,14 +134,22 @@ def sequence(
         with ControllerRun(host.inventory, variables, host.root) as first:
             wait_for(lambda: running_exp_id(host.dirs.manifest("lock-a")), 600, "lock-a to measure")
             ids_before, lock_before = host.container_ids(), host.lock.read_bytes()
-            second = run_campaign(host.inventory, host.variables("lock-b"), host.root)
-            check = run_campaign(
-                host.inventory, host.variables("lock-b"), host.root, options=["--check"]
-            )
-            lock_after_check = host.lock.read_bytes()
-            ids_after = host.container_ids()
-            waiter = run_campaign(host.inventory, waiter_vars, host.root)
-            first_done = first.finish()
+            # The waiter is started now and seen waiting while lock-a holds the host, not
+            # after the refused runs (which may outlast lock-a's window on a loaded machine).
+            with ControllerRun(host.inventory, waiter_vars, host.root) as waiting:
+                wait_for(
+                    lambda: "RETRYING" in waiting.output() or waiting.process.poll() is not None,
+                    600,
+                    "lock-waiter to wait for the host (or to end)",
+                )
+                second = run_campaign(host.inventory, host.variables("lock-b"), host.root)
+                check = run_campaign(
+                    host.inventory, host.variables("lock-b"), host.root, options=["--check"]
+                )
+                lock_after_check = host.lock.read_bytes()
+                ids_after = host.container_ids()
+                first_done = first.finish()
+                waiter = waiting.finish()
         yield Sequence(
             host,
             killed.pid,
