@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from llenergymeasure.config.models import ExperimentConfig, LoadConfig
-from llenergymeasure.measure.steady import steady_window
+from llenergymeasure.measure.steady import ServedRequest, steady_window
 from llenergymeasure.runner import serve_run
 from llenergymeasure.runner.loadgen import (
+    SPARE_ROWS,
     TRACE_FILE,
     arrival_times,
+    asked_requests,
     guidellm_argv,
     parse_report,
     read_report,
@@ -134,10 +136,22 @@ def test_a_rate_replays_lems_arrivals_from_the_trace_beside_the_report(tmp_path:
         json.loads(line)
         for line in write_trace(config, tmp_path / TRACE_FILE).read_text().splitlines()
     ]
-    assert [row["timestamp"] for row in trace] == pytest.approx(
-        arrival_times(config.load), abs=1e-6
-    )
+    # the asked arrivals, then SPARE_ROWS more of the same seeded draw
+    assert len(trace) == config.load.num_requests + SPARE_ROWS
+    times = [row["timestamp"] for row in trace]
+    assert times == pytest.approx(arrival_times(config.load, SPARE_ROWS), abs=1e-6)
+    assert times[: config.load.num_requests] == pytest.approx(arrival_times(config.load), abs=1e-6)
     assert {(row["input_length"], row["output_length"]) for row in trace} == {(32, 32)}
+
+
+def test_a_replays_spare_row_is_cut_off_and_other_loads_keep_every_record() -> None:
+    asked = 12
+    sent = [ServedRequest(float(i), i + 0.1, i + 0.5, 32, 8) for i in range(asked + SPARE_ROWS)]
+    replay = server_config(request_rate=4.0).load
+    assert asked_requests(sent, replay) == sent[:asked]
+    assert asked_requests(sent[:-2], replay) == sent[:-2]  # fewer than asked: all kept
+    closed_loop = server_config(max_concurrency=4).load
+    assert asked_requests(sent, closed_loop) == sent
 
 
 def load(**fields: object) -> LoadConfig:
