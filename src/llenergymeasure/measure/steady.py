@@ -218,22 +218,27 @@ def completed_inside(
     return [r for r in requests if r.ok and r.end_s is not None and start <= r.end_s <= end]
 
 
+def value_at(times_s: Sequence[float], values: Sequence[float], t: float) -> float | None:
+    """A sampled quantity at time `t`, linear between the samples around it (a power
+    reading, or a cumulative energy counter's); None outside the samples."""
+    if not times_s or t < times_s[0] or t > times_s[-1]:
+        return None
+    i = bisect.bisect_right(times_s, t) - 1
+    if i >= len(times_s) - 1:
+        return values[-1]
+    t0, t1 = times_s[i], times_s[i + 1]
+    return values[i] + (values[i + 1] - values[i]) * (t - t0) / (t1 - t0)
+
+
 def trace_energy(
     times_s: Sequence[float], power_w: Sequence[float], start: float, end: float
 ) -> float | None:
     """Joules between `start` and `end` from a power trace (trapezoids, edges interpolated);
     None when the trace does not cover the window."""
-    if len(times_s) < 2 or times_s[0] > start or times_s[-1] < end or end <= start:
+    at_start, at_end = value_at(times_s, power_w, start), value_at(times_s, power_w, end)
+    if at_start is None or at_end is None or end <= start:
         return None
-
-    def at(t: float) -> float:
-        i = bisect.bisect_right(times_s, t) - 1
-        if i >= len(times_s) - 1:
-            return power_w[-1]
-        t0, t1 = times_s[i], times_s[i + 1]
-        return power_w[i] + (power_w[i + 1] - power_w[i]) * (t - t0) / (t1 - t0)
-
-    points = [(start, at(start))]
+    points = [(start, at_start)]
     points += [(t, p) for t, p in zip(times_s, power_w, strict=True) if start < t < end]
-    points.append((end, at(end)))
+    points.append((end, at_end))
     return sum((t1 - t0) * (p0 + p1) / 2 for (t0, p0), (t1, p1) in pairwise(points))

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from itertools import pairwise
 from pathlib import Path
 
 from llenergymeasure.config.models import ExperimentConfig
@@ -35,7 +34,12 @@ from llenergymeasure.contracts.result import (
 from llenergymeasure.errors import ExperimentError
 from llenergymeasure.measure.energy import GPU_SOURCES, build_energy
 from llenergymeasure.measure.environment import collect_environment
-from llenergymeasure.measure.steady import ServedRequest, steady_window, trace_energy
+from llenergymeasure.measure.steady import (
+    ServedRequest,
+    steady_window,
+    trace_energy,
+    value_at,
+)
 from llenergymeasure.measure.window import EnergyMeter, Sample, WindowReadings
 from llenergymeasure.runner import loadgen
 from llenergymeasure.runner.servers import ServerProcess
@@ -105,21 +109,14 @@ def counter_delta(
 ) -> float | None:
     """A cumulative counter's rise between `start` and `end`, read at every sample and
     interpolated at the edges; None when a sample lacks it or an edge is outside them."""
-    points = [(s.t_s, value) for s in samples if (value := read(s)) is not None]
-    if len(points) < 2 or len(points) < len(samples):  # a gap: not whole
+    totals = [value for s in samples if (value := read(s)) is not None]
+    if len(samples) < 2 or len(totals) < len(samples):  # a gap: not whole
         return None
-    at_start, at_end = cumulative_at(points, start), cumulative_at(points, end)
+    times = [s.t_s for s in samples]
+    at_start, at_end = value_at(times, totals, start), value_at(times, totals, end)
     if at_start is None or at_end is None:
         return None
     return at_end - at_start
-
-
-def cumulative_at(points: list[tuple[float, float]], t: float) -> float | None:
-    """A cumulative reading at time `t`, linear between the samples; None outside them."""
-    for (t0, e0), (t1, e1) in pairwise(points):
-        if t0 <= t <= t1:
-            return e0 if t1 == t0 else e0 + (e1 - e0) * (t - t0) / (t1 - t0)
-    return None
 
 
 def run_load(
