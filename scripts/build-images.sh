@@ -90,7 +90,7 @@ inputs_hash() {
     {
         echo "$BACKEND $TAG"
         docker image inspect --format '{{.Id}}' "$BASE_IMAGE"
-        cat "$DOCKERFILE" pyproject.toml scripts/image_requirements.py
+        cat "$DOCKERFILE" pyproject.toml scripts/image_requirements.py scripts/base_distributions.py
         [ "$BACKEND" != pytorch-cpu ] || cat requirements/cpu.txt
         find src -type f ! -name '*.pyc' ! -path '*/__pycache__/*' ! -path '*.egg-info/*' \
             -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
@@ -104,6 +104,13 @@ probe_base_python() {
         die "cannot run python3 in $BASE_IMAGE"
 }
 
+# What the base's python3 carries, as JSON in $1: the wheelhouse is resolved against it.
+probe_base_distributions() {
+    docker run --rm -i --network none --entrypoint python3 "$BASE_IMAGE" - probe \
+        <scripts/base_distributions.py >"$1" ||
+        die "cannot list the Python distributions of $BASE_IMAGE"
+}
+
 resolve_base_image
 HASH="$(inputs_hash)"
 if [ "$(docker image inspect --format '{{index .Config.Labels "lem.inputs-hash"}}' "$TAG" 2>/dev/null)" = "$HASH" ]; then
@@ -114,8 +121,11 @@ fi
 
 PREVIOUS_ID="$(docker image inspect --format '{{.Id}}' "$TAG" 2>/dev/null || true)"
 read -r PYTHON_VERSION GLIBC_VERSION <<<"$(probe_base_python)"
+BASE_DISTRIBUTIONS="$(mktemp)"
+trap 'rm -f "$BASE_DISTRIBUTIONS"' EXIT
+probe_base_distributions "$BASE_DISTRIBUTIONS"
 say "building $TAG from $BASE_IMAGE (Python $PYTHON_VERSION, glibc $GLIBC_VERSION)"
-LEM_WHEEL_PYTHON="$PYTHON_VERSION" LEM_WHEEL_GLIBC="$GLIBC_VERSION" \
+LEM_WHEEL_PYTHON="$PYTHON_VERSION" LEM_WHEEL_GLIBC="$GLIBC_VERSION" LEM_WHEEL_BASE="$BASE_DISTRIBUTIONS" \
     scripts/build-wheelhouse.sh "$BACKEND" "$WHEELHOUSE"
 docker build --network none --file "$DOCKERFILE" \
     --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg LEM_BACKEND="$BACKEND" \

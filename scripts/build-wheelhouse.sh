@@ -29,6 +29,9 @@
 #   LEM_PYTHON              interpreter that runs pip (default: .venv/bin/python, python3)
 #   LEM_ENGINE_PIN          a requirement replacing the engine's pin (vllm==0.33.0: the
 #                           image of another vLLM version, build-images.sh --engine-version)
+#   LEM_WHEEL_BASE          what the base image's Python carries (scripts/base_distributions.py
+#                           probe, run there by build-images.sh): the download is resolved
+#                           against it, never replaces base-provides and never downloads them
 #   LEM_WHEEL_FIND_LINKS    another wheelhouse's deps/ to take wheels from first
 #   LEM_WHEEL_CONSTRAINTS   a constraints file replacing the table's (relative to the
 #                           repository; scripts/lock-cpu-requirements.sh resolves the lock)
@@ -77,13 +80,37 @@ platform_args() {
     printf -- '--platform manylinux2014_x86_64'
 }
 
-# pip download against the wheelhouse and (unless --no-index) the package index.
+# Temporary directories, removed on exit.
+SCRATCH=()
+trap 'rm -rf "${SCRATCH[@]}"' EXIT
+
+# With LEM_WHEEL_BASE: stub wheels of the base's distributions in BASE_STUBS, and
+# BASE_STUBS/pins.txt requiring the distributions the base provides (the engine, torch)
+# at their stubs: they join the resolution with their own requirements.
+BASE_STUBS=
+make_base_stubs() {
+    [ -n "${LEM_WHEEL_BASE:-}" ] || return 0
+    BASE_STUBS="$(mktemp -d)"
+    SCRATCH+=("$BASE_STUBS")
+    local provided
+    provided="$(requirements base | sed 's/[^A-Za-z0-9._-].*//')"
+    # shellcheck disable=SC2086  # one word per distribution name
+    "$PY" "$REPO/scripts/base_distributions.py" stubs "$LEM_WHEEL_BASE" "$BASE_STUBS" \
+        $provided >"$BASE_STUBS/pins.txt" || die "cannot resolve against the base ($LEM_WHEEL_BASE)"
+}
+
+# pip download against the wheelhouse and (unless --no-index) the package index; stubs
+# it picked are not wheels to install, and go.
 pip_download() {
+    local status=0
     # shellcheck disable=SC2046  # one word per pip option
     "$PY" -m pip download --quiet --dest "$OUTDIR/deps" --only-binary :all: \
         --implementation cp --python-version "$TARGET_PYTHON" $(platform_args) \
         --find-links "$OUTDIR/deps" ${LEM_WHEEL_FIND_LINKS:+--find-links "$LEM_WHEEL_FIND_LINKS"} \
-        -r "$OUTDIR/deps/requirements.txt" -c "$OUTDIR/deps/constraints.txt" "$@"
+        ${BASE_STUBS:+--find-links "$BASE_STUBS" -r "$BASE_STUBS/pins.txt"} \
+        -r "$OUTDIR/deps/requirements.txt" -c "$OUTDIR/deps/constraints.txt" "$@" || status=$?
+    find "$OUTDIR/deps" -maxdepth 1 -name '*+lembase-*.whl' -delete
+    return "$status"
 }
 
 # Standard input to FILE, only when it differs: an unchanged wheelhouse is left as it
@@ -164,7 +191,7 @@ build_package_wheel() {
         isolation=(--no-build-isolation)
     fi
     staging="$(mktemp -d)"
-    trap 'rm -rf "$staging"' EXIT
+    SCRATCH+=("$staging")
     "$PY" -m pip wheel --quiet --no-deps "${isolation[@]}" --wheel-dir "$staging" "$REPO" ||
         die "pip could not build the llenergymeasure wheel from $REPO"
     mkdir -p "$OUTDIR/lem"
@@ -182,6 +209,7 @@ build_package_wheel() {
 exec 9>>"$OUTDIR/.lock"
 flock 9
 
+make_base_stubs
 download_dependencies
 [ "$BACKEND" != host ] || archive_dependencies
 build_package_wheel

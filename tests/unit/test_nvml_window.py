@@ -227,7 +227,9 @@ def test_every_sample_carries_the_rapl_total_so_far(tmp_path: Path) -> None:
         meter = EnergyMeter([], 20, rapl=RaplReader(tmp_path / "powercap"))
         meter.start()
         time.sleep(0.1)
-        (zone / "energy_uj").write_text("3000000\n")  # 2 J more
+        # 2 J more, by a rename: the sampler never reads a half-written file
+        (zone / "energy_uj.new").write_text("3000000\n")
+        (zone / "energy_uj.new").replace(zone / "energy_uj")
         time.sleep(0.1)
         readings = meter.stop()
     totals = [sample.cpu_energy_j for sample in readings.samples]

@@ -12,6 +12,7 @@ serving, and the next experiment starts a fresh server.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,11 @@ def stand_ins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("LEM_TEST_SERVER_PIDS", str(pids))
     monkeypatch.setattr(worker_module, "SERVER_DIR", tmp_path / "server")
+    # A port of this test's own: tests on the other xdist worker run stand-ins too, and a
+    # server of theirs on the same port would answer for ours.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        monkeypatch.setattr(worker_module, "DEFAULT_PORT", probe.getsockname()[1])
     yield pids
 
 
@@ -152,3 +158,18 @@ def test_server_mode_without_the_worker_is_refused_not_run_offline(tmp_path: Pat
     with pytest.raises(ExperimentError, match=r"load\.mode 'server' runs in the service's"):
         run_experiment(config, tmp_path / "out", RunIdentity())
     assert not (tmp_path / "out" / "result.json").exists()
+
+
+def test_an_image_without_the_load_generator_fails_the_experiment_naming_it(
+    stand_ins: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bin" / "guidellm").unlink()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # the stand-in server, no guidellm
+    worker = Worker()
+    try:
+        failed = worker.run(server_request(tmp_path / "out"), lambda progress: None)
+        assert isinstance(failed, Failed), failed
+        assert "guidellm is not installed in this image" in failed.cause
+        assert "scripts/build-images.sh" in failed.cause  # and how to get it
+    finally:
+        worker.stop()

@@ -318,10 +318,6 @@ class LoadConfig(StrictModel):
         return self
 
 
-# Backends whose images carry a server and the load generator (pyproject's `serving`
-# extra is in the pytorch images only; vLLM's and TensorRT-LLM's have their servers).
-SERVER_MODE_BACKENDS = ("pytorch",)
-
 # Precisions a backend refuses, and why.
 UNSUPPORTED_PRECISIONS: dict[str, dict[str, str]] = {
     "tensorrt": {
@@ -372,18 +368,6 @@ class ExperimentConfig(StrictModel):
             )
         if value is None and info.field_name == backend:
             return BACKEND_SECTIONS[backend]()
-        return value
-
-    @field_validator("load", mode="after")
-    @classmethod
-    def _server_in_the_image(cls, value: LoadConfig, info: ValidationInfo) -> LoadConfig:
-        backend = info.data.get("backend", "")
-        if value.mode == "server" and backend not in SERVER_MODE_BACKENDS:
-            raise ValueError(
-                f"load.mode 'server' is not runnable on backend {backend!r}: its image has no "
-                f"load generator yet (server mode runs on {', '.join(SERVER_MODE_BACKENDS)}; "
-                "docs/server-mode.md)"
-            )
         return value
 
     def backend_section(self) -> StrictModel:

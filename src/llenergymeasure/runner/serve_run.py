@@ -143,6 +143,11 @@ def run_load(
         done = subprocess.run(
             argv, capture_output=True, text=True, check=False, env=generator_env()
         )
+    except FileNotFoundError as exc:
+        raise ExperimentError(
+            f"{argv[0]} is not installed in this image: rebuild it with "
+            "scripts/build-images.sh (docs/server-mode.md)"
+        ) from exc
     finally:
         readings = meter.stop()
     if not server.alive():
