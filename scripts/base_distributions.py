@@ -8,7 +8,7 @@ probe   prints, as JSON, every distribution the interpreter sees (name, version 
         Requires-Dist), the first of a name on sys.path winning, as an import would;
 stubs   writes, into DIR, a stub wheel per distribution of BASEFILE (probe's output):
         metadata only (the base's version with the local label `+lembase`, and its own
-        Requires-Dist), and prints a constraint line pinning each NAME to its stub.
+        Requires-Dist), and prints a requirement line pinning each NAME to its stub.
 
 Why: pip's download resolves on the controller and knows nothing of the image. With the
 stubs on --find-links, the base's distributions take part in the resolution with their
@@ -93,7 +93,7 @@ def write_stub(name: str, version: str, requires: list[str], directory: Path) ->
 
 
 def write_stubs(base: list[dict], directory: Path, pinned: list[str]) -> list[str]:
-    """Stubs of `base` in `directory`; the constraint lines pinning `pinned` to them."""
+    """Stubs of `base` in `directory`; the requirement lines pinning `pinned` to them."""
     directory.mkdir(parents=True, exist_ok=True)
     versions = {}
     for dist in base:

@@ -93,7 +93,7 @@ make_base_stubs() {
     BASE_STUBS="$(mktemp -d)"
     SCRATCH+=("$BASE_STUBS")
     local provided
-    provided="$(requirements base | sed 's/[^A-Za-z0-9._-].*//')"
+    provided="$(sed 's/[^A-Za-z0-9._-].*//' "$OUTDIR/deps/base-requirements.txt")"
     # shellcheck disable=SC2086  # one word per distribution name
     "$PY" "$REPO/scripts/base_distributions.py" stubs "$LEM_WHEEL_BASE" "$BASE_STUBS" \
         $provided >"$BASE_STUBS/pins.txt" || die "cannot resolve against the base ($LEM_WHEEL_BASE)"
@@ -135,6 +135,7 @@ download_dependencies() {
     else
         write_if_changed "$OUTDIR/deps/constraints.txt" </dev/null
     fi
+    make_base_stubs
     # Resolving from the wheelhouse alone is the cache check: it also notices a
     # changed requirement or constraint, or a wheel removed by hand.
     if pip_download --no-index >/dev/null 2>&1; then
@@ -209,7 +210,6 @@ build_package_wheel() {
 exec 9>>"$OUTDIR/.lock"
 flock 9
 
-make_base_stubs
 download_dependencies
 [ "$BACKEND" != host ] || archive_dependencies
 build_package_wheel

@@ -23,12 +23,9 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from base_distributions import canonical  # beside this script (sys.path[0])
+
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
-
-
-def canonical(name: str) -> str:
-    """A distribution name as PEP 503 compares them."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def requirement_name(line: str) -> str:
